@@ -1,0 +1,286 @@
+"""All settings, read from the environment lazily and validated in one place.
+
+Nothing here runs at import time: Azure indexes the functions by importing ``function_app``,
+and a setting that fails to parse must not make it index zero functions. Each section is
+parsed the first time it is used, so a bad OpenAI setting never breaks the markets API.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError
+
+KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
+PGBOUNCER_PORT = 6432
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+class _Env:
+    """Typed readers over an environment mapping; every error names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        if value.startswith(KEY_VAULT_PREFIX):
+            # App Service leaves the literal reference in place when it cannot resolve it.
+            raise ConfigError(
+                name,
+                "is an unresolved Key Vault reference; check the Function App's managed "
+                "identity and its access to the vault",
+            )
+        return value
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def secret(self, name: str) -> str | None:
+        # Same as str(), but kept apart so secrets are easy to audit; values never appear in errors.
+        return self.raw(name)
+
+    def int(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = int(value)
+        except ValueError:
+            raise ConfigError(name, f"must be an integer, got {value!r}") from None
+        if not minimum <= parsed <= maximum:
+            raise ConfigError(name, f"must be between {minimum} and {maximum}, got {parsed}")
+        return parsed
+
+    def float(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = float(value)
+        except ValueError:
+            raise ConfigError(name, f"must be a number, got {value!r}") from None
+        if not minimum <= parsed <= maximum:
+            raise ConfigError(name, f"must be between {minimum} and {maximum}, got {parsed}")
+        return parsed
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(name, f"must be true or false, got {value!r}")
+
+    def url(self, name: str, default: str) -> str:
+        value = self.str(name, default) or default
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    def choice(self, name: str, default: str, choices: set[str]) -> str:
+        value = (self.str(name, default) or default).lower()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(sorted(choices))}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    host: str | None
+    port: int
+    database: str
+    user: str
+    password: str | None
+    sslmode: str
+    pool_min: int
+    pool_max: int
+    pool_timeout_s: float
+    connect_timeout_s: int
+
+    @property
+    def configured(self) -> bool:
+        return self.host is not None
+
+    @property
+    def behind_pgbouncer(self) -> bool:
+        # Transaction pooling: nothing session-scoped may be relied on (see database.py).
+        return self.port == PGBOUNCER_PORT
+
+    def __repr__(self) -> str:  # keep the password out of logs and tracebacks
+        return (
+            f"DatabaseSettings(host={self.host!r}, port={self.port}, database={self.database!r}, "
+            f"user={self.user!r}, sslmode={self.sslmode!r}, pool={self.pool_min}..{self.pool_max})"
+        )
+
+
+@dataclass(frozen=True)
+class PolymarketSettings:
+    clob_host: str
+    gamma_host: str
+    private_key: str | None
+    connect_timeout_s: float
+    read_timeout_s: float
+    retry_attempts: int
+    retry_backoff_s: float
+    retry_after_max_s: float
+    health_timeout_s: float
+    simulated: bool
+
+    def __repr__(self) -> str:
+        return (
+            f"PolymarketSettings(clob_host={self.clob_host!r}, gamma_host={self.gamma_host!r}, "
+            f"private_key={'set' if self.private_key else 'unset'}, simulated={self.simulated})"
+        )
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    endpoint: str | None
+    api_key: str | None
+    deployment: str
+    api_version: str
+    timeout_s: float
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.endpoint and self.api_key)
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAISettings(endpoint={self.endpoint!r}, api_key={'set' if self.api_key else 'unset'}, "
+            f"deployment={self.deployment!r}, api_version={self.api_version!r})"
+        )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    markets_ttl_s: int
+    markets_refresh_min_interval_s: int
+    price_ttl_s: int
+    book_ttl_s: int
+    sentiment_ttl_s: int
+    price_history_retention_days: int
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    log_level: str
+
+
+class Settings:
+    """One object for every setting; each section is parsed on first access."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._env = _Env(os.environ if environ is None else environ)
+
+    @cached_property
+    def database(self) -> DatabaseSettings:
+        env = self._env
+        pool_min = env.int("POSTGRES_POOL_MIN", 5, minimum=0, maximum=100)
+        pool_max = env.int("POSTGRES_POOL_MAX", 20, minimum=1, maximum=500)
+        if pool_max < pool_min:
+            raise ConfigError("POSTGRES_POOL_MAX", f"must be at least POSTGRES_POOL_MIN ({pool_min})")
+        return DatabaseSettings(
+            host=env.str("POSTGRES_HOST"),
+            port=env.int("POSTGRES_PORT", 5432, minimum=1, maximum=65535),
+            database=env.str("POSTGRES_DATABASE", "postgres") or "postgres",
+            user=env.str("POSTGRES_USER", "postgres") or "postgres",
+            password=env.secret("POSTGRES_PASSWORD"),
+            sslmode=env.choice("POSTGRES_SSLMODE", "prefer", _SSLMODES),
+            pool_min=pool_min,
+            pool_max=pool_max,
+            pool_timeout_s=env.float("POSTGRES_POOL_TIMEOUT_S", 5.0, minimum=0.1, maximum=60),
+            connect_timeout_s=env.int("POSTGRES_CONNECT_TIMEOUT_S", 5, minimum=1, maximum=60),
+        )
+
+    @cached_property
+    def polymarket(self) -> PolymarketSettings:
+        env = self._env
+        return PolymarketSettings(
+            clob_host=env.url("POLYMARKET_HOST", "https://clob.polymarket.com"),
+            gamma_host=env.url("POLYMARKET_GAMMA_HOST", "https://gamma-api.polymarket.com"),
+            private_key=env.secret("POLYMARKET_PRIVATE_KEY"),
+            connect_timeout_s=env.float("UPSTREAM_CONNECT_TIMEOUT_S", 3.0, minimum=0.1, maximum=30),
+            read_timeout_s=env.float("UPSTREAM_READ_TIMEOUT_S", 5.0, minimum=0.1, maximum=60),
+            retry_attempts=env.int("UPSTREAM_RETRY_ATTEMPTS", 3, minimum=1, maximum=10),
+            retry_backoff_s=env.float("UPSTREAM_RETRY_BACKOFF_S", 1.0, minimum=0.0, maximum=30),
+            retry_after_max_s=env.float("UPSTREAM_RETRY_AFTER_MAX_S", 10.0, minimum=0.0, maximum=120),
+            health_timeout_s=env.float("HEALTH_CHECK_TIMEOUT_S", 2.0, minimum=0.1, maximum=30),
+            simulated=env.bool("POLYMARKET_SIMULATED", False),
+        )
+
+    @cached_property
+    def openai(self) -> OpenAISettings:
+        env = self._env
+        endpoint = env.str("AZURE_OPENAI_ENDPOINT")
+        if endpoint is not None:
+            endpoint = env.url("AZURE_OPENAI_ENDPOINT", endpoint)
+        return OpenAISettings(
+            endpoint=endpoint,
+            api_key=env.secret("AZURE_OPENAI_API_KEY"),
+            deployment=env.str("GPT5_DEPLOYMENT_NAME", "gpt-5") or "gpt-5",
+            api_version=env.str("AZURE_OPENAI_API_VERSION", "2024-10-21") or "2024-10-21",
+            timeout_s=env.float("AZURE_OPENAI_TIMEOUT_S", 30.0, minimum=1, maximum=300),
+        )
+
+    @cached_property
+    def cache(self) -> CacheSettings:
+        env = self._env
+        return CacheSettings(
+            markets_ttl_s=env.int("MARKETS_CACHE_TTL_S", 300, minimum=1, maximum=86400),
+            markets_refresh_min_interval_s=env.int(
+                "MARKETS_REFRESH_MIN_INTERVAL_S", 30, minimum=0, maximum=3600
+            ),
+            price_ttl_s=env.int("PRICE_CACHE_TTL_S", 5, minimum=1, maximum=3600),
+            book_ttl_s=env.int("BOOK_CACHE_TTL_S", 2, minimum=1, maximum=3600),
+            sentiment_ttl_s=env.int("SENTIMENT_TTL_S", 3600, minimum=1, maximum=7 * 86400),
+            price_history_retention_days=env.int(
+                "PRICE_HISTORY_RETENTION_DAYS", 90, minimum=1, maximum=3650
+            ),
+        )
+
+    @cached_property
+    def app(self) -> AppSettings:
+        level = self._env.choice("LOG_LEVEL", "info", {"debug", "info", "warning", "error"})
+        return AppSettings(log_level=level.upper())
+
+    def validate(self) -> None:
+        """Parse every section now (start-up checks and tests); raises ConfigError."""
+        for section in (self.database, self.polymarket, self.openai, self.cache, self.app):
+            _ = section
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = Settings()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget parsed settings so the next access re-reads the environment (tests, local host)."""
+    global _settings
+    with _lock:
+        _settings = None

@@ -1,0 +1,147 @@
+"""Typed failures. Use cases raise these; ``shared.http`` maps them to HTTP in one place.
+
+Messages here are shown to API clients, so they never carry exception text, DSNs, keys or
+upstream bodies.
+"""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every failure the API layer knows how to answer."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class ConfigError(AppError):
+    status = 500
+    code = "config_error"
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"setting {variable} {problem}")
+        self.variable = variable
+
+
+class BadRequest(AppError):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+
+# --- Polymarket (upstream) failures -------------------------------------------------------
+
+
+class UpstreamError(AppError):
+    """Polymarket did not give a usable answer. ``kind`` is a stable class name for health/logs."""
+
+    status = 502
+    code = "upstream_error"
+    kind = "error"
+    transient = False
+
+    def __init__(self, upstream: str, detail: str = "", *, status_code: int | None = None) -> None:
+        super().__init__(f"Polymarket {upstream} {self.describe()}")
+        self.upstream = upstream
+        self.detail = detail  # for server logs only, never sent to clients
+        self.status_code = status_code
+
+    def describe(self) -> str:
+        return "failed"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Network failure: refused, reset, DNS."""
+
+    status = 503
+    code = "upstream_unavailable"
+    kind = "network"
+    transient = True
+
+    def describe(self) -> str:
+        return "is unreachable"
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    status = 504
+    code = "upstream_timeout"
+    kind = "timeout"
+
+    def describe(self) -> str:
+        return "timed out"
+
+
+class UpstreamServerError(UpstreamError):
+    code = "upstream_error"
+    kind = "5xx"
+    transient = True
+
+    def describe(self) -> str:
+        return f"answered with a server error ({self.status_code})" if self.status_code else "failed"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 503
+    code = "upstream_rate_limited"
+    kind = "429"
+    transient = True
+
+    def __init__(self, upstream: str, detail: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(upstream, detail, status_code=429)
+        self.retry_after_s = retry_after_s
+        if retry_after_s is not None:
+            self.headers["Retry-After"] = str(max(1, round(retry_after_s)))
+
+    def describe(self) -> str:
+        return "is rate limiting us"
+
+
+class UpstreamBadResponse(UpstreamError):
+    """A 200 whose body is not what the contract says (HTML, truncated JSON, wrong shape)."""
+
+    kind = "bad_body"
+
+    def describe(self) -> str:
+        return "sent an unreadable response"
+
+
+class UpstreamNotFound(UpstreamError):
+    """Upstream says the thing does not exist (404). Use cases decide what that means."""
+
+    status = 404
+    code = "not_found"
+    kind = "404"
+
+    def describe(self) -> str:
+        return "does not know this id"
+
+
+class UpstreamRejected(UpstreamError):
+    """Any other 4xx: our request was wrong. Never retried."""
+
+    kind = "4xx"
+
+    def describe(self) -> str:
+        return f"rejected the request ({self.status_code})"

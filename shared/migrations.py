@@ -1,0 +1,100 @@
+"""Versioned schema migrations, applied in order by ``database.migrate``.
+
+Never edit a migration that has shipped; add a new one. Ids are kept apart on purpose:
+a market is keyed by its condition id (0x + 64 hex), each outcome by its token id (decimal,
+up to 78 digits); the CHECK constraints make mixing them up an error, not a silent miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Arbitrary constant: the key every instance locks before migrating.
+MIGRATION_LOCK_KEY = 7_336_104_211
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "markets, outcome tokens, price samples, dataset state",
+        """
+        CREATE TABLE markets (
+            condition_id         text PRIMARY KEY CHECK (condition_id ~ '^0x[0-9a-f]{64}$'),
+            gamma_id             text UNIQUE,
+            slug                 text,
+            question             text NOT NULL,
+            description          text,
+            category             text,
+            event_id             text,
+            event_slug           text,
+            event_title          text,
+            end_date             timestamptz,
+            closed               boolean NOT NULL DEFAULT false,
+            accepting_orders     boolean,
+            enable_order_book    boolean,
+            neg_risk             boolean,
+            volume               numeric,
+            volume_24h           numeric,
+            liquidity            numeric,
+            best_bid             numeric,
+            best_ask             numeric,
+            last_trade_price     numeric,
+            spread               numeric,
+            one_day_price_change numeric,
+            tick_size            numeric,
+            -- Whether the last catalogue refresh still saw it in the active set.
+            in_active_set        boolean NOT NULL DEFAULT true,
+            -- Hash of the upstream fields, so an unchanged market is not rewritten.
+            content_hash         text NOT NULL,
+            first_seen_at        timestamptz NOT NULL DEFAULT now(),
+            updated_at           timestamptz NOT NULL DEFAULT now(),
+            last_seen_at         timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX markets_active_volume_idx ON markets (in_active_set, volume DESC);
+        CREATE INDEX markets_slug_idx ON markets (slug);
+
+        CREATE TABLE outcome_tokens (
+            token_id      text PRIMARY KEY CHECK (token_id ~ '^[0-9]{1,78}$'),
+            condition_id  text NOT NULL REFERENCES markets (condition_id) ON DELETE CASCADE,
+            outcome_index smallint NOT NULL CHECK (outcome_index >= 0),
+            outcome       text NOT NULL,
+            price         numeric,
+            UNIQUE (condition_id, outcome_index)
+        );
+
+        -- No foreign key to outcome_tokens: a sample is kept even for a token the
+        -- markets table has never seen, and survives the market being closed.
+        CREATE TABLE price_samples (
+            token_id         text NOT NULL CHECK (token_id ~ '^[0-9]{1,78}$'),
+            ts               timestamptz NOT NULL,
+            price            numeric NOT NULL,
+            midpoint         numeric,
+            best_bid         numeric,
+            best_ask         numeric,
+            spread           numeric,
+            last_trade_price numeric,
+            source           text NOT NULL CHECK (source IN ('quote', 'upstream_history')),
+            PRIMARY KEY (token_id, ts)
+        );
+        CREATE INDEX price_samples_ts_idx ON price_samples (ts);
+
+        -- Freshness of shared datasets (the markets catalogue), visible to every instance.
+        CREATE TABLE dataset_state (
+            name              text PRIMARY KEY,
+            refreshed_at      timestamptz,
+            last_attempt_at   timestamptz,
+            last_error        text,
+            last_error_at     timestamptz,
+            refresh_holder    text,
+            refresh_until     timestamptz
+        );
+        """,
+    ),
+)

@@ -1,0 +1,375 @@
+"""Polymarket clients: the CLOB through py-clob-client-v2, Gamma (and CLOB routes the client
+lacks) through httpx. Lazy singletons, explicit timeouts, one retry policy.
+
+Every failure leaves here as a typed ``UpstreamError`` (see ``shared.errors``); callers never
+see ``PolyApiException``, httpx exceptions, or upstream bodies.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+import tenacity
+from py_clob_client_v2 import ClobClient
+from py_clob_client_v2.exceptions import PolyApiException
+from py_clob_client_v2.http_helpers import helpers as clob_http
+
+from shared import __version__
+from shared.config import PolymarketSettings, get_settings
+from shared.errors import (
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger("polymarket_api.polymarket")
+# The client logs every non-200 with its body at ERROR; we log our own typed summary instead.
+logging.getLogger("py_clob_client_v2").setLevel(logging.CRITICAL)
+
+CLOB = "clob"
+GAMMA = "gamma"
+POLYGON_CHAIN_ID = 137
+T = TypeVar("T")
+
+
+# --- what happened on the wire ---------------------------------------------------------------
+
+
+class _Observed(threading.local):
+    """Per-thread record of the last transport outcome.
+
+    py-clob-client-v2 turns every transport error into ``PolyApiException("Request exception!")``
+    and keeps no response headers, so a timeout and a refused connection look alike and
+    ``Retry-After`` is lost. The transport below notes both before the client sees them.
+    """
+
+    error: str | None = None
+    retry_after: str | None = None
+
+    def reset(self) -> None:
+        self.error = None
+        self.retry_after = None
+
+
+_observed = _Observed()
+
+
+class _ObservingTransport(httpx.BaseTransport):
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self._inner.handle_request(request)
+        except httpx.TimeoutException:
+            _observed.error = "timeout"
+            raise
+        except httpx.TransportError:
+            _observed.error = "network"
+            raise
+        _observed.retry_after = response.headers.get("Retry-After")
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _http_client(settings: PolymarketSettings, base_url: str = "") -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url,
+        http2=True,  # speaks HTTP/1.1 to plain-http stand-ins
+        timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        transport=_ObservingTransport(httpx.HTTPTransport(http2=True, retries=0)),
+        headers={"User-Agent": f"polymarket-api/{__version__}"},
+        follow_redirects=False,
+    )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else time.time()
+    return max(0.0, when.timestamp() - current)
+
+
+def _error_for_status(upstream: str, status: int, detail: str, retry_after: str | None) -> UpstreamError:
+    if status == 429:
+        return UpstreamRateLimited(upstream, detail, retry_after_s=parse_retry_after(retry_after))
+    if status >= 500:
+        return UpstreamServerError(upstream, detail, status_code=status)
+    if status == 404:
+        return UpstreamNotFound(upstream, detail, status_code=status)
+    return UpstreamRejected(upstream, detail, status_code=status)
+
+
+def _error_for_transport(upstream: str, kind: str | None, detail: str) -> UpstreamError:
+    if kind == "timeout":
+        return UpstreamTimeout(upstream, detail)
+    return UpstreamUnavailable(upstream, detail)
+
+
+# --- health bookkeeping ----------------------------------------------------------------------
+
+
+@dataclass
+class UpstreamStats:
+    requests: int = 0
+    failures: int = 0
+    last_success_at: datetime | None = None
+    last_error_at: datetime | None = None
+    last_error_kind: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, error: UpstreamError | None) -> None:
+        now = datetime.now(UTC)
+        with self._lock:
+            self.requests += 1
+            if error is None or isinstance(error, UpstreamNotFound):
+                # A 404 is a healthy upstream answering about an unknown id.
+                self.last_success_at = now
+            else:
+                self.failures += 1
+                self.last_error_at = now
+                self.last_error_kind = error.kind
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "failures": self.failures,
+                "last_success_at": self.last_success_at,
+                "last_error_at": self.last_error_at,
+                "last_error_kind": self.last_error_kind,
+            }
+
+
+STATS: dict[str, UpstreamStats] = {CLOB: UpstreamStats(), GAMMA: UpstreamStats()}
+
+
+# --- retry policy ----------------------------------------------------------------------------
+
+
+class RetryPolicy:
+    """The one retry layer for upstream calls.
+
+    ``attempts`` tries; waits of ``backoff_s`` x 1, 2, 4... plus up to 25 % jitter; only
+    transient failures (network, timeout, 5xx, 429). A 429's ``Retry-After`` is honoured when
+    it is no longer than ``retry_after_max_s``; a longer one fails at once, since a request
+    should not hang that long.
+    """
+
+    def __init__(
+        self,
+        attempts: int,
+        backoff_s: float,
+        retry_after_max_s: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.retry_after_max_s = retry_after_max_s
+        self.sleep = sleep
+
+    def should_retry(self, error: BaseException) -> bool:
+        if not isinstance(error, UpstreamError) or not error.transient:
+            return False
+        if isinstance(error, UpstreamRateLimited) and error.retry_after_s is not None:
+            return error.retry_after_s <= self.retry_after_max_s
+        return True
+
+    def wait_s(self, attempt: int, error: BaseException | None) -> float:
+        base = self.backoff_s * 2 ** (attempt - 1)
+        wait = base + random.uniform(0, base * 0.25)
+        if isinstance(error, UpstreamRateLimited) and error.retry_after_s is not None:
+            wait = max(wait, error.retry_after_s)
+        return wait
+
+    def call(self, fn: Callable[[], T]) -> T:
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            retry=tenacity.retry_if_exception(self.should_retry),
+            wait=lambda state: self.wait_s(
+                state.attempt_number, state.outcome.exception() if state.outcome else None
+            ),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+def retry_policy(settings: PolymarketSettings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_after_max_s)
+
+
+# --- plain JSON over httpx (Gamma, and CLOB routes py-clob-client lacks) ----------------------
+
+
+class JsonApi:
+    def __init__(self, upstream: str, base_url: str, settings: PolymarketSettings, retry: RetryPolicy) -> None:
+        self.upstream = upstream
+        self.base_url = base_url
+        self.retry = retry
+        self._health_timeout = settings.health_timeout_s
+        self._http = _http_client(settings, base_url)
+
+    def _once(self, method: str, path: str, params: Any, body: Any, timeout: float | None) -> Any:
+        _observed.reset()
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        try:
+            response = self._http.request(method, path, params=params, json=body, **extra)
+        except httpx.HTTPError as error:
+            raise _error_for_transport(self.upstream, _observed.error, type(error).__name__) from None
+        if response.status_code != 200:
+            raise _error_for_status(
+                self.upstream, response.status_code, response.text[:200], response.headers.get("Retry-After")
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamBadResponse(self.upstream, f"non-JSON body on {path}") from None
+
+    def request(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
+        stats = STATS[self.upstream]
+
+        def attempt() -> Any:
+            try:
+                result = self._once(method, path, params, body, None)
+            except UpstreamError as error:
+                stats.record(error)
+                raise
+            stats.record(None)
+            return result
+
+        return self.retry.call(attempt)
+
+    def get(self, path: str, params: Any = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, body=body)
+
+    def ping(self, path: str) -> None:
+        """One attempt with the short health timeout; raises UpstreamError."""
+        self._once("GET", path, None, None, self._health_timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class GammaApi(JsonApi):
+    def __init__(self, settings: PolymarketSettings) -> None:
+        super().__init__(GAMMA, settings.gamma_host, settings, retry_policy(settings))
+
+    def ping(self, path: str = "/markets?limit=1") -> None:
+        super().ping(path)
+
+
+class ClobApi:
+    """The CLOB through py-clob-client-v2, with our timeouts, retries and error types."""
+
+    def __init__(self, settings: PolymarketSettings) -> None:
+        self.retry = retry_policy(settings)
+        # The client sends every request through one module-level httpx client created without
+        # a timeout; swapping in ours gives it explicit timeouts and the observing transport.
+        self._http = _http_client(settings)
+        clob_http._http_client = self._http
+        # Reads need no key: never pass POLYMARKET_PRIVATE_KEY to a read-only client.
+        self.client = ClobClient(settings.clob_host, chain_id=POLYGON_CHAIN_ID)
+        self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry)
+
+    def call(self, method: Callable[..., Any], *args: Any, expect: type | tuple[type, ...] = dict) -> Any:
+        """Call a ClobClient method with retries; ``expect`` is the JSON type a 200 must carry."""
+        stats = STATS[CLOB]
+        name = getattr(method, "__name__", "call")
+
+        def attempt() -> Any:
+            _observed.reset()
+            try:
+                try:
+                    result = method(*args)
+                except PolyApiException as error:
+                    if error.status_code is None:
+                        raise _error_for_transport(CLOB, _observed.error, name) from None
+                    raise _error_for_status(
+                        CLOB, error.status_code, f"{name}: {str(error.error_msg)[:200]}", _observed.retry_after
+                    ) from None
+                if not isinstance(result, expect):
+                    # A 200 that is not JSON comes back from the client as plain text.
+                    raise UpstreamBadResponse(CLOB, f"{name}: unexpected {type(result).__name__} body")
+            except UpstreamError as error:
+                stats.record(error)
+                raise
+            stats.record(None)
+            return result
+
+        return self.retry.call(attempt)
+
+    def ping(self) -> None:
+        self.direct.ping("/ok")
+
+    def close(self) -> None:
+        self.direct.close()
+        self._http.close()
+
+
+_lock = threading.Lock()
+_clob: ClobApi | None = None
+_gamma: GammaApi | None = None
+
+
+def get_clob() -> ClobApi:
+    global _clob
+    if _clob is None:
+        with _lock:
+            if _clob is None:
+                _clob = ClobApi(get_settings().polymarket)
+    return _clob
+
+
+def get_gamma() -> GammaApi:
+    global _gamma
+    if _gamma is None:
+        with _lock:
+            if _gamma is None:
+                _gamma = GammaApi(get_settings().polymarket)
+    return _gamma
+
+
+def reset_clients() -> None:
+    """Close and forget the clients (tests; the next call re-reads settings)."""
+    global _clob, _gamma
+    with _lock:
+        for client in (_clob, _gamma):
+            if client is not None:
+                client.close()
+        _clob = None
+        _gamma = None
+        for upstream in STATS:
+            STATS[upstream] = UpstreamStats()

@@ -1,0 +1,99 @@
+"""Settings: defaults, parsing, and rejection of bad values with the variable named."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import Settings
+from shared.errors import ConfigError
+
+
+def test_defaults_with_empty_environment() -> None:
+    settings = Settings({})
+    settings.validate()
+    db = settings.database
+    assert (db.host, db.port, db.pool_min, db.pool_max) == (None, 5432, 5, 20)
+    assert not db.configured and not db.behind_pgbouncer
+    pm = settings.polymarket
+    assert pm.clob_host == "https://clob.polymarket.com"
+    assert pm.gamma_host == "https://gamma-api.polymarket.com"
+    assert pm.private_key is None and pm.retry_attempts == 3
+    assert not settings.openai.configured
+    assert settings.cache.markets_ttl_s == 300 and settings.cache.price_ttl_s == 5
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings(
+        {
+            "POSTGRES_HOST": "db.example",
+            "POSTGRES_PORT": "6432",
+            "POSTGRES_POOL_MIN": "2",
+            "POSTGRES_POOL_MAX": "8",
+            "POSTGRES_SSLMODE": "REQUIRE",
+            "POLYMARKET_HOST": "http://127.0.0.1:9000/",
+            "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+            "AZURE_OPENAI_API_KEY": "k",
+            "POLYMARKET_SIMULATED": "yes",
+        }
+    )
+    assert settings.database.behind_pgbouncer
+    assert (settings.database.pool_min, settings.database.pool_max) == (2, 8)
+    assert settings.database.sslmode == "require"
+    assert settings.polymarket.clob_host == "http://127.0.0.1:9000"
+    assert settings.polymarket.simulated
+    assert settings.openai.configured
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("POSTGRES_PORT", "abc", "must be an integer"),
+        ("POSTGRES_PORT", "70000", "between 1 and 65535"),
+        ("POSTGRES_POOL_MAX", "0", "between 1 and 500"),
+        ("POSTGRES_SSLMODE", "sometimes", "must be one of"),
+        ("POLYMARKET_HOST", "clob.polymarket.com", "http(s) URL"),
+        ("POLYMARKET_GAMMA_HOST", "ftp://x", "http(s) URL"),
+        ("MARKETS_CACHE_TTL_S", "-5", "between"),
+        ("POLYMARKET_SIMULATED", "maybe", "true or false"),
+        ("UPSTREAM_READ_TIMEOUT_S", "fast", "must be a number"),
+        ("LOG_LEVEL", "loud", "must be one of"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:
+    settings = Settings({name: value})
+    with pytest.raises(ConfigError) as caught:
+        settings.validate()
+    assert caught.value.variable == name
+    assert name in caught.value.message and fragment in caught.value.message
+
+
+def test_pool_max_below_min_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="POSTGRES_POOL_MAX"):
+        _ = Settings({"POSTGRES_POOL_MIN": "10", "POSTGRES_POOL_MAX": "5"}).database
+
+
+@pytest.mark.parametrize("name", ["POSTGRES_PASSWORD", "AZURE_OPENAI_API_KEY", "POSTGRES_HOST"])
+def test_unresolved_key_vault_reference_is_rejected(name: str) -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/pg-password/)"
+    settings = Settings({name: reference})
+    with pytest.raises(ConfigError) as caught:
+        settings.validate()
+    assert caught.value.variable == name
+    assert "Key Vault" in caught.value.message
+    assert "SecretUri" not in caught.value.message
+
+
+def test_sections_fail_independently() -> None:
+    settings = Settings({"AZURE_OPENAI_ENDPOINT": "not a url", "POSTGRES_HOST": "db"})
+    assert settings.database.host == "db"  # a bad OpenAI setting does not break the database
+    with pytest.raises(ConfigError, match="AZURE_OPENAI_ENDPOINT"):
+        _ = settings.openai
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    settings = Settings(
+        {"POSTGRES_PASSWORD": "hunter2-pg", "POLYMARKET_PRIVATE_KEY": "0xdeadbeefkey", "AZURE_OPENAI_API_KEY": "sk-xyz"}
+    )
+    text = repr(settings.database) + repr(settings.polymarket) + repr(settings.openai)
+    for secret in ("hunter2-pg", "0xdeadbeefkey", "sk-xyz"):
+        assert secret not in text
