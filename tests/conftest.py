@@ -3,6 +3,7 @@ and a clean app environment (settings, pool and clients re-created from the test
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,18 @@ SHARED = ROOT.parent / "shared"
 # Variables the app reads; tests start from none of them set, so the host's env cannot leak in.
 APP_ENV_PREFIXES = ("POSTGRES_", "POLYMARKET_", "AZURE_OPENAI_", "GPT5_", "UPSTREAM_", "MARKETS_",
                     "PRICE_", "BOOK_", "SENTIMENT_", "HEALTH_", "LOG_LEVEL")
+
+
+@functools.cache
+def registered_functions() -> dict[str, Any]:
+    """function_app's functions by name; the SDK lets ``get_functions()`` run only once."""
+    import function_app
+
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+
+
+def handler(name: str) -> Any:
+    return registered_functions()[name].get_user_function()
 
 
 def reset_app() -> None:

@@ -1,0 +1,66 @@
+"""/api/health through the registered function objects (real PostgreSQL, unreachable upstreams)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import azure.functions as func
+import pytest
+
+from tests.conftest import handler
+
+
+def call(params: dict[str, str] | None = None) -> func.HttpResponse:
+    req = func.HttpRequest("GET", "http://localhost/api/health", body=b"", params=params or {})
+    return handler("health_check")(req)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_basic_health_needs_nothing() -> None:
+    response = call()
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    body = json.loads(response.get_body())
+    assert set(body) == {"status", "version", "time"}
+    assert body["status"] == "ok"
+
+
+def test_bad_flag_is_400() -> None:
+    response = call({"deep": "perhaps"})
+    assert response.status_code == 400
+    assert json.loads(response.get_body())["error"]["code"] == "bad_request"
+
+
+def test_deep_health_reports_each_dependency(database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("POLYMARKET_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("POLYMARKET_GAMMA_HOST", f"http://127.0.0.1:{port}")
+    response = call({"deep": "true"})
+    assert response.status_code == 200  # the database answers, so stored data can be served
+    body = json.loads(response.get_body())
+    assert body["status"] == "degraded"
+    checks = body["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["polymarket_clob"] == {**checks["polymarket_clob"], "status": "error", "error": "network"}
+    assert checks["polymarket_gamma"]["status"] == "error"
+    assert all(isinstance(check["latency_ms"], float | int) for check in checks.values())
+
+
+def test_deep_health_without_database_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_HOST", "127.0.0.1")
+    monkeypatch.setenv("POSTGRES_PORT", str(_closed_port()))
+    monkeypatch.setenv("POSTGRES_PASSWORD", "do-not-show-me")
+    response = call({"deep": "true"})
+    assert response.status_code == 503
+    text = response.get_body().decode()
+    body = json.loads(text)
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == {**body["checks"]["database"], "status": "error"}
+    for leak in ("do-not-show-me", "Traceback", "127.0.0.1", "psycopg2", "connection refused"):
+        assert leak not in text

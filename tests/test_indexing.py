@@ -1,0 +1,81 @@
+"""Indexing guard: what Azure sees when it imports function_app with no environment at all.
+
+Azure indexes functions by importing the module; an import that fails, or a handler parameter
+that is not a binding, makes it silently index zero functions.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (route, methods, auth level); timers -> ("timer", schedule)
+EXPECTED_HTTP = {
+    "health_check": ("health", ["GET"], "ANONYMOUS"),
+}
+EXPECTED_TIMERS: dict[str, str] = {}
+
+_PROBE = """
+import inspect, json
+import function_app
+out = []
+for fn in function_app.app.get_functions():
+    bindings = [json.loads(b) for b in fn.get_raw_bindings()]
+    params = list(inspect.signature(fn.get_user_function()).parameters)
+    out.append({"name": fn.get_function_name(), "bindings": bindings, "params": params})
+print(json.dumps(out))
+"""
+
+
+def _index_in_empty_environment() -> list[dict]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}  # nothing else: no settings at all
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_function_is_indexed_with_its_route_methods_and_auth() -> None:
+    functions = _index_in_empty_environment()
+    names = [fn["name"] for fn in functions]
+    assert sorted(names) == sorted([*EXPECTED_HTTP, *EXPECTED_TIMERS])
+    assert len(names) == len(set(names))
+    for fn in functions:
+        trigger = fn["bindings"][0]
+        if fn["name"] in EXPECTED_HTTP:
+            route, methods, auth = EXPECTED_HTTP[fn["name"]]
+            assert trigger["type"] == "httpTrigger"
+            assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, methods, auth)
+        else:
+            assert trigger["type"] == "timerTrigger"
+            assert trigger["schedule"] == EXPECTED_TIMERS[fn["name"]]
+
+
+def test_handlers_take_only_binding_parameters() -> None:
+    for fn in _index_in_empty_environment():
+        binding_names = {b["name"] for b in fn["bindings"]} | {"context"}
+        extra = set(fn["params"]) - binding_names
+        assert not extra, f"{fn['name']} takes non-binding parameters {extra}"
+
+
+def test_import_does_no_io_and_creates_no_clients() -> None:
+    import function_app  # noqa: F401  (imported for its side effects, which must be none)
+    from shared import database, polymarket_client
+
+    assert database._db is None
+    assert polymarket_client._clob is None and polymarket_client._gamma is None
+
+
+def test_wrapped_handlers_keep_their_signature() -> None:
+    from tests.conftest import registered_functions
+
+    for fn in registered_functions().values():
+        user_fn = fn.get_user_function()
+        assert inspect.signature(user_fn).parameters, fn.get_function_name()
