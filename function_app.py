@@ -4,12 +4,18 @@ Importing this module must never fail or do I/O (Azure indexes functions by impo
 settings, clients and the database pool are all created on first use.
 """
 
+import logging
+
 import azure.functions as func
 
 from shared import health
-from shared.http import bool_param, endpoint, json_response
+from shared.config import get_settings
+from shared.errors import AppError
+from shared.http import bool_param, cached_json, endpoint, json_response
+from shared.markets import get_markets_service, parse_query
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+log = logging.getLogger("polymarket_api")
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -19,3 +25,31 @@ def health_check(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(health.basic())
     report, can_serve = health.deep()
     return json_response(report, status=200 if can_serve else 503)
+
+
+@app.route(route="markets", methods=["GET"])
+@endpoint
+def list_markets(req: func.HttpRequest) -> func.HttpResponse:
+    query = parse_query(req.params)
+    force = bool_param(req, "refresh", default=False)
+    body, freshness, etag = get_markets_service().list(query, force_refresh=force)
+    ttl = get_settings().cache.markets_ttl_s
+    return cached_json(req, body, freshness=freshness.as_dict(), etag=etag, ttl_s=ttl)
+
+
+@app.route(route="markets/{condition_id}", methods=["GET"])
+@endpoint
+def get_market(req: func.HttpRequest) -> func.HttpResponse:
+    body, freshness, etag = get_markets_service().get(req.route_params.get("condition_id", ""))
+    ttl = get_settings().cache.markets_ttl_s
+    return cached_json(req, {"market": body}, freshness=freshness.as_dict(), etag=etag, ttl_s=ttl)
+
+
+@app.timer_trigger(schedule="%MARKETS_REFRESH_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def refresh_markets(timer: func.TimerRequest) -> None:
+    try:
+        result = get_markets_service().refresh()
+    except AppError as error:  # already logged and recorded as the catalogue's last error
+        log.warning("scheduled markets refresh failed: %s", error.code)
+        return
+    log.info("scheduled markets refresh: %s", result.status)

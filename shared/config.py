@@ -181,6 +181,7 @@ class CacheSettings:
 @dataclass(frozen=True)
 class AppSettings:
     log_level: str
+    cors_origins: tuple[str, ...]
 
 
 class Settings:
@@ -258,7 +259,13 @@ class Settings:
     @cached_property
     def app(self) -> AppSettings:
         level = self._env.choice("LOG_LEVEL", "info", {"debug", "info", "warning", "error"})
-        return AppSettings(log_level=level.upper())
+        origins = tuple(
+            o.strip().rstrip("/") for o in (self._env.str("CORS_ALLOWED_ORIGINS") or "").split(",") if o.strip()
+        )
+        for origin in origins:
+            if origin != "*" and not urlsplit(origin).netloc:
+                raise ConfigError("CORS_ALLOWED_ORIGINS", f"must list origins like https://app.example, got {origin!r}")
+        return AppSettings(log_level=level.upper(), cors_origins=origins)
 
     def validate(self) -> None:
         """Parse every section now (start-up checks and tests); raises ConfigError."""
@@ -268,6 +275,10 @@ class Settings:
 
 _lock = threading.Lock()
 _settings: Settings | None = None
+
+# Settings that triggers reference as %NAME%: Azure needs them set, so deploys and the local
+# host fill in these defaults when they are missing.
+TRIGGER_SETTING_DEFAULTS = {"MARKETS_REFRESH_SCHEDULE": "0 */5 * * * *"}
 
 
 def get_settings() -> Settings:

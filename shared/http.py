@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -64,43 +64,94 @@ def error_response(error: AppError) -> func.HttpResponse:
 
 
 def endpoint(handler: Handler) -> Handler:
-    """Map every exception a handler raises to a JSON error response."""
+    """Map every exception a handler raises to a JSON error response, and add CORS headers."""
 
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return handler(req)
-        except AppError as error:
-            if isinstance(error, UpstreamError):
-                log.warning("upstream failure %s %s: %s", error.upstream, error.kind, error.detail)
-            elif error.status >= 500:
-                log.error("%s: %s", error.code, error.message)
-            return error_response(error)
-        except Exception:
-            incident = uuid.uuid4().hex[:12]
-            log.exception("unhandled error, incident %s", incident)
-            return error_response(AppError(f"internal error (incident {incident})"))
+        response = _handle(handler, req)
+        _add_cors(req, response)
+        return response
 
     return wrapper
+
+
+def _handle(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        return handler(req)
+    except AppError as error:
+        if isinstance(error, UpstreamError):
+            log.warning("upstream failure %s %s: %s", error.upstream, error.kind, error.detail)
+        elif error.status >= 500:
+            log.error("%s: %s", error.code, error.message)
+        return error_response(error)
+    except Exception:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unhandled error, incident %s", incident)
+        return error_response(AppError(f"internal error (incident {incident})"))
+
+
+def _add_cors(req: func.HttpRequest, response: func.HttpResponse) -> None:
+    origin = req.headers.get("Origin")
+    if not origin:
+        return
+    try:
+        allowed = get_settings().app.cors_origins
+    except ConfigError:
+        return
+    if "*" in allowed:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin in allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    else:
+        return
+    response.headers["Access-Control-Expose-Headers"] = "ETag, Retry-After, X-Data-Simulated"
+
+
+# --- caching -------------------------------------------------------------------------------
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = {part.strip().removeprefix("W/") for part in header.split(",")}
+    return "*" in candidates or f'"{etag}"' in candidates
+
+
+def cached_json(
+    req: func.HttpRequest,
+    body: dict[str, Any],
+    *,
+    freshness: dict[str, Any],
+    etag: str,
+    ttl_s: int,
+) -> func.HttpResponse:
+    """A cacheable response: freshness in the body, Cache-Control from the TTL, ETag/304."""
+    fresh = freshness.get("source") != "stale"
+    max_age = max(0, int(ttl_s - freshness.get("age_seconds", 0))) if fresh else 0
+    headers = {
+        "ETag": f'"{etag}"',
+        # Browsers and CDNs may keep using a copy while revalidating, or while we are failing.
+        "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={ttl_s}, stale-if-error=86400",
+    }
+    if _etag_matches(req.headers.get("If-None-Match"), etag):
+        return func.HttpResponse(status_code=304, headers=headers)
+    return json_response({**body, "freshness": freshness}, headers=headers)
 
 
 # --- query parameters ----------------------------------------------------------------------
 
 
-def _single(req: func.HttpRequest, name: str) -> str | None:
-    value = req.params.get(name)
-    if value is None:
-        return None
-    return value.strip()
+def parse_bool(params: Mapping[str, str], name: str, default: bool) -> bool:
+    value = (params.get(name) or "").strip().lower()
+    if value == "":
+        return default
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"parameter '{name}' must be true or false", parameter=name)
 
 
 def bool_param(req: func.HttpRequest, name: str, default: bool) -> bool:
-    value = _single(req, name)
-    if value is None or value == "":
-        return default
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise BadRequest(f"parameter '{name}' must be true or false", parameter=name)
+    return parse_bool(req.params, name, default)

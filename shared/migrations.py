@@ -32,6 +32,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             question             text NOT NULL,
             description          text,
             category             text,
+            tags                 text[] NOT NULL DEFAULT '{}',
             event_id             text,
             event_slug           text,
             event_title          text,
@@ -54,19 +55,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             -- Hash of the upstream fields, so an unchanged market is not rewritten.
             content_hash         text NOT NULL,
             first_seen_at        timestamptz NOT NULL DEFAULT now(),
-            updated_at           timestamptz NOT NULL DEFAULT now(),
-            last_seen_at         timestamptz NOT NULL DEFAULT now()
+            updated_at           timestamptz NOT NULL DEFAULT now()
         );
         CREATE INDEX markets_active_volume_idx ON markets (in_active_set, volume DESC);
         CREATE INDEX markets_slug_idx ON markets (slug);
 
+        -- Markets without an order book have outcomes but no token ids.
         CREATE TABLE outcome_tokens (
-            token_id      text PRIMARY KEY CHECK (token_id ~ '^[0-9]{1,78}$'),
             condition_id  text NOT NULL REFERENCES markets (condition_id) ON DELETE CASCADE,
             outcome_index smallint NOT NULL CHECK (outcome_index >= 0),
+            token_id      text UNIQUE CHECK (token_id ~ '^[0-9]{1,78}$'),
             outcome       text NOT NULL,
             price         numeric,
-            UNIQUE (condition_id, outcome_index)
+            PRIMARY KEY (condition_id, outcome_index)
         );
 
         -- No foreign key to outcome_tokens: a sample is kept even for a token the

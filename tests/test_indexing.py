@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # name -> (route, methods, auth level); timers -> ("timer", schedule)
 EXPECTED_HTTP = {
     "health_check": ("health", ["GET"], "ANONYMOUS"),
+    "list_markets": ("markets", ["GET"], "ANONYMOUS"),
+    "get_market": ("markets/{condition_id}", ["GET"], "ANONYMOUS"),
 }
-EXPECTED_TIMERS: dict[str, str] = {}
+EXPECTED_TIMERS = {"refresh_markets": "%MARKETS_REFRESH_SCHEDULE%"}
 
 _PROBE = """
 import inspect, json

@@ -1,0 +1,102 @@
+"""In-process caching primitives: single-flight calls and a bounded LRU with expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+# Background refreshes (stale-while-revalidate) run here, never on a request's thread.
+_background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent callers with the same key share one execution and its result or error."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[Hashable, Future[T]] = {}
+
+    def _claim(self, key: Hashable) -> tuple[Future[T], bool]:
+        with self._lock:
+            future = self._calls.get(key)
+            if future is not None:
+                return future, False
+            future = Future()
+            self._calls[key] = future
+            return future, True
+
+    def _execute(self, key: Hashable, future: Future[T], fn: Callable[[], T]) -> None:
+        try:
+            result = fn()
+        except BaseException as error:  # noqa: BLE001 - handed to every waiter
+            with self._lock:
+                self._calls.pop(key, None)
+            future.set_exception(error)
+        else:
+            with self._lock:
+                self._calls.pop(key, None)
+            future.set_result(result)
+
+    def run(self, key: Hashable, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``fn`` unless a call for ``key`` is in flight; either way wait for its result."""
+        future, leader = self._claim(key)
+        if leader:
+            self._execute(key, future, fn)
+        return future.result(timeout=timeout)
+
+    def start(self, key: Hashable, fn: Callable[[], T]) -> Future[T]:
+        """Start ``fn`` in the background unless a call for ``key`` is already in flight."""
+        future, leader = self._claim(key)
+        if leader:
+            _background.submit(self._execute, key, future, fn)
+        return future
+
+    def in_flight(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._calls
+
+
+class TTLCache(Generic[V]):
+    """A bounded LRU whose entries expire; bounded so arbitrary keys cannot grow memory."""
+
+    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: Hashable, *, allow_expired: bool = False) -> tuple[V, float] | None:
+        """(value, age in seconds), or None when absent (or expired unless allowed)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            stored_at, value = entry
+            age = self._clock() - stored_at
+            if age > self.ttl_s and not allow_expired:
+                return None
+            self._entries.move_to_end(key)
+            return value, age
+
+    def put(self, key: Hashable, value: V) -> None:
+        with self._lock:
+            self._entries[key] = (self._clock(), value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,561 @@
+"""Markets use case: the active catalogue from Gamma, stored in PostgreSQL, served from memory.
+
+- PostgreSQL is the cache of record shared by all instances; each instance holds an immutable
+  in-memory ``Snapshot`` of it for fast search, sort and paging.
+- A refresh pulls Gamma's keyset pages and writes them in one transaction under a
+  transaction-scoped advisory lock: one refresh at a time across instances, and a refresh that
+  fails halfway leaves the previous catalogue whole.
+- Requests never wait on Polymarket when there is data: an expired snapshot is served while
+  one background refresh runs (stale-while-revalidate); only an empty store makes them wait.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from shared import markets_store as store
+from shared.cache import SingleFlight
+from shared.config import get_settings
+from shared.database import Cursor, get_database
+from shared.errors import (
+    AppError,
+    BadRequest,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamBadResponse,
+    UpstreamError,
+)
+from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market
+from shared.http import parse_bool
+from shared.polymarket_client import get_gamma
+
+log = logging.getLogger("polymarket_api.markets")
+
+PAGE_SIZE = 100  # Gamma keyset's documented maximum
+MAX_PAGES = 5_000  # 500,000 markets: far beyond the real catalogue; stops a cursor loop
+# A refresh that would drop more than half the active set is more likely a broken upstream
+# than a mass closure; it fails instead of marking thousands of markets inactive.
+MIN_SURVIVING_SHARE = 0.5
+INACTIVE_WINDOW_DAYS = 30
+LOCK_WAIT_S = 60.0
+
+SORTS = {
+    "volume": "volume",
+    "volume_24h": "volume_24h",
+    "liquidity": "liquidity",
+    "end_date": "end_date",
+    "price_change": "one_day_price_change",
+}
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+
+# --- freshness -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Freshness:
+    source: str  # "cache" | "live" | "stale"
+    as_of: datetime | None
+    age_seconds: float
+    stale_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "source": self.source,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "age_seconds": round(self.age_seconds, 1),
+        }
+        if self.stale_reason:
+            out["stale_reason"] = self.stale_reason
+        return out
+
+
+# --- the in-memory snapshot ------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (Decimal, int, float)) else None
+
+
+def _market_json(row: dict[str, Any]) -> dict[str, Any]:
+    active = bool(row["in_active_set"]) and not row["closed"]
+    out = {
+        "condition_id": row["condition_id"],
+        "gamma_id": row["gamma_id"],
+        "slug": row["slug"],
+        "question": row["question"],
+        "category": row["category"],
+        "tags": list(row["tags"] or []),
+        "event": {"id": row["event_id"], "slug": row["event_slug"], "title": row["event_title"]}
+        if row["event_id"]
+        else None,
+        "end_date": row["end_date"].isoformat() if row["end_date"] else None,
+        "active": active,
+        "closed": bool(row["closed"]) or not row["in_active_set"],
+        "accepting_orders": row["accepting_orders"],
+        "volume": _num(row["volume"]),
+        "volume_24h": _num(row["volume_24h"]),
+        "liquidity": _num(row["liquidity"]),
+        "best_bid": _num(row["best_bid"]),
+        "best_ask": _num(row["best_ask"]),
+        "last_trade_price": _num(row["last_trade_price"]),
+        "spread": _num(row["spread"]),
+        "one_day_price_change": _num(row["one_day_price_change"]),
+        "outcomes": [
+            {
+                "outcome": o["outcome"],
+                "token_id": o["token_id"],
+                "price": float(o["price"]) if o["price"] is not None else None,
+            }
+            for o in row["outcomes"]
+        ],
+        "updated_at": row["updated_at"].isoformat(),
+    }
+    return out
+
+
+@dataclass(frozen=True)
+class _Item:
+    condition_id: str
+    json: dict[str, Any]
+    text: str  # lower-cased question + slug, for search
+    tags: frozenset[str]
+    active: bool
+    sort_values: dict[str, float | None]
+
+
+def _item(row: dict[str, Any]) -> _Item:
+    body = _market_json(row)
+    tags = {t.lower() for t in body["tags"]}
+    if row["category"]:
+        tags.add(_slug(row["category"]))
+    sort_values = {name: body[column] for name, column in SORTS.items() if name != "end_date"}
+    sort_values["end_date"] = row["end_date"].timestamp() if row["end_date"] else None
+    return _Item(
+        condition_id=row["condition_id"],
+        json=body,
+        text=f"{row['question']} {row['slug'] or ''}".lower(),
+        tags=frozenset(tags),
+        active=body["active"],
+        sort_values=sort_values,
+    )
+
+
+def _slug(text: str) -> str:
+    return "-".join(text.lower().split())
+
+
+SortKey = tuple[bool, float, str]
+
+
+def _sort_key(item: _Item, sort: str, descending: bool) -> SortKey:
+    value = item.sort_values[sort]
+    if value is None:
+        return (True, 0.0, item.condition_id)  # missing values last in either order
+    return (False, -value if descending else value, item.condition_id)
+
+
+@dataclass(frozen=True)
+class MarketQuery:
+    active_only: bool = True
+    q: str | None = None
+    tag: str | None = None
+    sort: str = "volume"
+    order: str = "desc"
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+    def fingerprint(self) -> str:
+        text = json.dumps([self.active_only, self.q, self.tag, self.sort, self.order])
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class _Selection:
+    items: list[_Item]
+    keys: list[SortKey]
+
+
+class Snapshot:
+    """An immutable view of the catalogue, with memoised selections per query."""
+
+    MAX_SELECTIONS = 64
+
+    def __init__(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        self.items = [_item(row) for row in rows]
+        self.by_id = {item.condition_id: item for item in self.items}
+        self.as_of: datetime | None = state["refreshed_at"] if state else None
+        last_change = max((row["updated_at"] for row in rows), default=None)
+        # Changes only when stored data changes (upserts skip identical rows), so ETags hold.
+        self.version = hashlib.sha1(f"{last_change}|{len(rows)}".encode()).hexdigest()[:16]
+        self.loaded_at = time.monotonic()
+        self._selections: OrderedDict[tuple[Any, ...], _Selection] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def age_seconds(self) -> float:
+        if self.as_of is None:
+            return float("inf")
+        return max(0.0, (datetime.now(UTC) - self.as_of).total_seconds())
+
+    def select(self, query: MarketQuery) -> _Selection:
+        key = (query.active_only, query.q, query.tag, query.sort, query.order)
+        with self._lock:
+            found = self._selections.get(key)
+            if found is not None:
+                self._selections.move_to_end(key)
+                return found
+        terms = query.q.lower().split() if query.q else []
+        tag = _slug(query.tag) if query.tag else None
+        matches = [
+            item
+            for item in self.items
+            if (item.active or not query.active_only)
+            and all(term in item.text for term in terms)
+            and (tag is None or tag in item.tags)
+        ]
+        descending = query.order == "desc"
+        keyed = sorted(((_sort_key(i, query.sort, descending), i) for i in matches), key=lambda pair: pair[0])
+        selection = _Selection(items=[i for _, i in keyed], keys=[k for k, _ in keyed])
+        with self._lock:
+            self._selections[key] = selection
+            while len(self._selections) > self.MAX_SELECTIONS:
+                self._selections.popitem(last=False)
+        return selection
+
+
+# --- cursors ---------------------------------------------------------------------------------
+
+
+def encode_cursor(query: MarketQuery, key: SortKey) -> str:
+    raw = json.dumps({"f": query.fingerprint(), "k": list(key)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(query: MarketQuery, cursor: str) -> SortKey:
+    invalid = BadRequest("parameter 'cursor' is not a cursor this API returned", parameter="cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        missing, value, condition_id = data["k"]
+        fingerprint = data["f"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise invalid from None
+    if not isinstance(missing, bool) or not isinstance(value, (int, float)) or not isinstance(condition_id, str):
+        raise invalid
+    if fingerprint != query.fingerprint():
+        raise BadRequest(
+            "parameter 'cursor' belongs to a different query (q, tag, sort, order or active_only changed)",
+            parameter="cursor",
+        )
+    return (missing, float(value), condition_id)
+
+
+# --- refresh ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    status: str  # "refreshed" | "fresh" (someone just did it) | "busy" (another instance is at it)
+    markets: int = 0
+    changed: int = 0
+    deactivated: int = 0
+    skipped_rows: int = 0
+    seconds: float = 0.0
+
+
+def _fetch_catalogue(on_page: Callable[[list[MarketRecord]], None]) -> tuple[list[str], int]:
+    """Walk Gamma's keyset pages of open markets; returns (condition ids seen, rows skipped)."""
+    gamma = get_gamma()
+    seen: dict[str, None] = {}
+    skipped = 0
+    cursor: str | None = None
+    cursors: set[str] = set()
+    for _ in range(MAX_PAGES):
+        params: dict[str, Any] = {"closed": "false", "limit": PAGE_SIZE, "include_tag": "true"}
+        if cursor:
+            params["after_cursor"] = cursor
+        page = gamma.get("/markets/keyset", params)
+        if not isinstance(page, dict) or not isinstance(page.get("markets"), list):
+            raise UpstreamBadResponse("gamma", "keyset page without a markets array")
+        records = []
+        for row in page["markets"]:
+            try:
+                record = parse_market(row) if isinstance(row, dict) else None
+            except BadMarketRow as error:
+                log.debug("skipping Gamma row: %s", error)
+                record = None
+            if record is None or record.condition_id in seen:
+                skipped += record is None
+                continue
+            seen[record.condition_id] = None
+            records.append(record)
+        on_page(records)
+        cursor = page.get("next_cursor")
+        if not cursor or not page["markets"]:
+            return list(seen), skipped
+        if not isinstance(cursor, str) or cursor in cursors:
+            raise UpstreamBadResponse("gamma", "keyset cursor repeated")
+        cursors.add(cursor)
+    raise UpstreamBadResponse("gamma", f"more than {MAX_PAGES} keyset pages")
+
+
+def _refresh_in_transaction(cur: Cursor, *, min_age_s: float) -> RefreshResult:
+    started = time.perf_counter()
+    if not store.try_refresh_lock(cur):
+        return RefreshResult("busy")
+    state = store.read_state(cur)
+    if state and state["refreshed_at"] is not None:
+        age = (state["db_now"] - state["refreshed_at"]).total_seconds()
+        if age < min_age_s:
+            return RefreshResult("fresh")
+    before = store.active_count(cur)
+    changed = 0
+
+    def on_page(records: list[MarketRecord]) -> None:
+        nonlocal changed
+        changed += store.upsert_markets(cur, records)
+
+    seen, skipped = _fetch_catalogue(on_page)
+    if before and len(seen) < before * MIN_SURVIVING_SHARE:
+        raise UpstreamBadResponse("gamma", f"catalogue shrank from {before} to {len(seen)} markets")
+    deactivated = store.mark_missing_inactive(cur, seen)
+    store.record_success(cur)
+    return RefreshResult(
+        "refreshed", len(seen), changed, deactivated, skipped, round(time.perf_counter() - started, 2)
+    )
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, UpstreamError):
+        return f"Polymarket {error.upstream} refresh failed ({error.kind})"
+    if isinstance(error, AppError):
+        return f"refresh failed ({error.code})"
+    return "refresh failed (internal error)"
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+@dataclass
+class MarketsService:
+    _snapshot: Snapshot | None = None
+    _state: dict[str, Any] | None = None
+    _flight: SingleFlight[Any] = field(default_factory=SingleFlight)
+    _next_check: float = 0.0
+    _last_failure: str | None = None
+
+    # refresh ------------------------------------------------------------------------------
+
+    def refresh(self, *, min_age_s: float | None = None) -> RefreshResult:
+        """Refresh from Gamma unless another instance is at it or did it within ``min_age_s``."""
+        cache = get_settings().cache
+        min_age = cache.markets_refresh_min_interval_s if min_age_s is None else min_age_s
+        db = get_database()
+        try:
+            result = db.run(lambda cur: _refresh_in_transaction(cur, min_age_s=min_age))
+        except Exception as error:
+            reason = _failure_reason(error)
+            self._last_failure = reason
+            log.warning("markets refresh failed: %s", reason)
+            try:
+                db.run(lambda cur: store.record_failure(cur, reason))
+            except AppError:
+                pass  # the database is the failure; nothing more to record
+            raise
+        if result.status == "refreshed":
+            self._last_failure = None
+            log.info("markets refreshed: %s", result)
+        if result.status != "busy":
+            self._reload()
+        return result
+
+    def _reload(self) -> Snapshot:
+        def work(cur: Cursor) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+            return store.load_markets(cur, INACTIVE_WINDOW_DAYS), store.read_state(cur)
+
+        rows, state = get_database().run(work)
+        snapshot = Snapshot(rows, state)
+        self._state = state
+        if rows:
+            self._snapshot = snapshot
+        return snapshot
+
+    def _revalidate(self) -> None:
+        """Background: adopt a newer catalogue from the database, or refresh from Gamma."""
+        ttl = get_settings().cache.markets_ttl_s
+        state = get_database().run(store.read_state)
+        current = self._snapshot
+        if state and state["refreshed_at"] and current and current.as_of and state["refreshed_at"] > current.as_of:
+            self._reload()  # another instance (or the timer) refreshed
+            if self._snapshot and self._snapshot.age_seconds() < ttl:
+                return
+        # A failure is recorded by refresh() and shows as stale freshness; requests keep the old data.
+        with contextlib.suppress(Exception):
+            self.refresh(min_age_s=ttl)
+
+    def _first_load(self) -> Snapshot:
+        """No snapshot in this instance: take the database's, or wait for the first refresh."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        snapshot = self._reload()
+        while not snapshot.items:
+            result = self.refresh(min_age_s=0)
+            if result.status != "busy":
+                snapshot = self._snapshot or snapshot
+                break
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable("the market catalogue is being loaded; try again shortly")
+            time.sleep(0.5)  # another instance holds the refresh lock: wait for its commit
+            snapshot = self._reload()
+        if not snapshot.items:
+            raise ServiceUnavailable("no market data is available yet")
+        return snapshot
+
+    def current(self, *, force_refresh: bool = False) -> tuple[Snapshot, Freshness]:
+        cache = get_settings().cache
+        ttl = cache.markets_ttl_s
+        source = "cache"
+        if force_refresh and self._refresh_allowed(cache.markets_refresh_min_interval_s):
+            try:
+                self._flight.run("refresh", lambda: self.refresh(min_age_s=0))
+                source = "live"
+            except (UpstreamError, ServiceUnavailable):
+                pass  # served below from what we have, marked stale
+        snapshot = self._snapshot
+        if snapshot is None:
+            try:
+                snapshot = self._flight.run("first-load", self._first_load)
+            except UpstreamError as error:
+                raise ServiceUnavailable(
+                    f"no market data is available yet: {_failure_reason(error)}"
+                ) from error
+            source = "live" if snapshot.age_seconds() < ttl else source
+        elif snapshot.age_seconds() > ttl and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + 2.0  # at most one check every 2 s
+            self._flight.start("revalidate", self._revalidate)
+        return snapshot, self._freshness(snapshot, source, ttl)
+
+    def _refresh_allowed(self, min_interval_s: int) -> bool:
+        state = self._state
+        if state and state.get("last_attempt_at"):
+            age = (datetime.now(UTC) - state["last_attempt_at"]).total_seconds()
+            if age < min_interval_s:
+                return False
+        return True
+
+    def _freshness(self, snapshot: Snapshot, source: str, ttl: int) -> Freshness:
+        age = snapshot.age_seconds()
+        reason = self._last_failure
+        state = self._state or {}
+        if reason is None and state.get("last_error_at") and (
+            state.get("refreshed_at") is None or state["last_error_at"] > state["refreshed_at"]
+        ):
+            reason = state.get("last_error")
+        if reason and age > ttl and source != "live":
+            return Freshness("stale", snapshot.as_of, age, reason)
+        return Freshness(source, snapshot.as_of, age)
+
+    # queries ------------------------------------------------------------------------------
+
+    def list(self, query: MarketQuery, *, force_refresh: bool = False) -> tuple[dict[str, Any], Freshness, str]:
+        snapshot, freshness = self.current(force_refresh=force_refresh)
+        selection = snapshot.select(query)
+        start = 0
+        if query.cursor:
+            start = bisect.bisect_right(selection.keys, decode_cursor(query, query.cursor))
+        page = selection.items[start : start + query.limit]
+        more = start + query.limit < len(selection.items)
+        next_cursor = encode_cursor(query, selection.keys[start + len(page) - 1]) if more and page else None
+        body = {
+            "markets": [item.json for item in page],
+            "next_cursor": next_cursor,
+            "total": len(selection.items),
+        }
+        etag = hashlib.sha1(
+            f"{snapshot.version}|{query.fingerprint()}|{query.cursor}|{query.limit}".encode()
+        ).hexdigest()
+        return body, freshness, etag
+
+    def get(self, condition_id: str) -> tuple[dict[str, Any], Freshness, str]:
+        condition_id = condition_id.strip()
+        if not CONDITION_ID_RE.match(condition_id):
+            raise BadRequest(
+                "condition_id must be 0x followed by 64 lower-case hex characters", parameter="condition_id"
+            )
+        _, freshness = self.current()
+        row = get_database().run(lambda cur: store.get_market(cur, condition_id))
+        if row is None:
+            raise NotFound(f"no market with condition_id {condition_id}")
+        body = _market_json(row)
+        body.update(
+            description=row["description"],
+            enable_order_book=row["enable_order_book"],
+            neg_risk=row["neg_risk"],
+            tick_size=_num(row["tick_size"]),
+        )
+        etag = hashlib.sha1(f"{condition_id}|{row['updated_at']}|{row['in_active_set']}".encode()).hexdigest()
+        return body, freshness, etag
+
+
+_service: MarketsService | None = None
+_service_lock = threading.Lock()
+
+
+def get_markets_service() -> MarketsService:
+    global _service
+    if _service is None:
+        with _service_lock:
+            if _service is None:
+                _service = MarketsService()
+    return _service
+
+
+def reset_markets_service() -> None:
+    global _service
+    with _service_lock:
+        _service = None
+
+
+def parse_query(params: Mapping[str, str]) -> MarketQuery:
+    """Validate /api/markets query parameters; every error names the parameter."""
+    sort = (params.get("sort") or "volume").strip()
+    if sort not in SORTS:
+        raise BadRequest(f"parameter 'sort' must be one of {', '.join(SORTS)}", parameter="sort")
+    order = (params.get("order") or ("asc" if sort == "end_date" else "desc")).strip().lower()
+    if order not in ("asc", "desc"):
+        raise BadRequest("parameter 'order' must be asc or desc", parameter="order")
+    raw_limit = (params.get("limit") or str(DEFAULT_LIMIT)).strip()
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise BadRequest(f"parameter 'limit' must be an integer from 1 to {MAX_LIMIT}", parameter="limit")
+    q = (params.get("q") or "").strip() or None
+    if q is not None and len(q) > 200:
+        raise BadRequest("parameter 'q' must be at most 200 characters", parameter="q")
+    tag = (params.get("tag") or params.get("category") or "").strip() or None
+    if tag is not None and len(tag) > 100:
+        raise BadRequest("parameter 'tag' must be at most 100 characters", parameter="tag")
+    cursor = (params.get("cursor") or "").strip() or None
+    if cursor is not None and len(cursor) > 512:
+        raise BadRequest("parameter 'cursor' is not a cursor this API returned", parameter="cursor")
+    return MarketQuery(
+        active_only=parse_bool(params, "active_only", True),
+        q=q,
+        tag=tag,
+        sort=sort,
+        order=order,
+        limit=int(raw_limit),
+        cursor=cursor,
+    )

@@ -1,0 +1,185 @@
+"""SQL for the markets catalogue: batched upserts, the active set, snapshots, freshness state.
+
+Functions take a cursor so the caller decides the transaction (a whole refresh is one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extras
+
+from shared.database import Cursor
+from shared.gamma_markets import MarketRecord
+
+MARKETS_DATASET = "markets"
+# Arbitrary constant: the advisory lock every instance takes to refresh the catalogue.
+REFRESH_LOCK_KEY = 7_336_104_212
+
+_MARKET_COLUMNS = (
+    "condition_id", "gamma_id", "slug", "question", "description", "category", "tags", "event_id",
+    "event_slug", "event_title", "end_date", "closed", "accepting_orders", "enable_order_book",
+    "neg_risk", "volume", "volume_24h", "liquidity", "best_bid", "best_ask", "last_trade_price",
+    "spread", "one_day_price_change", "tick_size", "content_hash",
+)
+_UPDATABLE = [c for c in _MARKET_COLUMNS if c != "condition_id"]
+
+
+def _market_row(record: MarketRecord) -> tuple[Any, ...]:
+    values = {**{c: getattr(record, c, None) for c in _MARKET_COLUMNS if c != "content_hash"}}
+    values["tags"] = list(record.tags)
+    values["content_hash"] = record.content_hash()
+    return tuple(values[c] for c in _MARKET_COLUMNS)
+
+
+def upsert_markets(cur: Cursor, records: Sequence[MarketRecord]) -> int:
+    """Insert or update a page of markets in two round trips; returns how many changed.
+
+    Unchanged rows (same content hash, still active) are not written, so a refresh with the
+    same data changes nothing.
+    """
+    if not records:
+        return 0
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATABLE)
+    changed = psycopg2.extras.execute_values(
+        cur,
+        f"""
+        INSERT INTO markets ({", ".join(_MARKET_COLUMNS)}) VALUES %s
+        ON CONFLICT (condition_id) DO UPDATE
+           SET {updates}, in_active_set = true, updated_at = now()
+         WHERE markets.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+            OR NOT markets.in_active_set
+        RETURNING condition_id
+        """,
+        [_market_row(r) for r in records],
+        page_size=len(records),
+        fetch=True,
+    )
+    changed_ids = {row["condition_id"] for row in changed}
+    outcome_rows = [
+        (r.condition_id, o.index, o.token_id, o.label, o.price)
+        for r in records
+        if r.condition_id in changed_ids
+        for o in r.outcomes
+    ]
+    if changed_ids:
+        # Outcomes follow their market: rewrite them only for markets that changed.
+        cur.execute("DELETE FROM outcome_tokens WHERE condition_id = ANY(%s)", (list(changed_ids),))
+    if outcome_rows:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO outcome_tokens (condition_id, outcome_index, token_id, outcome, price) VALUES %s",
+            outcome_rows,
+            page_size=len(outcome_rows),
+        )
+    return len(changed_ids)
+
+
+def mark_missing_inactive(cur: Cursor, seen: Sequence[str]) -> int:
+    """Markets that left the active set stay stored, flagged as no longer active."""
+    cur.execute(
+        """
+        UPDATE markets SET in_active_set = false, accepting_orders = false, updated_at = now()
+         WHERE in_active_set AND NOT (condition_id = ANY(%s))
+        """,
+        (list(seen),),
+    )
+    return cur.rowcount
+
+
+def active_count(cur: Cursor) -> int:
+    cur.execute("SELECT count(*) AS n FROM markets WHERE in_active_set")
+    return int(cur.fetchone()["n"])
+
+
+def try_refresh_lock(cur: Cursor) -> bool:
+    """Transaction-scoped, so it is released at commit/rollback and is safe through PgBouncer."""
+    cur.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", (REFRESH_LOCK_KEY,))
+    return bool(cur.fetchone()["locked"])
+
+
+def read_state(cur: Cursor, dataset: str = MARKETS_DATASET) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT refreshed_at, last_attempt_at, last_error, last_error_at, now() AS db_now "
+        "FROM dataset_state WHERE name = %s",
+        (dataset,),
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def record_success(cur: Cursor, dataset: str = MARKETS_DATASET) -> datetime:
+    cur.execute(
+        """
+        INSERT INTO dataset_state (name, refreshed_at, last_attempt_at) VALUES (%s, now(), now())
+        ON CONFLICT (name) DO UPDATE SET refreshed_at = now(), last_attempt_at = now()
+        RETURNING refreshed_at
+        """,
+        (dataset,),
+    )
+    return cur.fetchone()["refreshed_at"]
+
+
+def record_attempt(cur: Cursor, dataset: str = MARKETS_DATASET) -> None:
+    cur.execute(
+        """
+        INSERT INTO dataset_state (name, last_attempt_at) VALUES (%s, now())
+        ON CONFLICT (name) DO UPDATE SET last_attempt_at = now()
+        """,
+        (dataset,),
+    )
+
+
+def record_failure(cur: Cursor, reason: str, dataset: str = MARKETS_DATASET) -> None:
+    cur.execute(
+        """
+        INSERT INTO dataset_state (name, last_attempt_at, last_error, last_error_at)
+        VALUES (%s, now(), %s, now())
+        ON CONFLICT (name) DO UPDATE
+           SET last_attempt_at = now(), last_error = EXCLUDED.last_error, last_error_at = now()
+        """,
+        (dataset, reason),
+    )
+
+
+_SUMMARY_SQL = """
+SELECT m.condition_id, m.gamma_id, m.slug, m.question, m.category, m.tags, m.event_id, m.event_slug,
+       m.event_title, m.end_date, m.closed, m.accepting_orders, m.in_active_set, m.volume, m.volume_24h,
+       m.liquidity, m.best_bid, m.best_ask, m.last_trade_price, m.spread, m.one_day_price_change,
+       m.updated_at {extra},
+       COALESCE((SELECT json_agg(json_build_object(
+                    'index', o.outcome_index, 'outcome', o.outcome, 'token_id', o.token_id, 'price', o.price)
+                    ORDER BY o.outcome_index)
+                 FROM outcome_tokens o WHERE o.condition_id = m.condition_id), '[]') AS outcomes
+  FROM markets m
+"""
+
+
+def load_markets(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]:
+    """The active set plus markets that left it within the window (list views, no descriptions)."""
+    cur.execute(
+        _SUMMARY_SQL.format(extra="")
+        + " WHERE m.in_active_set OR m.updated_at > now() - make_interval(days => %s)",
+        (inactive_window_days,),
+    )
+    return [dict(row) for row in cur.fetchall()]
+
+
+def get_market(cur: Cursor, condition_id: str) -> dict[str, Any] | None:
+    cur.execute(
+        _SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
+        + " WHERE m.condition_id = %s",
+        (condition_id,),
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def outcome_for_token(cur: Cursor, token_id: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT condition_id, outcome_index, outcome FROM outcome_tokens WHERE token_id = %s", (token_id,)
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
