@@ -63,10 +63,10 @@ class UpstreamError(AppError):
     transient = False
 
     def __init__(self, upstream: str, detail: str = "", *, status_code: int | None = None) -> None:
-        super().__init__(f"Polymarket {upstream} {self.describe()}")
         self.upstream = upstream
         self.detail = detail  # for server logs only, never sent to clients
         self.status_code = status_code
+        super().__init__(f"Polymarket {upstream} {self.describe()}")
 
     def describe(self) -> str:
         return "failed"

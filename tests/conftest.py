@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,69 @@ def database_env(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> I
     yield env
     reset_app()
     postgres.drop_database(name)
+
+
+class Upstream:
+    """The Polymarket stand-in, with the few verbs the app's tests need."""
+
+    def __init__(self, markets: int = 350, seed: int = 11) -> None:
+        from devtools.standin import PolymarketStandIn
+
+        self._frozen_at: float | None = None
+        self.standin = PolymarketStandIn(markets=markets, seed=seed, clock=self._clock)
+        self.standin.start()
+        self.clob_url = self.standin.clob_url
+        self.gamma_url = self.standin.gamma_url
+
+    def _clock(self) -> float:
+        return self._frozen_at if self._frozen_at is not None else time.time()
+
+    def freeze_prices(self) -> None:
+        """Stop the simulated clock, so prices and books stop moving."""
+        self._frozen_at = time.time()
+
+    def count(self, path: str, host: str | None = None, first_page_only: bool = False) -> int:
+        if not first_page_only:
+            return self.standin.count(host=host, path=path)
+        return sum(
+            1
+            for r in self.standin.requests()
+            if r.path == path and (host is None or r.host == host) and "after_cursor" not in r.query
+        )
+
+    def fail(self, kind: str, host: str | None = None, path: str | None = None, **params: Any) -> int:
+        return self.standin.inject(kind, host=host, path=path, **params)
+
+    def clear(self) -> None:
+        self.standin.clear_faults()
+
+    def open_markets(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "condition_id": m.condition_id,
+                "question": m.question,
+                "slug": m.slug,
+                "token_ids": [t.token_id for t in m.tokens],
+                "outcomes": [t.outcome for t in m.tokens],
+            }
+            for m in self.standin.catalogue
+            if not m.closed
+        ]
+
+    def close_market(self, condition_id: str) -> None:
+        self.standin.close_market(condition_id)
+
+    def stop(self) -> None:
+        self.standin.stop()
+
+
+@pytest.fixture
+def upstream_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
+    """A fresh stand-in; the app's POLYMARKET_* settings point at it."""
+    upstream = Upstream()
+    monkeypatch.setenv("POLYMARKET_HOST", upstream.clob_url)
+    monkeypatch.setenv("POLYMARKET_GAMMA_HOST", upstream.gamma_url)
+    reset_app()
+    yield upstream
+    reset_app()
+    upstream.stop()

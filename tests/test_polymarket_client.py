@@ -1,0 +1,149 @@
+"""The Polymarket clients against the stand-in: real py-clob-client-v2 and httpx over loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import (
+    UpstreamBadResponse,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from shared.polymarket_client import STATS, RetryPolicy, get_clob, get_gamma, parse_retry_after
+from tests.conftest import Upstream, reset_app
+
+
+class Sleeps:
+    """Records the waits the retry policy asks for instead of sleeping them."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def sleeps(upstream_env: Upstream) -> Sleeps:
+    recorder = Sleeps()
+    get_clob().retry.sleep = recorder
+    get_gamma().retry.sleep = recorder
+    return recorder
+
+
+def test_reads_through_the_real_client(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    token = upstream_env.open_markets()[0]["token_ids"][0]
+    clob = get_clob()
+    mid = clob.call(clob.client.get_midpoint, token)
+    assert isinstance(mid["mid"], str) and 0 < float(mid["mid"]) < 1
+    book = clob.call(clob.client.get_order_book, token)
+    assert book["asset_id"] == token
+    assert sleeps.calls == []
+
+
+def test_500_is_retried_three_times_with_backoff(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    token = upstream_env.open_markets()[0]["token_ids"][0]
+    upstream_env.fail("status", host="clob", path="/midpoint", status=500)
+    clob = get_clob()
+    with pytest.raises(UpstreamServerError) as caught:
+        clob.call(clob.client.get_midpoint, token)
+    assert upstream_env.count("/midpoint", host="clob") == 3
+    assert len(sleeps.calls) == 2
+    assert 1.0 <= sleeps.calls[0] <= 1.25 and 2.0 <= sleeps.calls[1] <= 2.5  # 1 s, 2 s plus jitter
+    assert caught.value.kind == "5xx" and caught.value.status == 502
+    assert "Polymarket clob" in caught.value.message
+
+
+def test_transient_failure_then_success(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    token = upstream_env.open_markets()[0]["token_ids"][0]
+    upstream_env.fail("status", host="clob", path="/midpoint", status=502, times=1)
+    clob = get_clob()
+    assert "mid" in clob.call(clob.client.get_midpoint, token)
+    assert upstream_env.count("/midpoint", host="clob") == 2 and len(sleeps.calls) == 1
+
+
+def test_404_is_not_retried(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    clob = get_clob()
+    with pytest.raises(UpstreamNotFound):
+        clob.call(clob.client.get_order_book, "12345678901234567890")
+    assert upstream_env.count("/book", host="clob") == 1 and sleeps.calls == []
+
+
+def test_retry_after_is_honoured(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    token = upstream_env.open_markets()[0]["token_ids"][0]
+    upstream_env.fail("rate_limit", host="clob", path="/midpoint", retry_after=3, times=2)
+    clob = get_clob()
+    assert "mid" in clob.call(clob.client.get_midpoint, token)
+    assert upstream_env.count("/midpoint", host="clob") == 3
+    assert len(sleeps.calls) == 2 and all(wait >= 3 for wait in sleeps.calls)
+
+
+def test_retry_after_longer_than_allowed_fails_at_once(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    upstream_env.fail("rate_limit", host="gamma", retry_after=120)
+    with pytest.raises(UpstreamRateLimited) as caught:
+        get_gamma().get("/markets", {"limit": 1})
+    assert upstream_env.count("/markets", host="gamma") == 1 and sleeps.calls == []
+    assert caught.value.retry_after_s == 120 and caught.value.headers["Retry-After"] == "120"
+
+
+def test_connection_reset_is_a_network_error_and_retried(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    upstream_env.fail("reset", host="gamma")
+    with pytest.raises(UpstreamUnavailable) as caught:
+        get_gamma().get("/markets", {"limit": 1})
+    assert caught.value.kind == "network"
+    assert upstream_env.count("/markets", host="gamma") == 3
+
+
+def test_timeout_is_typed(upstream_env: Upstream, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_READ_TIMEOUT_S", "0.3")
+    reset_app()
+    get_clob().retry.sleep = sleeps
+    token = upstream_env.open_markets()[0]["token_ids"][0]
+    upstream_env.fail("latency", host="clob", path="/midpoint", ms=1000)
+    clob = get_clob()
+    with pytest.raises(UpstreamTimeout) as caught:
+        clob.call(clob.client.get_midpoint, token)
+    assert caught.value.kind == "timeout" and caught.value.status == 504
+    assert len(sleeps.calls) == 2
+
+
+@pytest.mark.parametrize("host", ["clob", "gamma"])
+def test_non_json_body_is_a_bad_response_not_retried(upstream_env: Upstream, sleeps: Sleeps, host: str) -> None:
+    upstream_env.fail("garbage", host=host)
+    with pytest.raises(UpstreamBadResponse):
+        if host == "clob":
+            clob = get_clob()
+            clob.call(clob.client.get_midpoint, upstream_env.open_markets()[0]["token_ids"][0])
+        else:
+            get_gamma().get("/markets", {"limit": 1})
+    assert sleeps.calls == []
+    assert STATS[host].snapshot()["last_error_kind"] == "bad_body"
+
+
+def test_health_pings_use_one_attempt(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    get_clob().ping()
+    get_gamma().ping()
+    upstream_env.fail("status", host="clob", status=500)
+    with pytest.raises(UpstreamServerError):
+        get_clob().ping()
+    assert upstream_env.count("/ok", host="clob") == 2
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 25 Nov 2026 13:00:10 GMT", now=1795611600.0) == pytest.approx(10, abs=1)
+
+
+def test_retry_policy_only_retries_transient_errors() -> None:
+    policy = RetryPolicy(3, 1.0, 10.0)
+    assert policy.should_retry(UpstreamServerError("clob", status_code=500))
+    assert policy.should_retry(UpstreamTimeout("clob"))
+    assert not policy.should_retry(UpstreamNotFound("clob", status_code=404))
+    assert not policy.should_retry(UpstreamBadResponse("clob"))
+    assert not policy.should_retry(ValueError("bug"))
+    assert policy.should_retry(UpstreamRateLimited("clob", retry_after_s=2))
+    assert not policy.should_retry(UpstreamRateLimited("clob", retry_after_s=11))
