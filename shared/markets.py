@@ -358,6 +358,7 @@ class MarketsService:
     _flight: SingleFlight[Any] = field(default_factory=SingleFlight)
     _next_check: float = 0.0
     _last_failure: str | None = None
+    _last_attempt: float = float("-inf")  # monotonic; throttles refresh=true even when attempts fail
 
     # refresh ------------------------------------------------------------------------------
 
@@ -365,6 +366,7 @@ class MarketsService:
         """Refresh from Gamma unless another instance is at it or did it within ``min_age_s``."""
         cache = get_settings().cache
         min_age = cache.markets_refresh_min_interval_s if min_age_s is None else min_age_s
+        self._last_attempt = time.monotonic()
         db = get_database()
         try:
             result = db.run(lambda cur: _refresh_in_transaction(cur, min_age_s=min_age))
@@ -447,9 +449,11 @@ class MarketsService:
         elif snapshot.age_seconds() > ttl and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + 2.0  # at most one check every 2 s
             self._flight.start("revalidate", self._revalidate)
-        return snapshot, self._freshness(snapshot, source, ttl)
+        return snapshot, self._freshness(snapshot, source)
 
     def _refresh_allowed(self, min_interval_s: int) -> bool:
+        if time.monotonic() - self._last_attempt < min_interval_s:
+            return False
         state = self._state
         if state and state.get("last_attempt_at"):
             age = (datetime.now(UTC) - state["last_attempt_at"]).total_seconds()
@@ -457,7 +461,7 @@ class MarketsService:
                 return False
         return True
 
-    def _freshness(self, snapshot: Snapshot, source: str, ttl: int) -> Freshness:
+    def _freshness(self, snapshot: Snapshot, source: str) -> Freshness:
         age = snapshot.age_seconds()
         reason = self._last_failure
         state = self._state or {}
@@ -465,18 +469,17 @@ class MarketsService:
             state.get("refreshed_at") is None or state["last_error_at"] > state["refreshed_at"]
         ):
             reason = state.get("last_error")
-        if reason and age > ttl and source != "live":
+        if reason and source != "live":
             return Freshness("stale", snapshot.as_of, age, reason)
         return Freshness(source, snapshot.as_of, age)
 
     # queries ------------------------------------------------------------------------------
 
     def list(self, query: MarketQuery, *, force_refresh: bool = False) -> tuple[dict[str, Any], Freshness, str]:
+        after = decode_cursor(query, query.cursor) if query.cursor else None
         snapshot, freshness = self.current(force_refresh=force_refresh)
         selection = snapshot.select(query)
-        start = 0
-        if query.cursor:
-            start = bisect.bisect_right(selection.keys, decode_cursor(query, query.cursor))
+        start = 0 if after is None else bisect.bisect_right(selection.keys, after)
         page = selection.items[start : start + query.limit]
         more = start + query.limit < len(selection.items)
         next_cursor = encode_cursor(query, selection.keys[start + len(page) - 1]) if more and page else None

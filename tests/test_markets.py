@@ -1,0 +1,358 @@
+"""The markets API on a real PostgreSQL, against the Polymarket stand-in over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.database import get_database
+from shared.markets import get_markets_service, reset_markets_service
+from tests.conftest import ROOT, Upstream, handler, reset_app
+
+KEYSET = "/markets/keyset"
+
+
+@pytest.fixture
+def app_env(
+    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Upstream]:
+    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
+    monkeypatch.setenv("MARKETS_REFRESH_MIN_INTERVAL_S", "0")
+    reset_app()
+    reset_markets_service()
+    yield upstream_env
+    reset_markets_service()
+
+
+def get(route: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+        route_params: dict[str, str] | None = None) -> func.HttpResponse:
+    name = "list_markets" if route == "markets" else "get_market"
+    req = func.HttpRequest(
+        "GET", f"http://localhost/api/{route}", body=b"", params=params or {}, headers=headers or {},
+        route_params=route_params or {},
+    )
+    return handler(name)(req)
+
+
+def body_of(response: func.HttpResponse) -> dict[str, Any]:
+    return json.loads(response.get_body())
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def all_pages(params: dict[str, str]) -> list[dict[str, Any]]:
+    markets: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(1000):
+        response = get("markets", {**params, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.get_body()
+        body = body_of(response)
+        markets.extend(body["markets"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return markets
+    raise AssertionError("paging did not end")
+
+
+# --- refresh and storage -----------------------------------------------------------------------
+
+
+def test_first_request_loads_the_whole_catalogue_across_keyset_pages(app_env: Upstream) -> None:
+    open_markets = app_env.open_markets()
+    response = get("markets", {"limit": "500"})
+    assert response.status_code == 200
+    body = body_of(response)
+    assert body["total"] == len(open_markets)
+    assert body["freshness"]["source"] == "live"
+    pages = -(-len(open_markets) // 100)
+    assert app_env.count(KEYSET) == pages  # every page once, at most 100 per page
+    # JSON-inside-strings decoded: outcomes with labels, token ids and prices in upstream order.
+    by_id = {m["condition_id"]: m for m in body["markets"]}
+    for expected in open_markets[:50]:
+        market = by_id.get(expected["condition_id"]) or body_of(
+            get("m", route_params={"condition_id": expected["condition_id"]})
+        )["market"]
+        assert [o["token_id"] for o in market["outcomes"]] == expected["token_ids"]
+        assert [o["outcome"] for o in market["outcomes"]] == expected["outcomes"]
+        assert all(isinstance(o["price"], float) for o in market["outcomes"])
+
+
+def test_refresh_with_same_data_changes_nothing(app_env: Upstream) -> None:
+    app_env.freeze_prices()  # the stand-in's prices otherwise move between refreshes
+    service = get_markets_service()
+    first = service.refresh(min_age_s=0)
+    assert first.status == "refreshed" and first.changed == first.markets > 0
+    before = get_database().query("SELECT max(updated_at) AS t, count(*) AS n FROM markets")[0]
+    second = service.refresh(min_age_s=0)
+    assert (second.status, second.markets, second.changed, second.deactivated) == (
+        "refreshed", first.markets, 0, 0
+    )
+    after = get_database().query("SELECT max(updated_at) AS t, count(*) AS n FROM markets")[0]
+    assert after == before
+
+
+def test_markets_leaving_the_active_set_are_kept_and_flagged(app_env: Upstream) -> None:
+    service = get_markets_service()
+    service.refresh(min_age_s=0)
+    gone = app_env.open_markets()[3]["condition_id"]
+    app_env.close_market(gone)
+    result = service.refresh(min_age_s=0)
+    assert result.deactivated == 1
+    active_ids = {m["condition_id"] for m in all_pages({"limit": "500"})}
+    assert gone not in active_ids
+    everything = {m["condition_id"]: m for m in all_pages({"limit": "500", "active_only": "false"})}
+    assert everything[gone]["active"] is False and everything[gone]["closed"] is True
+    single = get("m", route_params={"condition_id": gone})
+    assert single.status_code == 200 and body_of(single)["market"]["active"] is False
+
+
+def test_ttl_governs_upstream_requests(app_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARKETS_CACHE_TTL_S", "1")
+    reset_app()
+    assert get("markets").status_code == 200
+    after_first = app_env.count(KEYSET)
+    assert after_first > 0
+    for _ in range(20):
+        assert get("markets", {"q": "will"}).status_code == 200
+    assert app_env.count(KEYSET) == after_first  # within the TTL: no upstream call
+    time.sleep(1.2)
+    response = get("markets")
+    assert response.status_code == 200  # served at once from the expired snapshot...
+    wait_for(lambda: app_env.count(KEYSET) == 2 * after_first)  # ...while one refresh runs
+    wait_for(lambda: not get_markets_service()._flight.in_flight("revalidate"))
+    assert app_env.count(KEYSET) == 2 * after_first
+
+
+@pytest.mark.parametrize(
+    ("fault", "params", "reason"),
+    [
+        ("status", {"status": 500}, "5xx"),
+        ("status", {"status": 503}, "5xx"),
+        ("rate_limit", {"retry_after": 1}, "429"),
+        ("reset", {}, "network"),
+        ("garbage", {}, "bad_body"),
+        ("latency", {"ms": 1500}, "timeout"),
+    ],
+)
+def test_stale_fallback_under_each_fault(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch, fault: str, params: dict[str, Any], reason: str
+) -> None:
+    monkeypatch.setenv("UPSTREAM_READ_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("UPSTREAM_RETRY_ATTEMPTS", "2")
+    reset_app()
+    good = body_of(get("markets", {"limit": "10"}))
+    app_env.fail(fault, host="gamma", path=KEYSET, **params)
+    response = get("markets", {"limit": "10", "refresh": "true"})
+    assert response.status_code == 200
+    body = body_of(response)
+    assert body["freshness"]["source"] == "stale"
+    assert reason in body["freshness"]["stale_reason"]
+    assert [m["condition_id"] for m in body["markets"]] == [m["condition_id"] for m in good["markets"]]
+    # Nothing stored was lost.
+    assert body["total"] == good["total"]
+
+
+def test_no_data_and_failing_upstream_is_503(app_env: Upstream) -> None:
+    app_env.fail("status", host="gamma", status=500)
+    response = get("markets")
+    assert response.status_code == 503
+    error = body_of(response)["error"]
+    assert error["code"] == "unavailable"
+    assert "no market data" in error["message"]
+    assert "Traceback" not in response.get_body().decode()
+
+
+def test_a_refresh_failing_halfway_keeps_the_previous_catalogue(app_env: Upstream) -> None:
+    service = get_markets_service()
+    service.refresh(min_age_s=0)
+    before = get_database().query("SELECT count(*) AS n FROM markets WHERE in_active_set")[0]["n"]
+    app_env.fail("status", host="gamma", path=KEYSET, status=500, after=2)  # pages 1-2 fine, then 500s
+    app_env.close_market(app_env.open_markets()[0]["condition_id"])
+    with pytest.raises(Exception):  # noqa: B017 - any upstream error type will do here
+        service.refresh(min_age_s=0)
+    after = get_database().query("SELECT count(*) AS n FROM markets WHERE in_active_set")[0]["n"]
+    assert after == before
+
+
+def test_concurrent_requests_on_an_expired_cache_make_one_refresh(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKETS_CACHE_TTL_S", "1")
+    reset_app()
+    assert get("markets").status_code == 200
+    first_pages = app_env.count(KEYSET, first_page_only=True)
+    time.sleep(1.2)
+    app_env.fail("latency", host="gamma", path=KEYSET, ms=100)  # keep the refresh in flight a while
+    barrier = threading.Barrier(50)
+
+    def one(_: int) -> int:
+        barrier.wait()
+        return get("markets", {"limit": "5"}).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(one, range(50)))
+    assert statuses == [200] * 50
+    wait_for(lambda: not get_markets_service()._flight.in_flight("revalidate"), timeout=30)
+    assert app_env.count(KEYSET, first_page_only=True) == first_pages + 1
+
+
+def test_concurrent_first_requests_wait_for_one_refresh(app_env: Upstream) -> None:
+    barrier = threading.Barrier(20)
+
+    def one(_: int) -> dict[str, Any]:
+        barrier.wait()
+        response = get("markets", {"limit": "3"})
+        assert response.status_code == 200
+        return body_of(response)
+
+    with ThreadPoolExecutor(20) as pool:
+        bodies = list(pool.map(one, range(20)))
+    assert {b["total"] for b in bodies} == {len(app_env.open_markets())}
+    assert app_env.count(KEYSET, first_page_only=True) == 1
+
+
+_INSTANCE = """
+import json, sys
+from shared.markets import get_markets_service
+snapshot, freshness = get_markets_service().current()
+print(json.dumps({"n": len(snapshot.items), "source": freshness.source}))
+"""
+
+
+def test_two_instances_on_one_database_refresh_once(app_env: Upstream, database_env: dict[str, str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    app_env.fail("latency", host="gamma", path=KEYSET, ms=50)  # long enough for the two to overlap
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _INSTANCE], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    assert [o["n"] for o in outputs] == [len(app_env.open_markets())] * 2
+    assert app_env.count(KEYSET, first_page_only=True) == 1
+    rows = get_database().query("SELECT count(*) AS n, count(DISTINCT condition_id) AS d FROM markets")[0]
+    assert rows["n"] == rows["d"] == len(app_env.open_markets())
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+
+def test_cursor_paging_has_no_duplicates_or_gaps(app_env: Upstream) -> None:
+    for sort in ("volume", "volume_24h", "liquidity", "end_date", "price_change"):
+        for order in ("asc", "desc"):
+            pages = all_pages({"limit": "37", "sort": sort, "order": order})
+            ids = [m["condition_id"] for m in pages]
+            assert len(ids) == len(set(ids)) == len(app_env.open_markets()), (sort, order)
+
+
+def test_sorting(app_env: Upstream) -> None:
+    markets = all_pages({"limit": "500", "sort": "volume", "order": "desc"})
+    volumes = [m["volume"] for m in markets if m["volume"] is not None]
+    assert volumes == sorted(volumes, reverse=True)
+    markets = all_pages({"limit": "500", "sort": "end_date"})  # asc by default
+    dates = [m["end_date"] for m in markets if m["end_date"]]
+    assert dates == sorted(dates)
+
+
+def test_search_matches_question_and_slug(app_env: Upstream) -> None:
+    sample = app_env.open_markets()[5]
+    word = max(sample["question"].split(), key=len).strip("?,.").lower()
+    found = all_pages({"q": word, "limit": "100"})
+    assert sample["condition_id"] in {m["condition_id"] for m in found}
+    assert all(word in (m["question"] + " " + m["slug"]).lower() for m in found)
+    assert body_of(get("markets", {"q": "zzzz-no-such-words"}))["total"] == 0
+
+
+def test_tag_filter(app_env: Upstream) -> None:
+    everything = all_pages({"limit": "500"})
+    tagged = [m for m in everything if m["tags"]]
+    assert tagged, "the stand-in should tag markets"
+    tag = tagged[0]["tags"][0]
+    found = all_pages({"tag": tag, "limit": "500"})
+    assert found and all(tag in m["tags"] or (m["category"] or "").lower().replace(" ", "-") == tag for m in found)
+    assert len(found) == sum(1 for m in everything if tag in m["tags"] or
+                             (m["category"] or "").lower().replace(" ", "-") == tag)
+
+
+def test_etag_and_304(app_env: Upstream) -> None:
+    first = get("markets", {"limit": "5"})
+    etag = first.headers["ETag"]
+    assert "max-age=" in first.headers["Cache-Control"] and "stale-if-error" in first.headers["Cache-Control"]
+    again = get("markets", {"limit": "5"}, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.get_body() == b""
+    other = get("markets", {"limit": "6"}, headers={"If-None-Match": etag})
+    assert other.status_code == 200
+
+
+def test_cors_for_configured_origins(app_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://app.example")
+    reset_app()
+    allowed = get("markets", {"limit": "1"}, headers={"Origin": "https://app.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = get("markets", {"limit": "1"}, headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"sort": "popularity"}, "sort"),
+        ({"order": "up"}, "order"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "10000"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "eyJmIjoiMTIzIiwiayI6W2ZhbHNlLDEuMCwiMHgiXX0"}, "cursor"),
+        ({"active_only": "maybe"}, "active_only"),
+        ({"refresh": "please"}, "refresh"),
+        ({"q": "x" * 201}, "q"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(
+    app_env: Upstream, params: dict[str, str], parameter: str
+) -> None:
+    response = get("markets", params)
+    assert response.status_code == 400
+    error = body_of(response)["error"]
+    assert error["code"] == "bad_request" and error["parameter"] == parameter
+    assert parameter in error["message"]
+
+
+def test_cursor_from_another_query_is_rejected(app_env: Upstream) -> None:
+    cursor = body_of(get("markets", {"limit": "2"}))["next_cursor"]
+    response = get("markets", {"limit": "2", "sort": "liquidity", "cursor": cursor})
+    assert response.status_code == 400 and body_of(response)["error"]["parameter"] == "cursor"
+
+
+def test_single_market(app_env: Upstream) -> None:
+    expected = app_env.open_markets()[0]
+    response = get("m", route_params={"condition_id": expected["condition_id"]})
+    assert response.status_code == 200
+    body = body_of(response)
+    assert body["market"]["condition_id"] == expected["condition_id"]
+    assert body["market"]["description"]
+    assert body["freshness"]["source"] in ("live", "cache")
+    assert get("m", route_params={"condition_id": "0x" + "0" * 64}).status_code == 404
+    for bad in ("0x123", "abc", "0x" + "G" * 64, expected["token_ids"][0]):
+        response = get("m", route_params={"condition_id": bad})
+        assert response.status_code == 400
+        assert body_of(response)["error"]["parameter"] == "condition_id"
