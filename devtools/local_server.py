@@ -1198,6 +1198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", error)
         return 2
 
+    # Azure requires these app settings (triggers reference them as %NAME%); deploy.sh sets them.
+    from shared.config import TRIGGER_SETTING_DEFAULTS
+
+    for name, value in TRIGGER_SETTING_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
     from devtools.embedded_db import ensure_database
 
     try:
