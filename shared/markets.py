@@ -39,6 +39,7 @@ from shared.errors import (
     UpstreamBadResponse,
     UpstreamError,
 )
+from shared.freshness import Freshness
 from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market
 from shared.http import parse_bool
 from shared.polymarket_client import get_gamma
@@ -62,27 +63,6 @@ SORTS = {
 }
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
-
-
-# --- freshness -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Freshness:
-    source: str  # "cache" | "live" | "stale"
-    as_of: datetime | None
-    age_seconds: float
-    stale_reason: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.source,
-            "as_of": self.as_of.isoformat() if self.as_of else None,
-            "age_seconds": round(self.age_seconds, 1),
-        }
-        if self.stale_reason:
-            out["stale_reason"] = self.stale_reason
-        return out
 
 
 # --- the in-memory snapshot ------------------------------------------------------------------
