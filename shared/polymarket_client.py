@@ -39,6 +39,8 @@ from shared.errors import (
 log = logging.getLogger("polymarket_api.polymarket")
 # The client logs every non-200 with its body at ERROR; we log our own typed summary instead.
 logging.getLogger("py_clob_client_v2").setLevel(logging.CRITICAL)
+# httpx logs every request at INFO: too much for production logs (and Application Insights cost).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 CLOB = "clob"
 GAMMA = "gamma"

@@ -6,9 +6,10 @@ import json
 import socket
 
 import azure.functions as func
+import httpx
 import pytest
 
-from tests.conftest import handler
+from tests.conftest import ROOT, Upstream, handler
 
 
 def call(params: dict[str, str] | None = None) -> func.HttpResponse:
@@ -64,3 +65,29 @@ def test_deep_health_without_database_is_503(monkeypatch: pytest.MonkeyPatch) ->
     assert body["checks"]["database"] == {**body["checks"]["database"], "status": "error"}
     for leak in ("do-not-show-me", "Traceback", "127.0.0.1", "psycopg2", "connection refused"):
         assert leak not in text
+
+
+def test_health_over_real_http_through_the_local_host(
+    database_env: dict[str, str], upstream_env: Upstream
+) -> None:
+    import function_app
+    from devtools.local_server import LocalHost
+
+    with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json") as host, httpx.Client() as client:
+        basic = client.get(f"{host.url}/api/health")
+        assert basic.status_code == 200 and basic.headers["content-type"].startswith("application/json")
+        assert basic.json()["status"] == "ok"
+        deep = client.get(f"{host.url}/api/health", params={"deep": "true"})
+        assert deep.status_code == 200
+        assert deep.json()["status"] == "ok"
+        assert {name: c["status"] for name, c in deep.json()["checks"].items()} == {
+            "database": "ok", "polymarket_clob": "ok", "polymarket_gamma": "ok"
+        }
+        upstream_env.fail("status", host="gamma", status=503)
+        degraded = client.get(f"{host.url}/api/health", params={"deep": "true"})
+        assert degraded.status_code == 200 and degraded.json()["status"] == "degraded"
+        assert degraded.json()["checks"]["polymarket_gamma"]["error"] == "5xx"
+        bad = client.get(f"{host.url}/api/health", params={"deep": "perhaps"})
+        assert bad.status_code == 400 and bad.json()["error"]["parameter"] == "deep"
+        missing = client.get(f"{host.url}/api/no-such-route")
+        assert missing.status_code == 404 and "error" in missing.json()
