@@ -176,6 +176,9 @@ class CacheSettings:
     book_ttl_s: int
     sentiment_ttl_s: int
     price_history_retention_days: int
+    price_cache_max_tokens: int
+    price_refresh_min_interval_s: int
+    price_history_ttl_s: int
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,12 @@ class Settings:
             price_history_retention_days=env.int(
                 "PRICE_HISTORY_RETENTION_DAYS", 90, minimum=1, maximum=3650
             ),
+            # Bounds the in-process quote, book and token caches: arbitrary ids cannot grow memory.
+            price_cache_max_tokens=env.int("PRICE_CACHE_MAX_TOKENS", 10_000, minimum=1, maximum=1_000_000),
+            price_refresh_min_interval_s=env.int(
+                "PRICE_REFRESH_MIN_INTERVAL_S", 5, minimum=0, maximum=3600
+            ),
+            price_history_ttl_s=env.int("PRICE_HISTORY_CACHE_TTL_S", 60, minimum=1, maximum=86400),
         )
 
     @cached_property
@@ -278,7 +287,11 @@ _settings: Settings | None = None
 
 # Settings that triggers reference as %NAME%: Azure needs them set, so deploys and the local
 # host fill in these defaults when they are missing.
-TRIGGER_SETTING_DEFAULTS = {"MARKETS_REFRESH_SCHEDULE": "0 */5 * * * *"}
+TRIGGER_SETTING_DEFAULTS = {
+    "MARKETS_REFRESH_SCHEDULE": "0 */5 * * * *",
+    # Hourly, off the markets refresh's minutes.
+    "PRICE_HISTORY_PRUNE_SCHEDULE": "0 17 * * * *",
+}
 
 
 def get_settings() -> Settings:

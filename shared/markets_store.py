@@ -159,12 +159,15 @@ SELECT m.condition_id, m.gamma_id, m.slug, m.question, m.category, m.tags, m.eve
 
 def load_markets(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]:
     """The active set plus markets that left it within the window (list views, no descriptions)."""
-    cur.execute(
-        _SUMMARY_SQL.format(extra="")
-        + " WHERE m.in_active_set OR m.updated_at > now() - make_interval(days => %s)",
-        (inactive_window_days,),
-    )
-    return [dict(row) for row in cur.fetchall()]
+    # A plain cursor: building 50,000 dicts with zip() is several times cheaper than RealDictRow.
+    with cur.connection.cursor() as plain:
+        plain.execute(
+            _SUMMARY_SQL.format(extra="")
+            + " WHERE m.in_active_set OR m.updated_at > now() - make_interval(days => %s)",
+            (inactive_window_days,),
+        )
+        names = [column.name for column in plain.description]
+        return [dict(zip(names, row, strict=True)) for row in plain.fetchall()]
 
 
 def get_market(cur: Cursor, condition_id: str) -> dict[str, Any] | None:

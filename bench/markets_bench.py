@@ -1,0 +1,160 @@
+"""Markets benchmark: full catalogue refresh, then /api/markets latency over HTTP.
+
+    .venv/bin/python -m bench.markets_bench [--markets 50000] [--latency-ms 50] [--requests 300]
+
+Against the Polymarket stand-in (a subprocess, so its memory is not counted) with added
+latency on every upstream call, on a throw-away embedded PostgreSQL:
+
+1. a full refresh of the catalogue in this process (seconds, markets/s, peak memory);
+2. the local host in a subprocess, serving from that store; sequential requests over HTTP,
+   p50/p99 for a cached page, a search, and a cold query, beside /api/health in the same run.
+
+Prints a table; asserts nothing (figures, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = [
+    "bitcoin", "election", "trump", "price", "win", "champions", "fed", "rate", "ethereum", "senate",
+    "nba", "approval", "above", "below", "december", "january", "league", "cup", "president", "solana",
+    "governor", "inflation", "temperature", "oscars", "super", "bowl", "world", "ukraine", "china", "ai",
+]
+SORTS = ["volume", "volume_24h", "liquidity", "end_date", "price_change"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure(client: httpx.Client, make_url: Callable[[int], str], n: int) -> tuple[float, float, int]:
+    latencies, errors = [], 0
+    for i in range(n):
+        url = make_url(i)
+        started = time.perf_counter()
+        response = client.get(url)
+        latencies.append((time.perf_counter() - started) * 1000)
+        errors += response.status_code != 200
+    return statistics.median(latencies), percentile(latencies, 0.99), errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--markets", type=int, default=50_000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--requests", type=int, default=300, help="requests per measured row")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+
+    from devtools.embedded_db import start_embedded
+
+    work = Path(tempfile.mkdtemp(prefix="markets-bench-"))
+    database = start_embedded(work / "pg")
+    clob_port, gamma_port, app_port = free_port(), free_port(), free_port()
+    standin = subprocess.Popen(
+        [sys.executable, "-m", "devtools.standin", "--markets", str(args.markets), "--latency-ms",
+         str(args.latency_ms), "--clob-port", str(clob_port), "--gamma-port", str(gamma_port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    app: subprocess.Popen[bytes] | None = None
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "POLYMARKET_"))},
+            **database.env(),
+            "POLYMARKET_HOST": f"http://127.0.0.1:{clob_port}",
+            "POLYMARKET_GAMMA_HOST": f"http://127.0.0.1:{gamma_port}",
+            "LOG_LEVEL": "warning",
+        }
+        os.environ.update(env)
+        wait_http(f"http://127.0.0.1:{gamma_port}/_standin")
+
+        from shared.markets import get_markets_service
+
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        started = time.perf_counter()
+        result = get_markets_service().refresh(min_age_s=0)
+        refresh_s = time.perf_counter() - started
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        app = subprocess.Popen(
+            [sys.executable, "-m", "devtools.local_server", "--port", str(app_port), "--no-timers",
+             "--root", str(work)],
+            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{app_port}/api"
+        wait_http(f"{base}/health")
+        rng = random.Random(1)
+        with httpx.Client(timeout=60) as client:
+            started = time.perf_counter()
+            first = client.get(f"{base}/markets?limit=50")
+            first_ms = (time.perf_counter() - started) * 1000
+            assert first.status_code == 200, first.text
+            rows = [
+                ("/api/health", measure(client, lambda i: f"{base}/health", args.requests)),
+                ("cached page (same query)", measure(client, lambda i: f"{base}/markets?limit=50", args.requests)),
+                ("search (new word each time)", measure(
+                    client, lambda i: f"{base}/markets?limit=50&q={WORDS[i % len(WORDS)]}{'' if i < len(WORDS) else ' ' + rng.choice(WORDS)}",
+                    args.requests)),
+                ("cold query (new q+sort each time)", measure(
+                    client, lambda i: f"{base}/markets?limit=50&q={chr(97 + i % 26)}{chr(97 + (i // 26) % 26)}"
+                    f"&sort={rng.choice(SORTS)}&order={rng.choice(['asc', 'desc'])}", args.requests)),
+            ]
+        total = first.json()["total"]
+    finally:
+        for proc in (app, standin):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+        database.stop()
+
+    print(f"\nmarkets benchmark: {args.markets:,} open markets, +{args.latency_ms:g} ms per upstream call, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"\nfull refresh   {result.markets:,} markets in {refresh_s:.1f} s "
+          f"({result.markets / refresh_s:,.0f} markets/s; fetch+upsert {result.seconds:.1f} s, "
+          f"snapshot load {refresh_s - result.seconds:.1f} s); peak RSS {rss_after:.0f} MB "
+          f"(+{rss_after - rss_before:.0f} MB)")
+    print(f"first request  {first_ms:.0f} ms (new instance loads the snapshot from PostgreSQL; total={total:,})\n")
+    print(f"{'request (' + str(args.requests) + ' each, sequential)':<40} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    health_p50 = rows[0][1][0]
+    for name, (p50, p99, errors) in rows:
+        ratio = "" if name == "/api/health" else f"   {p50 / health_p50:.2f}x health p50"
+        print(f"{name:<40} {p50:>8.2f} {p99:>8.2f} {errors:>7}{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,932 @@
+"""Prices use case: quotes, order books and price history for outcome tokens.
+
+Round trips (see ``quotes.quote_from_book``):
+* a quote is ONE upstream call, ``GET /book``: best bid/ask (the book's top levels, which the
+  CLOB sends LAST), midpoint and spread computed exactly as ``/midpoint`` and ``/spread`` do,
+  last trade price and tick size. The same read fills the book cache, so ``/api/book`` and
+  ``/api/price`` share it;
+* a batch is ONE ``POST /books`` for every requested token not fresh in the cache;
+* history is ONE ``GET /prices-history`` per (token, interval, fidelity) per history TTL.
+
+Caching: bounded LRUs per token (``PRICE_CACHE_MAX_TOKENS``); concurrent requests for a token
+that is being fetched share one upstream call, whether they come from single, batch or book
+requests. A failed fetch is answered from the last quote in memory, else the last stored
+sample, marked stale; and that answer is cached for the TTL, so an outage costs at most one
+upstream attempt per token per TTL window.
+
+Storage: every fresh quote becomes a ``price_samples`` row keyed on (token, time the book took
+that state), written in batches by a background writer so requests never wait on the
+database; upstream history points are stored too, so history survives upstream forgetting it
+(it keeps ~31 days). A database failure never fails a quote: samples wait in memory (bounded;
+overflow is counted and logged) and are retried.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
+
+from shared import prices_store as store
+from shared.cache import SingleFlight, TTLCache
+from shared.config import CacheSettings, get_settings
+from shared.database import get_database
+from shared.errors import (
+    AppError,
+    BadRequest,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTimeout,
+)
+from shared.freshness import Freshness
+from shared.http import parse_bool
+from shared.polymarket_client import CLOB, get_clob
+from shared.quotes import (
+    PRICE_RULE_LAST_KNOWN,
+    Book,
+    HistoryQuery,
+    Point,
+    Quote,
+    book_json,
+    merge_history,
+    parse_book,
+    parse_history,
+    parse_history_query,
+    quote_from_book,
+    quote_from_sample,
+    validate_token_id,
+)
+
+log = logging.getLogger("polymarket_api.prices")
+
+MAX_BATCH = 100
+MAX_DEPTH = 100
+DEFAULT_DEPTH = 10
+TOKEN_INFO_TTL_S = 300.0
+HISTORY_CACHE_ENTRIES = 2_000
+# Closed-or-unknown probe: does upstream have any history for a token it has no book for?
+PROBE_QUERY = HistoryQuery("max", 60)
+WAIT_S = 120.0  # a caller never waits longer than this on another caller's fetch
+PRUNE_BATCH = 10_000
+PRUNE_BUDGET_S = 240.0  # the Functions timeout is 5 min; the next run carries on
+
+
+class BookClosed(NotFound):
+    code = "book_closed"
+
+
+# --- entries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What we know about one token's price right now.
+
+    ``quote`` None: upstream has no book and nothing else knows the token. ``quote.book`` is
+    "closed" for a known token whose book is gone. ``origin`` says where the quote came from
+    (live, memory, database, history, catalogue); ``stale_reason`` is set when the last fetch
+    failed and this is older data.
+    """
+
+    quote: Quote | None
+    origin: str = "live"
+    stale_reason: str | None = None
+    book: Book | None = None  # the book just read (handed to waiters; never kept in the cache)
+
+    @property
+    def closed(self) -> bool:
+        return self.quote is not None and self.quote.book == "closed"
+
+    def freshness(self, source: str) -> Freshness:
+        if self.quote is None:
+            return Freshness(source, None, 0.0)
+        age = max(0.0, (datetime.now(UTC) - self.quote.as_of).total_seconds())
+        if self.stale_reason:
+            return Freshness("stale", self.quote.as_of, age, self.stale_reason)
+        if self.closed:
+            return Freshness("stale", self.quote.as_of, age, _closed_reason(self.origin))
+        return Freshness(source, self.quote.as_of, 0.0 if source == "live" else age)
+
+
+def _closed_reason(origin: str) -> str:
+    where = {
+        "memory": "the last quote seen",
+        "database": "stored price history",
+        "history": "Polymarket price history",
+        "catalogue": "the market catalogue",
+    }.get(origin, origin)
+    return f"order book closed (market closed or resolved); last known price from {where}"
+
+
+def _failure_reason(error: BaseException, where: str) -> str:
+    if isinstance(error, UpstreamError):
+        return f"Polymarket {error.upstream} request failed ({error.kind}); {where}"
+    if isinstance(error, AppError):
+        return f"request failed ({error.code}); {where}"
+    return f"request failed (internal error); {where}"
+
+
+def _closed(quote: Quote) -> Quote:
+    return replace(quote, book="closed", price_rule=PRICE_RULE_LAST_KNOWN)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    condition_id: str | None = None
+    outcome: str | None = None
+    outcome_index: int | None = None
+    known: bool = False  # in the markets store
+
+
+@dataclass(frozen=True)
+class Series:
+    """Merged history of one (token, interval, fidelity)."""
+
+    query: HistoryQuery
+    points: list[Point]
+    upstream_points: int
+    stored_points: int
+    start: int
+    end: int
+    error: UpstreamError | None = None  # upstream failed: stored points only
+    retry_at: float = 0.0  # monotonic; a failed series is refetched after this
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "interval": self.query.interval,
+            "fidelity": self.query.fidelity,
+            "start": datetime.fromtimestamp(self.start, UTC).isoformat(),
+            "end": datetime.fromtimestamp(self.end, UTC).isoformat(),
+            "points": [{"t": t, "p": p} for t, p in self.points],
+            "upstream_points": self.upstream_points,
+            "stored_points": self.stored_points,
+        }
+        if self.error is not None:
+            out["stale_reason"] = _failure_reason(self.error, "stored history only")
+        return out
+
+    def signature(self) -> str:
+        last = self.points[-1] if self.points else None
+        first = self.points[0] if self.points else None
+        return f"{self.query}|{len(self.points)}|{first}|{last}|{self.error is not None}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: dict[str, Any]
+    freshness: Freshness
+    etag: str
+    ttl_s: int
+
+
+Outcome = Entry | UpstreamError
+
+
+def _etag(*parts: Any) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+# --- background writer -----------------------------------------------------------------------
+
+
+class SampleWriter:
+    """Writes samples to ``price_samples`` in batches, off the request path.
+
+    Samples wait in a bounded queue (oldest dropped first when full, counted and logged, never
+    silently) and are retried with backoff while the database fails. Keys already written
+    recently are skipped, so re-reading an unchanged book writes nothing.
+    """
+
+    def __init__(self, max_pending: int = 100_000, batch_size: int = 1_000, interval_s: float = 0.25) -> None:
+        self.max_pending = max_pending
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self._pending: OrderedDict[tuple[str, datetime], store.Sample] = OrderedDict()
+        self._recent: TTLCache[bool] = TTLCache(max_entries=200_000, ttl_s=6 * 3600)
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def add(self, samples: Iterable[store.Sample]) -> None:
+        dropped = 0
+        with self._lock:
+            for sample in samples:
+                if sample.key in self._pending or self._recent.get(sample.key) is not None:
+                    continue
+                self._pending[sample.key] = sample
+            while len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+                dropped += 1
+            self.dropped += dropped
+            backlog = len(self._pending)
+        if dropped:
+            log.error("price history writer dropped %d samples (queue full, %d total): %s",
+                      dropped, self.dropped, self.last_error or "database slow")
+        self._ensure_thread()
+        if backlog >= self.batch_size:
+            self._wake.set()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def stats(self) -> dict[str, Any]:
+        return {"pending": self.pending(), "written": self.written, "dropped": self.dropped,
+                "failures": self.failures, "last_error": self.last_error}
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None or self._stopping.is_set():
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="price-samples-writer", daemon=True)
+                self._thread.start()
+
+    def _write_batch(self) -> bool:
+        """Write the oldest batch; False when the database failed."""
+        with self._write_lock:
+            with self._lock:
+                batch = [sample for _, sample in zip(range(self.batch_size), self._pending.values())]
+            if not batch:
+                return True
+            try:
+                added = get_database().run(lambda cur: store.insert_samples(cur, batch))
+            except Exception as error:  # noqa: BLE001 - kept for retry, reported below
+                self.failures += 1
+                self.last_error = error.code if isinstance(error, AppError) else type(error).__name__
+                log.warning("price samples not written yet (%s); %d waiting", self.last_error, self.pending())
+                return False
+            with self._lock:
+                for sample in batch:
+                    if self._pending.get(sample.key) is sample:
+                        del self._pending[sample.key]
+                    self._recent.put(sample.key, True)
+            self.written += added
+            self.last_error = None
+            return True
+
+    def _drain(self) -> bool:
+        while self.pending():
+            if not self._write_batch():
+                return False
+        return True
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stopping.is_set():
+            self._wake.wait(backoff or self.interval_s)
+            self._wake.clear()
+            if self._drain():
+                backoff = 0.0
+            else:
+                backoff = min(30.0, max(1.0, backoff * 2))
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Write everything pending now; False if the database failed or time ran out."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending():
+            if time.monotonic() > deadline or not self._write_batch():
+                return False
+        return True
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self.pending() and not self.flush(timeout_s):
+            log.error("price history writer stopped with %d samples unwritten", self.pending())
+
+
+# --- single flight over many keys ------------------------------------------------------------
+
+
+class BookFlight:
+    """Per-token single flight that a batch can lead for many tokens at once.
+
+    A caller claims the tokens nobody is fetching (it must settle them) and waits on the
+    futures of those already in flight, so single, batch and book requests share fetches.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, Future[Outcome]] = {}
+
+    def claim(self, tokens: Iterable[str]) -> tuple[dict[str, Future[Outcome]], dict[str, Future[Outcome]]]:
+        mine: dict[str, Future[Outcome]] = {}
+        theirs: dict[str, Future[Outcome]] = {}
+        with self._lock:
+            for token in tokens:
+                future = self._calls.get(token)
+                if future is None:
+                    future = self._calls[token] = Future()
+                    mine[token] = future
+                else:
+                    theirs[token] = future
+        return mine, theirs
+
+    def settle(self, token: str, future: Future[Outcome], outcome: Outcome | BaseException) -> None:
+        with self._lock:
+            if self._calls.get(token) is future:
+                del self._calls[token]
+        if isinstance(outcome, BaseException) and not isinstance(outcome, UpstreamError):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def in_flight(self, token: str) -> bool:
+        with self._lock:
+            return token in self._calls
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+class PricesService:
+    def __init__(self, settings: CacheSettings) -> None:
+        self.settings = settings
+        size = settings.price_cache_max_tokens
+        self.entries: TTLCache[Entry] = TTLCache(size, settings.price_ttl_s)
+        # Books are the biggest entries: keep fewer of them.
+        self.books: TTLCache[tuple[Book, str | None]] = TTLCache(min(size, 2_000), settings.book_ttl_s)
+        self.tokens: TTLCache[TokenInfo] = TTLCache(size, TOKEN_INFO_TTL_S)
+        self.history: TTLCache[Series] = TTLCache(min(size, HISTORY_CACHE_ENTRIES), settings.price_history_ttl_s)
+        # Newest upstream history point already queued for storage, per (token, fidelity).
+        self._persisted: TTLCache[int] = TTLCache(min(size, HISTORY_CACHE_ENTRIES), 86_400)
+        self._forced: TTLCache[bool] = TTLCache(size, max(settings.price_refresh_min_interval_s, 0.001))
+        self._forced_lock = threading.Lock()
+        self.flight = BookFlight()
+        self._single: SingleFlight[Any] = SingleFlight()
+        self.writer = SampleWriter()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prices")
+
+    def close(self) -> None:
+        self.writer.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Write pending samples now (tests, shutdown)."""
+        return self.writer.flush(timeout_s)
+
+    # --- upstream reads ------------------------------------------------------------------
+
+    def _fetch_books(self, tokens: list[str]) -> dict[str, Book | None]:
+        """One round trip: ``GET /book`` for one token, ``POST /books`` for several.
+
+        None for a token upstream has no book for (404, or left out of the batch answer).
+        """
+        clob = get_clob()
+        fetched_at = datetime.now(UTC)
+        if len(tokens) == 1:
+            token = tokens[0]
+            try:
+                raw = clob.call(clob.client.get_order_book, token, expect=dict)
+            except UpstreamNotFound:
+                return {token: None}
+            if "error" in raw and "asset_id" not in raw:
+                return {token: None}  # one source reports the no-book error with status 200
+            return {token: parse_book(raw, fetched_at, token)}
+        try:
+            raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
+                                 expect=list)
+        except UpstreamNotFound:
+            return dict.fromkeys(tokens)
+        wanted = set(tokens)
+        books: dict[str, Book] = {}
+        for item in raw_list:
+            book = parse_book(item, fetched_at)
+            if book.token_id in wanted:  # response order is not guaranteed: join on asset_id
+                books[book.token_id] = book
+        return {token: books.get(token) for token in tokens}
+
+    def _read(self, tokens: list[str]) -> dict[str, Outcome]:
+        """Fresh outcomes for ``tokens``, sharing in-flight fetches with other requests."""
+        mine, theirs = self.flight.claim(tokens)
+        outcomes: dict[str, Outcome] = {}
+        if mine:
+            try:
+                results = self._lead(list(mine))
+            except BaseException as error:
+                for token, future in mine.items():
+                    self.flight.settle(token, future, error)
+                raise
+            for token, future in mine.items():
+                self.flight.settle(token, future, results[token])
+            outcomes.update(results)
+        for token, future in theirs.items():
+            try:
+                outcomes[token] = future.result(timeout=WAIT_S)
+            except FutureTimeout:
+                outcomes[token] = UpstreamTimeout(CLOB, "waiting for another request's fetch")
+        return outcomes
+
+    def _lead(self, tokens: list[str]) -> dict[str, Outcome]:
+        try:
+            books = self._fetch_books(tokens)
+        except UpstreamError as error:
+            return dict.fromkeys(tokens, error)
+        results: dict[str, Outcome] = {}
+        samples: list[store.Sample] = []
+        for token, book in books.items():
+            if book is None:
+                continue
+            quote = quote_from_book(book)
+            self.entries.put(token, Entry(quote))
+            self.books.put(token, (book, None))
+            results[token] = Entry(quote, book=book)
+            if quote.price is not None:
+                samples.append(store.Sample(
+                    token, quote.sample_time, quote.price, quote.midpoint, quote.best_bid, quote.best_ask,
+                    quote.spread, quote.last_trade_price, store.SOURCE_QUOTE,
+                ))
+        self.writer.add(samples)
+        missing = [token for token, book in books.items() if book is None]
+        if missing:
+            results.update(self._resolve_missing(missing))
+        return results
+
+    def _resolve_missing(self, tokens: list[str]) -> dict[str, Entry]:
+        """Upstream has no book: a closed market's token (last known price) or an unknown one."""
+        resolved: dict[str, Entry] = {}
+        for token in tokens:
+            previous = self.entries.get(token, allow_expired=True)
+            if previous is not None and previous[0].quote is not None:
+                entry = previous[0]
+                origin = "memory" if entry.origin == "live" else entry.origin
+                resolved[token] = Entry(_closed(entry.quote), origin)
+        rest = [t for t in tokens if t not in resolved]
+        lookup_failed = False
+        if rest:
+            try:
+                samples, known = get_database().run(
+                    lambda cur: (store.last_samples(cur, rest), store.known_tokens(cur, rest)))
+            except AppError as error:
+                log.warning("cannot look up stored prices (%s)", error.code)
+                samples, known, lookup_failed = {}, {}, True
+            for token in rest:
+                if token in known:
+                    self.tokens.put(token, _token_info(known[token]))
+                if token in samples:
+                    resolved[token] = Entry(_closed(quote_from_sample(token, samples[token])), "database")
+                elif token in known and known[token]["price"] is not None:
+                    row = known[token]
+                    quote = Quote(
+                        token_id=token, price=float(row["price"]), price_rule=PRICE_RULE_LAST_KNOWN,
+                        midpoint=None, best_bid=None, best_ask=None, spread=None, last_trade_price=None,
+                        tick_size=None, book="closed", as_of=row["updated_at"],
+                    )
+                    resolved[token] = Entry(quote, "catalogue")
+                else:
+                    resolved[token] = Entry(None, "unknown")
+        for token, entry in resolved.items():
+            if not (lookup_failed and entry.quote is None):  # do not remember a guess
+                self.entries.put(token, entry)
+        return resolved
+
+    def _fallback(self, tokens: list[str], error: UpstreamError) -> dict[str, Entry | None]:
+        """Upstream failed: the last quote in memory, else the last stored sample, else None."""
+        out: dict[str, Entry | None] = {}
+        for token in tokens:
+            hit = self.entries.get(token, allow_expired=True)
+            if hit is not None and hit[0].quote is not None:
+                entry = hit[0]
+                where = "last known quote from memory" if entry.origin == "live" else (
+                    f"last known quote from {entry.origin}")
+                out[token] = Entry(entry.quote, entry.origin if entry.origin != "live" else "memory",
+                                   _failure_reason(error, where))
+        rest = [t for t in tokens if t not in out]
+        if rest:
+            try:
+                samples = get_database().run(lambda cur: store.last_samples(cur, rest))
+            except AppError as db_error:
+                log.warning("cannot read stored prices for a fallback (%s)", db_error.code)
+                samples = {}
+            for token in rest:
+                row = samples.get(token)
+                out[token] = None if row is None else Entry(
+                    quote_from_sample(token, row), "database",
+                    _failure_reason(error, "last known quote from the database"),
+                )
+        for token, entry in out.items():
+            if entry is not None:
+                # Served from the cache for one TTL: an outage costs one attempt per token per TTL.
+                self.entries.put(token, entry)
+        return out
+
+    # --- token metadata ------------------------------------------------------------------
+
+    def _token_infos(self, tokens: list[str]) -> dict[str, TokenInfo]:
+        out: dict[str, TokenInfo] = {}
+        missing = []
+        for token in tokens:
+            hit = self.tokens.get(token)
+            if hit is None:
+                missing.append(token)
+            else:
+                out[token] = hit[0]
+        if missing:
+            try:
+                rows = get_database().run(lambda cur: store.known_tokens(cur, missing))
+            except AppError as error:
+                log.warning("cannot look up tokens in the markets store (%s)", error.code)
+                return {**out, **dict.fromkeys(missing, TokenInfo())}
+            for token in missing:
+                info = _token_info(rows[token]) if token in rows else TokenInfo()
+                self.tokens.put(token, info)
+                out[token] = info
+        return out
+
+    # --- history -------------------------------------------------------------------------
+
+    def _cached_series(self, token: str, query: HistoryQuery) -> Series | None:
+        hit = self.history.get((token, query))
+        if hit is None:
+            return None
+        series = hit[0]
+        if series.error is not None and time.monotonic() >= series.retry_at:
+            return None
+        return series
+
+    def _series(self, token: str, query: HistoryQuery, force: bool = False) -> Series:
+        if not force:
+            cached = self._cached_series(token, query)
+            if cached is not None:
+                return cached
+        return self._single.run(("history", token, query), lambda: self._load_series(token, query))
+
+    def _load_series(self, token: str, query: HistoryQuery) -> Series:
+        end = int(time.time())
+        start = end - query.window_s(self.settings.price_history_retention_days)
+        upstream: list[Point] = []
+        error: UpstreamError | None = None
+        clob = get_clob()
+        params = PricesHistoryParams(market=token, interval=query.interval, fidelity=query.fidelity)
+        try:
+            upstream = parse_history(clob.call(clob.client.get_prices_history, params, expect=dict))
+        except UpstreamNotFound:
+            upstream = []
+        except UpstreamError as failure:
+            error = failure
+        self._persist_history(token, query, upstream)
+        try:
+            stored = get_database().run(lambda cur: store.history_points(
+                cur, token, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
+                query.period_s))
+        except AppError as db_error:
+            log.warning("cannot read stored price history (%s)", db_error.code)
+            stored = []
+        points, from_store = merge_history(upstream, stored, period_s=query.period_s, start=start, end=end)
+        series = Series(query, points, len(points) - from_store, from_store, start, end, error,
+                        time.monotonic() + self.settings.price_ttl_s)
+        self.history.put((token, query), series)
+        return series
+
+    def _persist_history(self, token: str, query: HistoryQuery, points: list[Point]) -> None:
+        key = (token, query.fidelity)
+        hit = self._persisted.get(key)
+        newest = hit[0] if hit is not None else None
+        fresh = [(t, p) for t, p in points if newest is None or t > newest]
+        if not fresh:
+            return
+        self.writer.add(
+            store.Sample(token, datetime.fromtimestamp(t, UTC), p, midpoint=p, source=store.SOURCE_HISTORY)
+            for t, p in fresh
+        )
+        self._persisted.put(key, fresh[-1][0])
+
+    # --- refresh throttle ----------------------------------------------------------------
+
+    def _allow_refresh(self, token: str) -> bool:
+        """``refresh=true`` is honoured at most once per PRICE_REFRESH_MIN_INTERVAL_S per token."""
+        if self.settings.price_refresh_min_interval_s == 0:
+            return True
+        with self._forced_lock:
+            if self._forced.get(token) is not None:
+                return False
+            self._forced.put(token, True)
+            return True
+
+    # --- one token -----------------------------------------------------------------------
+
+    def _entry(self, token: str, force: bool) -> tuple[Entry, str]:
+        """(entry, freshness source) for one token; raises 503 when upstream failed and
+        nothing is known."""
+        if not force:
+            hit = self.entries.get(token)
+            if hit is not None:
+                return hit[0], "cache"
+        outcome = self._read([token])[token]
+        if isinstance(outcome, UpstreamError):
+            entry = self._fallback([token], outcome)[token]
+            if entry is None:
+                raise ServiceUnavailable(
+                    f"no price is known for token {token} and Polymarket is failing ({outcome.kind}); "
+                    "try again shortly"
+                )
+            return entry, "stale"
+        return outcome, "live"
+
+    def price(self, raw_token: str, params: Mapping[str, str]) -> Answer:
+        token = validate_token_id(raw_token)
+        with_history = parse_bool(params, "history", True)
+        query = parse_history_query(params)
+        force = parse_bool(params, "refresh", False) and self._allow_refresh(token)
+        series_future: Future[Series] | None = None
+        series = None
+        if with_history:
+            series = None if force else self._cached_series(token, query)
+            if series is None:  # fetch it beside the quote, not after it
+                series_future = self._pool.submit(self._series, token, query, force)
+        entry, source = self._entry(token, force)
+        if series_future is not None:
+            series = series_future.result(timeout=WAIT_S)
+        if entry.quote is None:
+            entry = self._closed_from_history(token, series)
+        info = self._token_infos([token])[token]
+        freshness = entry.freshness(source)
+        if series is not None and series.error is not None and freshness.source != "stale":
+            freshness = Freshness("stale", freshness.as_of, freshness.age_seconds,
+                                  _failure_reason(series.error, "price history from storage only"))
+        assert entry.quote is not None
+        body: dict[str, Any] = {
+            "token": _token_json(token, info, entry.quote),
+            "quote": entry.quote.as_json(),
+        }
+        if series is not None:
+            body["history"] = series.as_json()
+        etag = _etag(token, entry.quote.version(), entry.stale_reason, info,
+                     series.signature() if series else None)
+        return Answer(body, freshness, etag, self.settings.price_ttl_s)
+
+    def _closed_from_history(self, token: str, series: Series | None) -> Entry:
+        """No book and nothing stored: upstream history still proves a (closed) token exists."""
+        probe = series if series is not None and series.points else self._series(token, PROBE_QUERY)
+        if not probe.points:
+            if probe.error is not None:
+                raise ServiceUnavailable(
+                    f"no order book for token {token} and its price history could not be checked "
+                    f"({probe.error.kind}); try again shortly"
+                )
+            raise NotFound(f"unknown token {token}: Polymarket has no order book or price history for it")
+        t, p = probe.points[-1]
+        as_of = datetime.fromtimestamp(t, UTC)
+        quote = Quote(token_id=token, price=p, price_rule=PRICE_RULE_LAST_KNOWN, midpoint=p, best_bid=None,
+                      best_ask=None, spread=None, last_trade_price=None, tick_size=None, book="closed",
+                      as_of=as_of, book_timestamp=as_of)
+        entry = Entry(quote, "history")
+        self.entries.put(token, entry)
+        return entry
+
+    # --- many tokens ---------------------------------------------------------------------
+
+    def quotes(self, params: Mapping[str, str]) -> Answer:
+        tokens, invalid = parse_token_ids(params.get("token_ids"))
+        found: dict[str, tuple[Entry | None, str]] = {}
+        misses = []
+        for token in tokens:
+            hit = self.entries.get(token)
+            if hit is None:
+                misses.append(token)
+            else:
+                found[token] = (hit[0], "cache")
+        failures: dict[str, UpstreamError] = {}
+        if misses:
+            outcomes = self._read(misses)
+            failed: dict[str, UpstreamError] = {}
+            for token, outcome in outcomes.items():
+                if isinstance(outcome, UpstreamError):
+                    failed[token] = outcome
+                else:
+                    found[token] = (outcome, "live")
+            for error in {id(e): e for e in failed.values()}.values():
+                same = [t for t, e in failed.items() if e is error]
+                for token, entry in self._fallback(same, error).items():
+                    found[token] = (entry, "stale")
+                    if entry is None:
+                        failures[token] = error
+        infos = self._token_infos(tokens)
+        items = []
+        fresh: list[Freshness] = []
+        for raw in _ordered(params.get("token_ids")):
+            if raw in invalid:
+                items.append({"token_id": raw, "status": "invalid", "quote": None, "token": None,
+                              "error": {"code": "bad_request", "message": invalid[raw]}})
+                continue
+            if raw not in found:
+                continue
+            entry, source = found[raw]
+            item = _item(raw, entry, source, infos.get(raw, TokenInfo()), failures.get(raw))
+            if entry is not None and entry.quote is not None:
+                fresh.append(entry.freshness(source))
+            items.append(item)
+        if not fresh and failures:
+            kinds = sorted({e.kind for e in failures.values()})
+            raise ServiceUnavailable(
+                f"no price is known for any requested token and Polymarket is failing ({', '.join(kinds)}); "
+                "try again shortly"
+            )
+        freshness = _overall(fresh)
+        etag = _etag(*(f"{i['token_id']}:{i['status']}:{i.get('_v')}" for i in items))
+        for item in items:
+            item.pop("_v", None)
+        body = {"quotes": items, "count": len(items)}
+        return Answer(body, freshness, etag, self.settings.price_ttl_s)
+
+    # --- books ---------------------------------------------------------------------------
+
+    def book(self, raw_token: str, params: Mapping[str, str]) -> Answer:
+        token = validate_token_id(raw_token)
+        depth = parse_depth(params)
+        hit = self.books.get(token)
+        source = "cache"
+        book: Book | None = None
+        if hit is not None:
+            book, stale_reason = hit[0]
+        else:
+            outcome = self._read([token])[token]
+            stale_reason, source = None, "live"
+            if isinstance(outcome, UpstreamError):
+                old = self.books.get(token, allow_expired=True)
+                if old is None:
+                    raise ServiceUnavailable(
+                        f"no order book is known for token {token} and Polymarket is failing "
+                        f"({outcome.kind}); try again shortly"
+                    )
+                book, stale_reason = old[0][0], _failure_reason(outcome, "last known order book from memory")
+                self.books.put(token, (book, stale_reason))
+            elif outcome.quote is None:
+                raise NotFound(f"unknown token {token}: Polymarket has no order book for it")
+            elif outcome.closed:
+                raise BookClosed(
+                    f"the order book of token {token} is closed (market closed or resolved); "
+                    f"/api/price/{token} has its last known price"
+                )
+            else:
+                book = outcome.book
+        if book is None:  # a closed entry from the cache of quotes carries no book
+            raise BookClosed(f"the order book of token {token} is closed (market closed or resolved)")
+        info = self._token_infos([token])[token]
+        age = max(0.0, (datetime.now(UTC) - book.fetched_at).total_seconds())
+        if stale_reason:
+            freshness = Freshness("stale", book.fetched_at, age, stale_reason)
+        else:
+            freshness = Freshness(source, book.fetched_at, 0.0 if source == "live" else age)
+        body = {"token": _token_json(token, info, None, book.condition_id), "book": book_json(book, depth)}
+        etag = _etag(token, book.hash, book.timestamp, book.fetched_at if not book.hash else "", depth,
+                     stale_reason, info)
+        return Answer(body, freshness, etag, self.settings.book_ttl_s)
+
+    # --- retention -----------------------------------------------------------------------
+
+    def prune(self, *, batch: int = PRUNE_BATCH, budget_s: float = PRUNE_BUDGET_S) -> dict[str, Any]:
+        """Delete samples older than PRICE_HISTORY_RETENTION_DAYS, ``batch`` rows per transaction."""
+        days = self.settings.price_history_retention_days
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        db = get_database()
+        deleted = batches = 0
+        deadline = time.monotonic() + budget_s
+        while True:
+            removed = db.run(lambda cur: store.delete_older_than(cur, cutoff, batch))
+            batches += 1
+            deleted += removed
+            if removed == 0:
+                return {"deleted": deleted, "batches": batches, "complete": True, "cutoff": cutoff}
+            if time.monotonic() > deadline:
+                return {"deleted": deleted, "batches": batches, "complete": False, "cutoff": cutoff}
+
+
+# --- shapes ----------------------------------------------------------------------------------
+
+
+def _token_info(row: Mapping[str, Any]) -> TokenInfo:
+    return TokenInfo(row["condition_id"], row["outcome"], row["outcome_index"], True)
+
+
+def _token_json(token: str, info: TokenInfo, quote: Quote | None, condition_id: str | None = None) -> dict[str, Any]:
+    return {
+        "token_id": token,
+        "condition_id": info.condition_id or condition_id or (quote.condition_id if quote else None),
+        "outcome": info.outcome,
+        "outcome_index": info.outcome_index,
+    }
+
+
+def _item(token: str, entry: Entry | None, source: str, info: TokenInfo,
+          failure: UpstreamError | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"token_id": token}
+    if entry is None:  # upstream failed and nothing is known
+        assert failure is not None
+        item.update(status="unavailable", quote=None, token=None, error={
+            "code": "unavailable",
+            "message": f"no price is known for this token and Polymarket is failing ({failure.kind})"})
+        item["_v"] = "unavailable"
+        return item
+    if entry.quote is None:
+        item.update(status="unknown", quote=None, token=None, error={
+            "code": "not_found", "message": "unknown token: Polymarket has no order book for it"})
+        item["_v"] = "unknown"
+        return item
+    item.update(
+        status="closed" if entry.closed else "ok",
+        quote=entry.quote.as_json(),
+        token=_token_json(token, info, entry.quote),
+        freshness=entry.freshness(source).as_dict(),
+    )
+    item["_v"] = f"{entry.quote.version()}|{entry.stale_reason}|{info}"
+    return item
+
+
+def _overall(items: list[Freshness]) -> Freshness:
+    """The batch's freshness: its oldest quote, and stale if any quote is."""
+    if not items:
+        return Freshness("live", datetime.now(UTC), 0.0)
+    stale = [f for f in items if f.source == "stale"]
+    oldest = max(items, key=lambda f: f.age_seconds)
+    if stale:
+        reasons = sorted({f.stale_reason or "" for f in stale})
+        reason = reasons[0] if len(reasons) == 1 else f"{len(stale)} of {len(items)} quotes are stale"
+        return Freshness("stale", oldest.as_of, oldest.age_seconds, reason)
+    source = "live" if all(f.source == "live" for f in items) else "cache"
+    return Freshness(source, oldest.as_of, oldest.age_seconds)
+
+
+def _ordered(raw: str | None) -> list[str]:
+    return list(dict.fromkeys(part.strip() for part in (raw or "").split(",") if part.strip()))
+
+
+MAX_TOKEN_IDS_CHARS = MAX_BATCH * 80
+
+
+def parse_token_ids(raw: str | None) -> tuple[list[str], dict[str, str]]:
+    """(valid token ids, {invalid id: why}) from ``token_ids=a,b,c``; duplicates collapse."""
+    if raw is not None and len(raw) > MAX_TOKEN_IDS_CHARS:
+        raise BadRequest(f"parameter 'token_ids' lists more than {MAX_BATCH} ids", parameter="token_ids")
+    ids = _ordered(raw)
+    if not ids:
+        raise BadRequest("parameter 'token_ids' is required: comma-separated token ids", parameter="token_ids")
+    if len(ids) > MAX_BATCH:
+        raise BadRequest(f"parameter 'token_ids' lists {len(ids)} ids; at most {MAX_BATCH}",
+                         parameter="token_ids")
+    valid, invalid = [], {}
+    for token in ids:
+        try:
+            valid.append(validate_token_id(token))
+        except BadRequest:
+            invalid[token] = "a token id is 1 to 78 decimal digits"
+    return valid, invalid
+
+
+def parse_depth(params: Mapping[str, str]) -> int:
+    raw = (params.get("depth") or str(DEFAULT_DEPTH)).strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DEPTH:
+        raise BadRequest(f"parameter 'depth' must be an integer from 1 to {MAX_DEPTH}", parameter="depth")
+    return int(raw)
+
+
+_service: PricesService | None = None
+_service_lock = threading.Lock()
+
+
+def get_prices_service() -> PricesService:
+    global _service
+    if _service is None:
+        with _service_lock:
+            if _service is None:
+                _service = PricesService(get_settings().cache)
+    return _service
+
+
+def reset_prices_service() -> None:
+    """Flush and forget the service (tests; the next call re-reads settings)."""
+    global _service
+    with _service_lock:
+        if _service is not None:
+            _service.close()
+        _service = None
+
+
+def _close_at_exit() -> None:
+    if _service is not None:
+        _service.writer.stop()
+
+
+atexit.register(_close_at_exit)
