@@ -356,3 +356,38 @@ def test_single_market(app_env: Upstream) -> None:
         response = get("m", route_params={"condition_id": bad})
         assert response.status_code == 400
         assert body_of(response)["error"]["parameter"] == "condition_id"
+
+
+def test_forced_refresh_is_honoured_at_most_once_per_interval(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARKETS_REFRESH_MIN_INTERVAL_S", "30")
+    reset_app()
+    assert get("markets").status_code == 200  # first load
+    loads = app_env.count(KEYSET, first_page_only=True)
+    forced = get("markets", {"refresh": "true"})
+    assert forced.status_code == 200
+    assert body_of(forced)["freshness"]["source"] in ("live", "cache")
+    for _ in range(5):
+        assert get("markets", {"refresh": "true"}).status_code == 200
+    # The first load just happened, so no forced refresh is honoured within 30 s.
+    assert app_env.count(KEYSET, first_page_only=True) == loads
+
+
+def test_paging_through_a_larger_catalogue(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream = Upstream(markets=1234, seed=5)
+    try:
+        monkeypatch.setenv("POLYMARKET_HOST", upstream.clob_url)
+        monkeypatch.setenv("POLYMARKET_GAMMA_HOST", upstream.gamma_url)
+        reset_app()
+        reset_markets_service()
+        result = get_markets_service().refresh(min_age_s=0)
+        assert result.markets == 1234
+        assert upstream.count(KEYSET) == 13  # 12 full pages of 100 and one of 34
+        ids = [m["condition_id"] for m in all_pages({"limit": "500"})]
+        assert sorted(ids) == sorted(m["condition_id"] for m in upstream.open_markets())
+    finally:
+        reset_markets_service()
+        upstream.stop()
