@@ -661,6 +661,10 @@ class PricesService:
             series = series_future.result(timeout=WAIT_S)
         if entry.quote is None:
             entry = self._closed_from_history(token, series)
+        elif entry.closed and series is not None and series.points and (
+            series.points[-1][0] > entry.quote.as_of.timestamp()
+        ):
+            entry = self._closed_from_history(token, series)  # history knows a later price
         info = self._token_infos([token])[token]
         freshness = entry.freshness(source)
         if series is not None and series.error is not None and freshness.source != "stale":
