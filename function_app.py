@@ -13,6 +13,7 @@ from shared.config import get_settings
 from shared.errors import AppError
 from shared.http import bool_param, cached_json, endpoint, json_response
 from shared.markets import get_markets_service, parse_query
+from shared.prices import Answer, get_prices_service
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 log = logging.getLogger("polymarket_api")
@@ -53,3 +54,35 @@ def refresh_markets(timer: func.TimerRequest) -> None:
         log.warning("scheduled markets refresh failed: %s", error.code)
         return
     log.info("scheduled markets refresh: %s", result.status)
+
+
+def _answer(req: func.HttpRequest, answer: Answer) -> func.HttpResponse:
+    return cached_json(req, answer.body, freshness=answer.freshness.as_dict(), etag=answer.etag, ttl_s=answer.ttl_s)
+
+
+@app.route(route="price/{token_id}", methods=["GET"])
+@endpoint
+def get_price(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(req, get_prices_service().price(req.route_params.get("token_id", ""), req.params))
+
+
+@app.route(route="prices", methods=["GET"])
+@endpoint
+def get_prices(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(req, get_prices_service().quotes(req.params))
+
+
+@app.route(route="book/{token_id}", methods=["GET"])
+@endpoint
+def get_book(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(req, get_prices_service().book(req.route_params.get("token_id", ""), req.params))
+
+
+@app.timer_trigger(schedule="%PRICE_HISTORY_PRUNE_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def prune_price_history(timer: func.TimerRequest) -> None:
+    try:
+        result = get_prices_service().prune()
+    except AppError as error:
+        log.warning("price history retention failed: %s", error.code)
+        return
+    log.info("price history retention: %s", result)

@@ -20,8 +20,14 @@ EXPECTED_HTTP = {
     "health_check": ("health", ["GET"], "ANONYMOUS"),
     "list_markets": ("markets", ["GET"], "ANONYMOUS"),
     "get_market": ("markets/{condition_id}", ["GET"], "ANONYMOUS"),
+    "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
+    "get_prices": ("prices", ["GET"], "ANONYMOUS"),
+    "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),
 }
-EXPECTED_TIMERS = {"refresh_markets": "%MARKETS_REFRESH_SCHEDULE%"}
+EXPECTED_TIMERS = {
+    "refresh_markets": "%MARKETS_REFRESH_SCHEDULE%",
+    "prune_price_history": "%PRICE_HISTORY_PRUNE_SCHEDULE%",
+}
 
 _PROBE = """
 import inspect, json
