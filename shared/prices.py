@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -76,6 +76,7 @@ MAX_BATCH = 100
 MAX_DEPTH = 100
 DEFAULT_DEPTH = 10
 TOKEN_INFO_TTL_S = 300.0
+TOKEN_LOOKUP_BACKOFF_S = 10.0
 HISTORY_CACHE_ENTRIES = 2_000
 # Closed-or-unknown probe: does upstream have any history for a token it has no book for?
 PROBE_QUERY = HistoryQuery("max", 60)
@@ -118,7 +119,7 @@ class Entry:
             return Freshness("stale", self.quote.as_of, age, self.stale_reason)
         if self.closed:
             return Freshness("stale", self.quote.as_of, age, _closed_reason(self.origin))
-        return Freshness(source, self.quote.as_of, 0.0 if source == "live" else age)
+        return Freshness(source, self.quote.as_of, age)
 
 
 def _closed_reason(origin: str) -> str:
@@ -374,6 +375,7 @@ class PricesService:
         self._persisted: TTLCache[int] = TTLCache(min(size, HISTORY_CACHE_ENTRIES), 86_400)
         self._forced: TTLCache[bool] = TTLCache(size, max(settings.price_refresh_min_interval_s, 0.001))
         self._forced_lock = threading.Lock()
+        self._token_lookup_retry_at = 0.0  # monotonic
         self.flight = BookFlight()
         self._single: SingleFlight[Any] = SingleFlight()
         self.writer = SampleWriter()
@@ -418,10 +420,22 @@ class PricesService:
                 books[book.token_id] = book
         return {token: books.get(token) for token in tokens}
 
-    def _read(self, tokens: list[str]) -> dict[str, Outcome]:
-        """Fresh outcomes for ``tokens``, sharing in-flight fetches with other requests."""
+    def _read(self, tokens: list[str], recheck: Callable[[str], Entry | None] | None = None
+              ) -> dict[str, Outcome]:
+        """Fresh outcomes for ``tokens``, sharing in-flight fetches with other requests.
+
+        ``recheck`` looks in the cache again once the fetch is ours: a fetch that finished
+        between the caller's cache miss and its claim has just filled it, and a second upstream
+        call would break "one fetch per token per TTL window".
+        """
         mine, theirs = self.flight.claim(tokens)
         outcomes: dict[str, Outcome] = {}
+        if mine and recheck is not None:
+            for token in list(mine):
+                entry = recheck(token)
+                if entry is not None:
+                    self.flight.settle(token, mine.pop(token), entry)
+                    outcomes[token] = entry
         if mine:
             try:
                 results = self._lead(list(mine))
@@ -543,11 +557,16 @@ class PricesService:
                 missing.append(token)
             else:
                 out[token] = hit[0]
+        if missing and time.monotonic() < self._token_lookup_retry_at:
+            return {**out, **dict.fromkeys(missing, TokenInfo())}  # the store just failed: not yet
         if missing:
             try:
                 rows = get_database().run(lambda cur: store.known_tokens(cur, missing))
             except AppError as error:
-                log.warning("cannot look up tokens in the markets store (%s)", error.code)
+                # Labels are optional: answer without them, and do not ask again for a while.
+                self._token_lookup_retry_at = time.monotonic() + TOKEN_LOOKUP_BACKOFF_S
+                log.warning("cannot look up tokens in the markets store (%s); retrying in %.0f s",
+                            error.code, TOKEN_LOOKUP_BACKOFF_S)
                 return {**out, **dict.fromkeys(missing, TokenInfo())}
             for token in missing:
                 info = _token_info(rows[token]) if token in rows else TokenInfo()
@@ -627,6 +646,16 @@ class PricesService:
 
     # --- one token -----------------------------------------------------------------------
 
+    def _cached_entry(self, token: str) -> Entry | None:
+        hit = self.entries.get(token)
+        return None if hit is None else hit[0]
+
+    def _cached_book(self, token: str) -> Entry | None:
+        hit = self.books.get(token)
+        if hit is None or hit[0][1] is not None:
+            return None
+        return Entry(quote_from_book(hit[0][0]), book=hit[0][0])
+
     def _entry(self, token: str, force: bool) -> tuple[Entry, str]:
         """(entry, freshness source) for one token; raises 503 when upstream failed and
         nothing is known."""
@@ -634,7 +663,7 @@ class PricesService:
             hit = self.entries.get(token)
             if hit is not None:
                 return hit[0], "cache"
-        outcome = self._read([token])[token]
+        outcome = self._read([token], None if force else self._cached_entry)[token]
         if isinstance(outcome, UpstreamError):
             entry = self._fallback([token], outcome)[token]
             if entry is None:
@@ -677,7 +706,7 @@ class PricesService:
         }
         if series is not None:
             body["history"] = series.as_json()
-        etag = _etag(token, entry.quote.version(), entry.stale_reason, info,
+        etag = _etag(token, entry.quote.version(), entry.stale_reason, info.condition_id, info.outcome,
                      series.signature() if series else None)
         return Answer(body, freshness, etag, self.settings.price_ttl_s)
 
@@ -714,7 +743,7 @@ class PricesService:
                 found[token] = (hit[0], "cache")
         failures: dict[str, UpstreamError] = {}
         if misses:
-            outcomes = self._read(misses)
+            outcomes = self._read(misses, self._cached_entry)
             failed: dict[str, UpstreamError] = {}
             for token, outcome in outcomes.items():
                 if isinstance(outcome, UpstreamError):
@@ -738,10 +767,10 @@ class PricesService:
             if raw not in found:
                 continue
             entry, source = found[raw]
-            item = _item(raw, entry, source, infos.get(raw, TokenInfo()), failures.get(raw))
-            if entry is not None and entry.quote is not None:
-                fresh.append(entry.freshness(source))
-            items.append(item)
+            freshness = entry.freshness(source) if entry is not None and entry.quote is not None else None
+            items.append(_item(raw, entry, freshness, infos.get(raw, TokenInfo()), failures.get(raw)))
+            if freshness is not None:
+                fresh.append(freshness)
         if not fresh and failures:
             kinds = sorted({e.kind for e in failures.values()})
             raise ServiceUnavailable(
@@ -766,7 +795,7 @@ class PricesService:
         if hit is not None:
             book, stale_reason = hit[0]
         else:
-            outcome = self._read([token])[token]
+            outcome = self._read([token], self._cached_book)[token]
             stale_reason, source = None, "live"
             if isinstance(outcome, UpstreamError):
                 old = self.books.get(token, allow_expired=True)
@@ -793,10 +822,10 @@ class PricesService:
         if stale_reason:
             freshness = Freshness("stale", book.fetched_at, age, stale_reason)
         else:
-            freshness = Freshness(source, book.fetched_at, 0.0 if source == "live" else age)
+            freshness = Freshness(source, book.fetched_at, age)
         body = {"token": _token_json(token, info, None, book.condition_id), "book": book_json(book, depth)}
         etag = _etag(token, book.hash, book.timestamp, book.fetched_at if not book.hash else "", depth,
-                     stale_reason, info)
+                     stale_reason, info.condition_id, info.outcome)
         return Answer(body, freshness, etag, self.settings.book_ttl_s)
 
     # --- retention -----------------------------------------------------------------------
@@ -834,7 +863,7 @@ def _token_json(token: str, info: TokenInfo, quote: Quote | None, condition_id: 
     }
 
 
-def _item(token: str, entry: Entry | None, source: str, info: TokenInfo,
+def _item(token: str, entry: Entry | None, freshness: Freshness | None, info: TokenInfo,
           failure: UpstreamError | None) -> dict[str, Any]:
     item: dict[str, Any] = {"token_id": token}
     if entry is None:  # upstream failed and nothing is known
@@ -853,9 +882,9 @@ def _item(token: str, entry: Entry | None, source: str, info: TokenInfo,
         status="closed" if entry.closed else "ok",
         quote=entry.quote.as_json(),
         token=_token_json(token, info, entry.quote),
-        freshness=entry.freshness(source).as_dict(),
+        freshness=freshness.as_dict() if freshness else None,
     )
-    item["_v"] = f"{entry.quote.version()}|{entry.stale_reason}|{info}"
+    item["_v"] = f"{entry.quote.version()}|{entry.stale_reason}|{info.condition_id}|{info.outcome}"
     return item
 
 

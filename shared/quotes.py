@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 
 from shared.errors import BadRequest, UpstreamBadResponse
@@ -200,6 +201,11 @@ class Quote:
     condition_id: str | None = None  # from the book's ``market`` field
 
     def as_json(self) -> dict[str, Any]:
+        """The ``quote`` object (built once per quote; callers must not modify it)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         return {
             "price": self.price,
             "price_rule": self.price_rule,
@@ -214,9 +220,13 @@ class Quote:
             "as_of": self.as_of.isoformat(),
         }
 
+    @cached_property
+    def _version(self) -> str:
+        return f"{self.book}|{self.book_hash}|{self.price}|{self.price_rule}|{self.as_of.isoformat()}"
+
     def version(self) -> str:
         """Changes whenever the quote's content does (for ETags)."""
-        return f"{self.book}|{self.book_hash}|{self.price}|{self.price_rule}|{self.as_of.isoformat()}"
+        return self._version
 
     @property
     def sample_time(self) -> datetime:
