@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from shared import observability
 from shared.config import get_settings
 from shared.errors import AppError, BadRequest, ConfigError, UpstreamError
 
@@ -64,14 +66,26 @@ def error_response(error: AppError) -> func.HttpResponse:
 
 
 def endpoint(handler: Handler) -> Handler:
-    """Map every exception a handler raises to a JSON error response, and add CORS headers."""
+    """Wrap a handler: one error mapper, CORS headers, and a structured log line per request.
 
-    @functools.wraps(handler)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        response = _handle(handler, req)
-        _add_cors(req, response)
+    The wrapper declares ``context`` so Azure passes the invocation context (its id goes into
+    the log); it stays optional, so tests can call handlers with a request alone. Its
+    annotations are the handler's real classes (copied below), and ``context`` carries none:
+    the worker checks what it finds there, and this module's annotations are only strings.
+    """
+
+    def wrapper(req, context=None):
+        observability.setup()
+        invocation_id = getattr(context, "invocation_id", None)
+        path = urlsplit(req.url).path
+        with observability.request_scope(handler.__name__, path, req.method, invocation_id) as scope:
+            response = _handle(handler, req)
+            _add_cors(req, response)
+            observability.log_request(scope, response.status_code)
         return response
 
+    functools.update_wrapper(wrapper, handler)  # name, docstring and the handler's annotations
+    del wrapper.__wrapped__  # Azure must see the wrapper's parameters (req, context), not the handler's
     return wrapper
 
 
@@ -135,7 +149,9 @@ def cached_json(
         "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={ttl_s}, stale-if-error=86400",
     }
     if _etag_matches(req.headers.get("If-None-Match"), etag):
+        observability.note_cache("not_modified")
         return func.HttpResponse(status_code=304, headers=headers)
+    observability.note_cache(str(freshness.get("source")))
     return json_response({**body, "freshness": freshness}, headers=headers)
 
 

@@ -15,6 +15,7 @@ import base64
 import binascii
 import bisect
 import contextlib
+import contextvars
 import gc
 import hashlib
 import json
@@ -358,7 +359,9 @@ def _prefetched(pages: Iterator[T], depth: int = 4) -> Iterator[T]:
             return
         put(_END)
 
-    threading.Thread(target=produce, name="catalogue-fetch", daemon=True).start()
+    # The request's context travels with the work, so its log line counts these upstream calls.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(produce,), name="catalogue-fetch", daemon=True).start()
     try:
         while True:
             item = slots.get()

@@ -35,6 +35,7 @@ from shared.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from shared.observability import count_upstream_call
 
 log = logging.getLogger("polymarket_api.polymarket")
 # The client logs every non-200 with its body at ERROR; we log our own typed summary instead.
@@ -243,6 +244,7 @@ class JsonApi:
 
     def _once(self, method: str, path: str, params: Any, body: Any, timeout: float | None) -> Any:
         _observed.reset()
+        count_upstream_call()
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             response = self._http.request(method, path, params=params, json=body, **extra)
@@ -313,6 +315,7 @@ class ClobApi:
 
         def attempt() -> Any:
             _observed.reset()
+            count_upstream_call()
             try:
                 try:
                     result = method(*args)

@@ -81,6 +81,21 @@ def test_import_does_no_io_and_creates_no_clients() -> None:
     assert polymarket_client._clob is None and polymarket_client._gamma is None
 
 
+def test_binding_annotations_are_real_classes() -> None:
+    import azure.functions as func
+
+    from tests.conftest import registered_functions
+
+    for name, fn in registered_functions().items():
+        params = inspect.signature(fn.get_user_function()).parameters
+        for param in params.values():
+            if param.name == "context":
+                # The worker insists a context annotation be azure.functions.Context; none is fine.
+                assert param.annotation in (inspect.Parameter.empty, func.Context), name
+            else:
+                assert isinstance(param.annotation, type), f"{name}.{param.name} is annotated with a string"
+
+
 def test_wrapped_handlers_keep_their_signature() -> None:
     from tests.conftest import registered_functions
 
