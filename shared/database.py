@@ -148,7 +148,7 @@ class Database:
         self.run(lambda cur: cur.execute("SELECT 1"), ensure_schema=False)
 
     def pool_stats(self) -> dict[str, int]:
-        return {"in_use": self._in_use, "max": self.settings.pool_max}
+        return {"in_use": self._in_use, "max": self.settings.pool_max, "min": self.settings.pool_min}
 
     def close(self) -> None:
         self._pool.closeall()
@@ -219,6 +219,11 @@ def get_database() -> Database:
                 _db_failed_at = time.monotonic()
                 raise
         return _db
+
+
+def database_if_open() -> Database | None:
+    """The pool if this process has created it (health reports without connecting)."""
+    return _db
 
 
 def reset_database() -> None:

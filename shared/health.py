@@ -12,9 +12,11 @@ from typing import Any
 
 from shared import __version__
 from shared.config import get_settings
-from shared.database import get_database
+from shared.database import database_if_open, get_database
 from shared.errors import AppError, UpstreamError
+from shared.markets import get_markets_service
 from shared.polymarket_client import CLOB, GAMMA, STATS, get_clob, get_gamma
+from shared.prices import get_prices_service
 
 # Checks run in parallel, so a deep check costs the slowest dependency, not the sum.
 _pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="health")
@@ -81,10 +83,13 @@ def deep() -> tuple[dict[str, Any], bool]:
             results[name] = CheckResult("error", (timeout + 1) * 1000, "timeout")
     can_serve = results["database"].status == "ok"
     all_ok = all(result.status == "ok" for result in results.values())
+    pool = database_if_open()
     report: dict[str, Any] = {
         **basic(),
         "status": "ok" if all_ok else ("degraded" if can_serve else "unavailable"),
         "checks": {name: result.as_dict() for name, result in results.items()},
         "upstream_stats": {CLOB: STATS[CLOB].snapshot(), GAMMA: STATS[GAMMA].snapshot()},
+        "datasets": {"markets": get_markets_service().status(), "prices": get_prices_service().status()},
+        "database_pool": pool.pool_stats() if pool else None,
     }
     return report, can_serve

@@ -545,6 +545,18 @@ class MarketsService:
             return Freshness("stale", snapshot.as_of, age, reason)
         return Freshness(source, snapshot.as_of, age)
 
+    def status(self) -> dict[str, Any]:
+        """For /api/health?deep=true: this instance's catalogue, without any I/O."""
+        snapshot = self._snapshot
+        return {
+            "loaded": snapshot is not None,
+            "as_of": snapshot.as_of.isoformat() if snapshot and snapshot.as_of else None,
+            "age_seconds": round(snapshot.age_seconds(), 1) if snapshot else None,
+            "markets": len(snapshot.items) if snapshot else 0,
+            "refreshing": self._flight.in_flight("revalidate") or self._flight.in_flight("refresh"),
+            "last_error": self._last_failure,
+        }
+
     # queries ------------------------------------------------------------------------------
 
     def list(self, query: MarketQuery, *, force_refresh: bool = False) -> tuple[dict[str, Any], Freshness, str]:

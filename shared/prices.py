@@ -381,6 +381,16 @@ class PricesService:
         self.writer = SampleWriter()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prices")
 
+    def status(self) -> dict[str, Any]:
+        """For /api/health?deep=true: cache sizes and the history writer, without any I/O."""
+        return {
+            "cached_quotes": len(self.entries),
+            "cached_books": len(self.books),
+            "cached_histories": len(self.history),
+            "quote_ttl_s": self.settings.price_ttl_s,
+            "history_writer": self.writer.stats(),
+        }
+
     def close(self) -> None:
         self.writer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)

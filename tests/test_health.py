@@ -83,6 +83,14 @@ def test_health_over_real_http_through_the_local_host(
         assert {name: c["status"] for name, c in deep.json()["checks"].items()} == {
             "database": "ok", "polymarket_clob": "ok", "polymarket_gamma": "ok"
         }
+        assert client.get(f"{host.url}/api/markets").status_code == 200
+        report = client.get(f"{host.url}/api/health", params={"deep": "true"}).json()
+        markets = report["datasets"]["markets"]
+        assert markets["loaded"] and markets["markets"] == len(upstream_env.open_markets())
+        assert markets["age_seconds"] < 60 and markets["last_error"] is None
+        assert report["datasets"]["prices"]["history_writer"]["dropped"] == 0
+        assert report["database_pool"]["max"] == 10 and report["database_pool"]["in_use"] >= 0
+        assert report["upstream_stats"]["gamma"]["last_success_at"] is not None
         upstream_env.fail("status", host="gamma", status=503)
         degraded = client.get(f"{host.url}/api/health", params={"deep": "true"})
         assert degraded.status_code == 200 and degraded.json()["status"] == "degraded"
