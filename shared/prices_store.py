@@ -92,10 +92,12 @@ def last_samples(cur: Cursor, token_ids: Sequence[str]) -> dict[str, dict[str, A
 def history_points(
     cur: Cursor, token_id: str, start: datetime, end: datetime, period_s: int
 ) -> list[tuple[int, float]]:
-    """The latest stored point of each ``period_s`` bucket in [start, end], ascending.
+    """One stored point per ``period_s`` bucket in [start, end], ascending: the latest stored
+    upstream history point of the bucket, else its latest quote sample.
 
-    The series is of midpoints, as upstream's ``/prices-history`` is; a sample without one
-    (a one-sided book) contributes its display price.
+    Preferring upstream's own points means that, once upstream forgets a stretch, the same
+    request gets the series upstream used to give. The series is of midpoints, as upstream's
+    ``/prices-history`` is; a sample without one (a one-sided book) contributes its price.
     """
     cur.execute(
         """
@@ -104,7 +106,7 @@ def history_points(
                    floor(extract(epoch FROM ts))::bigint AS t, COALESCE(midpoint, price) AS p
               FROM price_samples
              WHERE token_id = %(token)s AND ts >= %(start)s AND ts <= %(end)s
-             ORDER BY floor(extract(epoch FROM ts) / %(period)s), ts DESC
+             ORDER BY floor(extract(epoch FROM ts) / %(period)s), (source = 'upstream_history') DESC, ts DESC
         ) per_bucket
         ORDER BY t
         """,

@@ -12,6 +12,7 @@ Wire facts this relies on (``polymarket-api.md`` §1, §3):
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -379,12 +380,14 @@ def parse_history(raw: Any) -> list[Point]:
 def merge_history(
     upstream: Iterable[Point], stored: Iterable[Point], *, period_s: int, start: int, end: int
 ) -> tuple[list[Point], int]:
-    """Upstream's points plus stored ones where upstream has none, one point per bucket.
+    """Upstream's points plus stored ones where upstream has none, at most one per bucket.
 
     Buckets are ``period_s`` (the fidelity) wide. Upstream wins every bucket it has a point in
     (and every exact timestamp clash); a bucket upstream forgot (older than its ~31 days, or a
-    closed market) is filled from the latest stored sample in it. Returns the ascending points
-    and how many came from storage.
+    closed market) is filled from storage, whose points (one per bucket, see
+    ``prices_store.history_points``) are kept only at least half a period away from every
+    other point, so the series keeps the requested spacing where the two meet. Returns the
+    ascending points and how many came from storage.
     """
     upstream_points = {t: p for t, p in upstream if start <= t <= end}
     covered = {t // period_s for t in upstream_points}
@@ -397,5 +400,13 @@ def merge_history(
             continue
         if bucket not in fill or t >= fill[bucket][0]:
             fill[bucket] = (t, p)
-    merged = sorted([*upstream_points.items(), *fill.values()])
-    return merged, len(fill)
+    upstream_times = sorted(upstream_points)
+    half = period_s / 2
+    kept: list[Point] = []
+    for t, p in sorted(fill.values()):
+        i = bisect.bisect_left(upstream_times, t)
+        near = [abs(t - upstream_times[j]) for j in (i - 1, i) if 0 <= j < len(upstream_times)]
+        if (near and min(near) < half) or (kept and t - kept[-1][0] < half):
+            continue
+        kept.append((t, p))
+    return sorted([*upstream_points.items(), *kept]), len(kept)
