@@ -241,6 +241,7 @@ def main() -> int:
         counts = {p: httpx.get(f"{control}/counts", params={"host": "clob", "path": p}).json()["count"]
                   for p in UPSTREAM_PATHS}
         total_upstream = httpx.get(f"{control}/counts", params={"host": "clob"}).json()["count"]
+        log = httpx.get(f"{control}/requests", params={"limit": 100_000}).json()["requests"]
     finally:
         for proc in (app, standin):
             if proc is not None:
@@ -249,6 +250,14 @@ def main() -> int:
         database.stop()
 
     ttl = 5
+    # Per token: how close together were two upstream reads of its book? (/books bodies are not logged.)
+    reads: dict[str, list[float]] = {}
+    for record in log:
+        if record["host"] == "clob" and record["path"] == "/book":
+            token = dict(part.partition("=")[::2] for part in record["query"].split("&")).get("token_id", "")
+            reads.setdefault(token, []).append(record["time"])
+    gaps = [b - a for times in reads.values() for a, b in zip(sorted(times), sorted(times)[1:])]
+    too_close = sum(gap < ttl for gap in gaps)
     requests = len(results.cached) + len(results.fetched) + len(results.stale) + sum(
         n for k, n in results.errors.items() if not k.startswith("health") and k != "quote status not ok")
     quote_reads = counts["/book"] + counts["/books"]
@@ -272,6 +281,8 @@ def main() -> int:
     print(f"{'upstream requests, all CLOB':<34} {total_upstream:>9,}   (/prices-history {counts['/prices-history']:,})")
     print(f"{'bound: 1 per token per TTL window':<34} {bound:>9,}   ({len(watched)} tokens x "
           f"ceil({elapsed:.1f} s / {ttl} s))")
+    if gaps:
+        print(f"{'/book reads of one token < TTL apart':<34} {too_close:>9,}   (closest two: {min(gaps):.2f} s)")
     print(f"{'per-request pass-through':<34} {passthrough:>9,}   (one /book per quote; {5 * passthrough:,} with "
           f"separate midpoint/bid/ask/spread/last-trade calls)")
     print(f"\n{'latency (ms)':<34} {'n':>9} {'p50':>8} {'p99':>8}")
