@@ -21,6 +21,13 @@ PGBOUNCER_PORT = 6432
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+OPENAI_API_VERSION = "2025-04-01-preview"
+# "omit": send no reasoning_effort (a deployment of a model that is not a reasoning model).
+_REASONING_EFFORTS = {"omit", "none", "minimal", "low", "medium", "high"}
+
+
+def _none_if_omitted(value: str) -> str | None:
+    return None if value == "omit" else value
 
 
 class _Env:
@@ -141,6 +148,8 @@ class PolymarketSettings:
     retry_after_max_s: float
     health_timeout_s: float
     simulated: bool
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
 
     def __repr__(self) -> str:
         return (
@@ -156,6 +165,10 @@ class OpenAISettings:
     deployment: str
     api_version: str
     timeout_s: float
+    max_retries: int = 2
+    retry_after_max_s: float = 10.0
+    max_completion_tokens: int = 4000
+    reasoning_effort: str | None = "low"  # None: not sent (deployments of non-reasoning models)
 
     @property
     def configured(self) -> bool:
@@ -164,7 +177,8 @@ class OpenAISettings:
     def __repr__(self) -> str:
         return (
             f"OpenAISettings(endpoint={self.endpoint!r}, api_key={'set' if self.api_key else 'unset'}, "
-            f"deployment={self.deployment!r}, api_version={self.api_version!r})"
+            f"deployment={self.deployment!r}, api_version={self.api_version!r}, "
+            f"timeout_s={self.timeout_s}, max_retries={self.max_retries})"
         )
 
 
@@ -175,6 +189,7 @@ class CacheSettings:
     price_ttl_s: int
     book_ttl_s: int
     sentiment_ttl_s: int
+    sentiment_refresh_min_interval_s: int
     price_history_retention_days: int
     price_cache_max_tokens: int
     price_refresh_min_interval_s: int
@@ -226,6 +241,8 @@ class Settings:
             retry_backoff_s=env.float("UPSTREAM_RETRY_BACKOFF_S", 1.0, minimum=0.0, maximum=30),
             retry_after_max_s=env.float("UPSTREAM_RETRY_AFTER_MAX_S", 10.0, minimum=0.0, maximum=120),
             health_timeout_s=env.float("HEALTH_CHECK_TIMEOUT_S", 2.0, minimum=0.1, maximum=30),
+            breaker_failures=env.int("UPSTREAM_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
+            breaker_cooldown_s=env.float("UPSTREAM_BREAKER_COOLDOWN_S", 30.0, minimum=0.1, maximum=3600),
             simulated=env.bool("POLYMARKET_SIMULATED", False),
         )
 
@@ -239,8 +256,18 @@ class Settings:
             endpoint=endpoint,
             api_key=env.secret("AZURE_OPENAI_API_KEY"),
             deployment=env.str("GPT5_DEPLOYMENT_NAME", "gpt-5") or "gpt-5",
-            api_version=env.str("AZURE_OPENAI_API_VERSION", "2024-10-21") or "2024-10-21",
+            # GPT-5 class (reasoning) models need 2025-04-01-preview or later on chat completions.
+            api_version=env.str("AZURE_OPENAI_API_VERSION", OPENAI_API_VERSION) or OPENAI_API_VERSION,
             timeout_s=env.float("AZURE_OPENAI_TIMEOUT_S", 30.0, minimum=1, maximum=300),
+            # The openai client's own retries (429, 5xx, timeouts, connection errors); nothing else retries.
+            max_retries=env.int("AZURE_OPENAI_MAX_RETRIES", 2, minimum=0, maximum=5),
+            retry_after_max_s=env.float("AZURE_OPENAI_RETRY_AFTER_MAX_S", 10.0, minimum=0, maximum=120),
+            max_completion_tokens=env.int(
+                "AZURE_OPENAI_MAX_COMPLETION_TOKENS", 4000, minimum=200, maximum=100_000
+            ),
+            reasoning_effort=_none_if_omitted(
+                env.choice("AZURE_OPENAI_REASONING_EFFORT", "low", _REASONING_EFFORTS)
+            ),
         )
 
     @cached_property
@@ -254,6 +281,9 @@ class Settings:
             price_ttl_s=env.int("PRICE_CACHE_TTL_S", 5, minimum=1, maximum=3600),
             book_ttl_s=env.int("BOOK_CACHE_TTL_S", 2, minimum=1, maximum=3600),
             sentiment_ttl_s=env.int("SENTIMENT_TTL_S", 3600, minimum=1, maximum=7 * 86400),
+            sentiment_refresh_min_interval_s=env.int(
+                "SENTIMENT_REFRESH_MIN_INTERVAL_S", 300, minimum=0, maximum=86400
+            ),
             price_history_retention_days=env.int(
                 "PRICE_HISTORY_RETENTION_DAYS", 90, minimum=1, maximum=3650
             ),

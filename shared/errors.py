@@ -51,6 +51,30 @@ class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
 
 
+class NotConfigured(ServiceUnavailable):
+    """An optional feature whose settings are not set (e.g. Azure OpenAI for sentiment)."""
+
+    code = "not_configured"
+
+
+class ModelError(AppError):
+    """The language model gave no usable answer: failed, timed out, or sent invalid output.
+
+    ``kind`` is a stable class name (timeout, rate_limited, bad_output, ...) for clients, logs
+    and stored state; ``detail`` is for server logs only and is never sent to clients.
+    """
+
+    status = 502
+    code = "model_error"
+
+    def __init__(self, kind: str, detail: str = "", *, retry_after_s: float | None = None) -> None:
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"the sentiment model gave no usable answer ({kind})")
+        if retry_after_s is not None:
+            self.headers["Retry-After"] = str(max(1, round(retry_after_s)))
+
+
 # --- Polymarket (upstream) failures -------------------------------------------------------
 
 
@@ -82,6 +106,17 @@ class UpstreamUnavailable(UpstreamError):
 
     def describe(self) -> str:
         return "is unreachable"
+
+
+class UpstreamCircuitOpen(UpstreamUnavailable):
+    """Not sent: the upstream failed repeatedly and is being left alone for a cool-down."""
+
+    code = "upstream_unavailable"
+    kind = "circuit_open"
+    transient = False  # retrying would only wait out the cool-down inside a request
+
+    def describe(self) -> str:
+        return "is failing; calls are paused for a short cool-down"
 
 
 class UpstreamTimeout(UpstreamUnavailable):

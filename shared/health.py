@@ -15,7 +15,7 @@ from shared.config import get_settings
 from shared.database import database_if_open, get_database
 from shared.errors import AppError, UpstreamError
 from shared.markets import get_markets_service
-from shared.polymarket_client import CLOB, GAMMA, STATS, get_clob, get_gamma
+from shared.polymarket_client import BREAKERS, CLOB, GAMMA, STATS, get_clob, get_gamma
 from shared.prices import get_prices_service
 
 # Checks run in parallel, so a deep check costs the slowest dependency, not the sum.
@@ -89,6 +89,7 @@ def deep() -> tuple[dict[str, Any], bool]:
         "status": "ok" if all_ok else ("degraded" if can_serve else "unavailable"),
         "checks": {name: result.as_dict() for name, result in results.items()},
         "upstream_stats": {CLOB: STATS[CLOB].snapshot(), GAMMA: STATS[GAMMA].snapshot()},
+        "circuit_breakers": {name: breaker.snapshot() for name, breaker in sorted(BREAKERS.items())},
         "datasets": {"markets": get_markets_service().status(), "prices": get_prices_service().status()},
         "database_pool": pool.pool_stats() if pool else None,
     }

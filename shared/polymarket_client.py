@@ -27,6 +27,7 @@ from shared import __version__
 from shared.config import PolymarketSettings, get_settings
 from shared.errors import (
     UpstreamBadResponse,
+    UpstreamCircuitOpen,
     UpstreamError,
     UpstreamNotFound,
     UpstreamRateLimited,
@@ -174,6 +175,82 @@ class UpstreamStats:
 
 
 STATS: dict[str, UpstreamStats] = {CLOB: UpstreamStats(), GAMMA: UpstreamStats()}
+BREAKERS: dict[str, CircuitBreaker] = {}
+
+
+def breaker_for(upstream: str, settings: PolymarketSettings) -> CircuitBreaker:
+    breaker = CircuitBreaker(upstream, settings.breaker_failures, settings.breaker_cooldown_s)
+    BREAKERS[upstream] = breaker
+    return breaker
+
+
+# --- circuit breaker ---------------------------------------------------------------------------
+
+
+class CircuitBreaker:
+    """Per upstream: after ``failures`` transient failures in a row, stop calling for
+    ``cooldown_s`` (callers fail at once and serve stored data), then let one probe through;
+    its success closes the circuit, its failure opens it for another cool-down.
+    """
+
+    def __init__(self, upstream: str, failures: int, cooldown_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.upstream = upstream
+        self.threshold = failures
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+        self.opened_count = 0
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at < self.cooldown_s:
+            return "open"
+        return "half_open"
+
+    def before_call(self) -> None:
+        with self._lock:
+            state = self._state()
+            if state == "closed":
+                return
+            if state == "half_open" and not self._probing:
+                self._probing = True  # this caller is the probe
+                return
+        raise UpstreamCircuitOpen(self.upstream, "circuit open")
+
+    def record(self, error: UpstreamError | None) -> None:
+        transient_failure = error is not None and error.transient
+        with self._lock:
+            self._probing = False
+            if not transient_failure:
+                self._failures = 0
+                self._opened_at = None
+                return
+            self._failures += 1
+            if self._opened_at is not None or self._failures >= self.threshold:
+                if self._opened_at is None or self._clock() - self._opened_at >= self.cooldown_s:
+                    self.opened_count += 1
+                self._opened_at = self._clock()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            state = self._state()
+            return {
+                "state": state,
+                "consecutive_failures": self._failures,
+                "retry_in_s": round(self.cooldown_s - (self._clock() - self._opened_at), 1)
+                if state == "open" and self._opened_at is not None else None,
+                "opened_count": self.opened_count,
+            }
 
 
 # --- retry policy ----------------------------------------------------------------------------
@@ -235,10 +312,12 @@ def retry_policy(settings: PolymarketSettings) -> RetryPolicy:
 
 
 class JsonApi:
-    def __init__(self, upstream: str, base_url: str, settings: PolymarketSettings, retry: RetryPolicy) -> None:
+    def __init__(self, upstream: str, base_url: str, settings: PolymarketSettings, retry: RetryPolicy,
+                 breaker: CircuitBreaker) -> None:
         self.upstream = upstream
         self.base_url = base_url
         self.retry = retry
+        self.breaker = breaker
         self._health_timeout = settings.health_timeout_s
         self._http = _http_client(settings, base_url)
 
@@ -263,12 +342,15 @@ class JsonApi:
         stats = STATS[self.upstream]
 
         def attempt() -> Any:
+            self.breaker.before_call()
             try:
                 result = self._once(method, path, params, body, None)
             except UpstreamError as error:
                 stats.record(error)
+                self.breaker.record(error)
                 raise
             stats.record(None)
+            self.breaker.record(None)
             return result
 
         return self.retry.call(attempt)
@@ -289,7 +371,7 @@ class JsonApi:
 
 class GammaApi(JsonApi):
     def __init__(self, settings: PolymarketSettings) -> None:
-        super().__init__(GAMMA, settings.gamma_host, settings, retry_policy(settings))
+        super().__init__(GAMMA, settings.gamma_host, settings, retry_policy(settings), breaker_for(GAMMA, settings))
 
     def ping(self, path: str = "/markets?limit=1") -> None:
         super().ping(path)
@@ -306,7 +388,8 @@ class ClobApi:
         clob_http._http_client = self._http
         # Reads need no key: never pass POLYMARKET_PRIVATE_KEY to a read-only client.
         self.client = ClobClient(settings.clob_host, chain_id=POLYGON_CHAIN_ID)
-        self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry)
+        self.breaker = breaker_for(CLOB, settings)
+        self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry, self.breaker)
 
     def call(self, method: Callable[..., Any], *args: Any, expect: type | tuple[type, ...] = dict) -> Any:
         """Call a ClobClient method with retries; ``expect`` is the JSON type a 200 must carry."""
@@ -314,6 +397,7 @@ class ClobApi:
         name = getattr(method, "__name__", "call")
 
         def attempt() -> Any:
+            self.breaker.before_call()
             _observed.reset()
             count_upstream_call()
             try:
@@ -330,8 +414,10 @@ class ClobApi:
                     raise UpstreamBadResponse(CLOB, f"{name}: unexpected {type(result).__name__} body")
             except UpstreamError as error:
                 stats.record(error)
+                self.breaker.record(error)
                 raise
             stats.record(None)
+            self.breaker.record(None)
             return result
 
         return self.retry.call(attempt)
@@ -378,3 +464,4 @@ def reset_clients() -> None:
         _gamma = None
         for upstream in STATS:
             STATS[upstream] = UpstreamStats()
+        BREAKERS.clear()

@@ -44,13 +44,24 @@ def reset_app() -> None:
     reset_settings()
 
 
+def reset_services() -> None:
+    """Forget the use-case singletons, whose in-memory caches must not leak between tests."""
+    from shared.markets import reset_markets_service
+    from shared.prices import reset_prices_service
+
+    reset_markets_service()
+    reset_prices_service()
+
+
 @pytest.fixture(autouse=True)
 def clean_app_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(APP_ENV_PREFIXES):
             monkeypatch.delenv(name)
+    reset_services()
     reset_app()
     yield
+    reset_services()
     reset_app()
 
 

@@ -391,3 +391,24 @@ def test_paging_through_a_larger_catalogue(
     finally:
         reset_markets_service()
         upstream.stop()
+
+
+def test_open_circuit_serves_stale_at_once_and_shows_in_health(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UPSTREAM_BREAKER_FAILURES", "2")
+    monkeypatch.setenv("UPSTREAM_BREAKER_COOLDOWN_S", "60")
+    reset_app()
+    assert get("markets").status_code == 200
+    app_env.fail("status", host="gamma", status=502)
+    first = body_of(get("markets", {"refresh": "true"}))  # two failed attempts open the circuit
+    assert first["freshness"]["source"] == "stale"
+    sent = app_env.count(KEYSET)
+    again = body_of(get("markets", {"refresh": "true"}))
+    assert app_env.count(KEYSET) == sent  # nothing was sent: no retries, no waiting on Polymarket
+    assert again["freshness"]["source"] == "stale" and "circuit_open" in again["freshness"]["stale_reason"]
+    health = json.loads(handler("health_check")(
+        func.HttpRequest("GET", "http://localhost/api/health", body=b"", params={"deep": "true"})
+    ).get_body())
+    assert health["circuit_breakers"]["gamma"]["state"] == "open"
+    assert health["datasets"]["markets"]["last_error"] == again["freshness"]["stale_reason"]

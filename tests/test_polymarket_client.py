@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.errors import (
     UpstreamBadResponse,
+    UpstreamCircuitOpen,
     UpstreamNotFound,
     UpstreamRateLimited,
     UpstreamServerError,
@@ -147,3 +150,40 @@ def test_retry_policy_only_retries_transient_errors() -> None:
     assert not policy.should_retry(ValueError("bug"))
     assert policy.should_retry(UpstreamRateLimited("clob", retry_after_s=2))
     assert not policy.should_retry(UpstreamRateLimited("clob", retry_after_s=11))
+
+
+def test_circuit_breaker_opens_probes_and_closes(
+    upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UPSTREAM_BREAKER_FAILURES", "3")
+    monkeypatch.setenv("UPSTREAM_BREAKER_COOLDOWN_S", "0.5")
+    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
+    reset_app()
+    gamma = get_gamma()
+    upstream_env.fail("status", host="gamma", status=500)
+    with pytest.raises(UpstreamServerError):
+        gamma.get("/markets", {"limit": 1})  # three attempts, three failures: the circuit opens
+    assert upstream_env.count("/markets", host="gamma") == 3
+    assert gamma.breaker.snapshot()["state"] == "open"
+    with pytest.raises(UpstreamCircuitOpen):
+        gamma.get("/markets", {"limit": 1})
+    assert upstream_env.count("/markets", host="gamma") == 3  # not sent
+    time.sleep(0.6)
+    with pytest.raises(UpstreamCircuitOpen):
+        gamma.get("/markets", {"limit": 1})  # the probe fails: open again, no retries behind it
+    assert upstream_env.count("/markets", host="gamma") == 4
+    upstream_env.clear()
+    time.sleep(0.6)
+    assert gamma.get("/markets", {"limit": 1})  # the probe succeeds
+    assert gamma.breaker.snapshot() == {**gamma.breaker.snapshot(), "state": "closed", "consecutive_failures": 0}
+    assert gamma.breaker.opened_count == 2
+
+
+def test_not_found_does_not_trip_the_breaker(upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_BREAKER_FAILURES", "2")
+    reset_app()
+    clob = get_clob()
+    for _ in range(5):
+        with pytest.raises(UpstreamNotFound):
+            clob.call(clob.client.get_order_book, "12345678901234567890")
+    assert clob.breaker.state == "closed"
