@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
@@ -77,7 +78,8 @@ MAX_DEPTH = 100
 DEFAULT_DEPTH = 10
 TOKEN_INFO_TTL_S = 300.0
 TOKEN_LOOKUP_BACKOFF_S = 10.0
-HISTORY_CACHE_ENTRIES = 2_000
+# A series is up to ~13,000 points (interval=max at fidelity 10 over 90 days): keep few of them.
+HISTORY_CACHE_ENTRIES = 256
 # Closed-or-unknown probe: does upstream have any history for a token it has no book for?
 PROBE_QUERY = HistoryQuery("max", 60)
 WAIT_S = 120.0  # a caller never waits longer than this on another caller's fetch
@@ -166,6 +168,11 @@ class Series:
     retry_at: float = 0.0  # monotonic; a failed series is refetched after this
 
     def as_json(self) -> dict[str, Any]:
+        """The ``history`` object (built once per series; callers must not modify it)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "interval": self.query.interval,
             "fidelity": self.query.fidelity,
@@ -805,7 +812,11 @@ class PricesService:
         if hit is not None:
             book, stale_reason = hit[0]
         else:
-            outcome = self._read([token], self._cached_book)[token]
+            known = self._cached_entry(token)
+            if known is not None and (known.quote is None or known.closed):
+                outcome: Outcome = known  # no book upstream, learnt within the TTL: do not ask again
+            else:
+                outcome = self._read([token], self._cached_book)[token]
             stale_reason, source = None, "live"
             if isinstance(outcome, UpstreamError):
                 old = self.books.get(token, allow_expired=True)

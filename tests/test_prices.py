@@ -342,6 +342,9 @@ def test_a_market_closed_after_we_saw_it_answers_its_last_known_price(app_env: U
     assert len(body["history"]["points"]) >= len(before["history"]["points"]) - 2
     closed_book = book(token)
     assert closed_book.status_code == 404 and body_of(closed_book)["error"]["code"] == "book_closed"
+    reads = app_env.count(BOOK)
+    assert body_of(book(token))["error"]["code"] == "book_closed"
+    assert app_env.count(BOOK) == reads  # known to have no book within the TTL
 
 
 def test_a_closed_market_known_only_to_the_catalogue_or_upstream_history(app_env: Upstream) -> None:
