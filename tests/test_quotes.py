@@ -1,0 +1,120 @@
+"""Quote arithmetic and parsing on the recorded CLOB samples (``shared/polymarket-samples``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from shared.errors import BadRequest, UpstreamBadResponse
+from shared.quotes import (
+    book_json,
+    display_price,
+    merge_history,
+    parse_book,
+    parse_history,
+    parse_history_query,
+    quote_from_book,
+    validate_token_id,
+)
+from tests.conftest import SHARED
+
+SAMPLES = SHARED / "polymarket-samples"
+NOW = datetime(2026, 8, 10, tzinfo=UTC)
+
+
+def sample(name: str) -> Any:
+    return json.loads((SAMPLES / name).read_text())
+
+
+def test_live_book_sample_gives_the_quote_the_live_endpoints_gave() -> None:
+    raw = sample("clob_book.json")  # same token and session as the /price, /midpoint, /spread samples
+    book = parse_book(raw, NOW, raw["asset_id"])
+    quote = quote_from_book(book)
+    assert quote.best_bid == float(sample("clob_price_buy.json")["price"])  # BUY quotes the best bid
+    assert quote.best_ask == float(sample("clob_price_sell.json")["price"])
+    assert quote.midpoint == float(sample("clob_midpoint.json")["mid"])
+    assert quote.spread == float(sample("clob_spread.json")["spread"])
+    assert quote.last_trade_price == float(raw["last_trade_price"])
+    assert quote.price == quote.midpoint and quote.price_rule == "midpoint"
+    assert quote.tick_size == sample("clob_tick_size.json")["minimum_tick_size"]
+    assert quote.condition_id == raw["market"] and quote.book_hash == raw["hash"]
+    assert book.timestamp == datetime.fromtimestamp(int(raw["timestamp"]) / 1000, UTC)
+    # Upstream lists the best LAST; ours are best-first.
+    assert Decimal(raw["bids"][-1]["price"]) == book.bids[0].price
+    body = book_json(book, 3)
+    assert [b["price"] for b in body["bids"]] == sorted((b["price"] for b in body["bids"]), reverse=True)
+    assert [a["price"] for a in body["asks"]] == sorted(a["price"] for a in body["asks"])
+    assert body["totals"]["bids"]["levels"] == len(raw["bids"])
+
+
+def test_books_sample_joins_on_asset_id() -> None:
+    for raw in sample("clob_books.json"):
+        book = parse_book(raw, NOW)
+        assert book.token_id == raw["asset_id"]
+        assert book.best_bid == max(Decimal(b["price"]) for b in raw["bids"])
+        assert book.best_ask == min(Decimal(a["price"]) for a in raw["asks"])
+
+
+@pytest.mark.parametrize(
+    ("mid", "spread", "last", "expected"),
+    [
+        ("0.5", "0.10", "0.7", ("0.5", "midpoint")),  # exactly 0.10 is not wider than 0.10
+        ("0.5", "0.11", "0.7", ("0.7", "last_trade")),
+        (None, None, "0.7", ("0.7", "last_trade")),  # one-sided book
+        ("0.5", "0.2", None, ("0.5", "midpoint")),  # no trade yet
+        (None, None, None, (None, "midpoint")),
+    ],
+)
+def test_display_price_rule(mid: str | None, spread: str | None, last: str | None,
+                            expected: tuple[str | None, str]) -> None:
+    d = (lambda v: None if v is None else Decimal(v))
+    price, rule = display_price(d(mid), d(spread), d(last))
+    assert (price, rule) == (d(expected[0]), expected[1])
+
+
+def test_bad_books_are_upstream_errors() -> None:
+    raw = sample("clob_book.json")
+    for broken in ({**raw, "bids": [{"price": "x", "size": "1"}]}, {**raw, "asset_id": "0xabc"},
+                   {**raw, "asks": "none"}, ["not", "a", "book"]):
+        with pytest.raises(UpstreamBadResponse):
+            parse_book(broken, NOW)
+    with pytest.raises(UpstreamBadResponse):
+        parse_book(raw, NOW, token_id="1")  # a book for another token
+
+
+def test_history_sample_and_merge() -> None:
+    points = parse_history(sample("clob_prices_history.json"))
+    assert points[0] == (1786854608, 0.0455) and len(points) == 12
+    assert parse_history(sample("clob_prices_history_empty.json")) == []
+    start, end = points[0][0], points[-1][0]
+    # Upstream forgot the first half; storage has those points, and a quote where upstream has one.
+    stored = points[:6] + [(points[8][0] + 10, 0.5)]
+    merged, from_store = merge_history(points[6:], stored, period_s=600, start=start, end=end)
+    assert merged == points and from_store == 6
+    # Storage alone: the latest point of a bucket, none closer than half a bucket to the last kept.
+    t0 = 1786854000  # a bucket boundary (600 s)
+    stored = [(t0 + 10, 0.1), (t0 + 500, 0.2), (t0 + 620, 0.3), (t0 + 1300, 0.4), (t0 - 5000, 0.9)]
+    merged, from_store = merge_history([], stored, period_s=600, start=t0, end=t0 + 1800)
+    assert merged == [(t0 + 500, 0.2), (t0 + 1300, 0.4)] and from_store == 2
+
+
+@pytest.mark.parametrize("token", ["1", "0", "9" * 78])
+def test_token_ids_accepted(token: str) -> None:
+    assert validate_token_id(token) == token
+
+
+@pytest.mark.parametrize("token", ["", "9" * 79, "-1", "+1", "1.0", "1e5", " 1", "1 ", "٣"])
+def test_token_ids_rejected(token: str) -> None:
+    with pytest.raises(BadRequest):
+        validate_token_id(token)
+
+
+def test_history_query_defaults_are_upstream_minimums() -> None:
+    assert parse_history_query({}).interval == "1d" and parse_history_query({}).fidelity == 1
+    assert parse_history_query({"interval": "1w"}).fidelity == 5
+    assert parse_history_query({"interval": "1m"}).fidelity == 10
+    assert parse_history_query({"interval": "max", "fidelity": "60"}).fidelity == 60
