@@ -98,4 +98,48 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # Version 2 is reserved for the prices work; versions apply in this tuple's order, and each
+    # database records which it has, so a gap (or 2 arriving after 3) is harmless.
+    Migration(
+        3,
+        "market sentiment analyses and per-market analysis state",
+        """
+        -- Every analysis is kept (history); the newest within SENTIMENT_TTL_S is the cache.
+        -- No foreign key to markets: analyses outlive catalogue changes, like price samples.
+        CREATE TABLE market_sentiment (
+            id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            condition_id      text NOT NULL CHECK (condition_id ~ '^0x[0-9a-f]{64}$'),
+            created_at        timestamptz NOT NULL DEFAULT now(),
+            sentiment         text NOT NULL CHECK (sentiment IN ('bullish', 'bearish', 'neutral')),
+            score             double precision NOT NULL CHECK (score BETWEEN -1 AND 1),
+            confidence        double precision NOT NULL CHECK (confidence BETWEEN 0 AND 1),
+            summary           text NOT NULL,
+            model             text NOT NULL,
+            deployment        text NOT NULL,
+            prompt_version    text NOT NULL,
+            outcome           text,
+            token_id          text CHECK (token_id ~ '^[0-9]{1,78}$'),
+            display_price     numeric,
+            price_as_of       timestamptz,
+            price_source      text NOT NULL CHECK (price_source IN ('quote', 'catalogue', 'none')),
+            prompt_tokens     integer,
+            completion_tokens integer,
+            total_tokens      integer,
+            latency_ms        integer,
+            inputs_note       text
+        );
+        CREATE INDEX market_sentiment_market_time_idx ON market_sentiment (condition_id, created_at DESC);
+
+        -- Shared by every instance: one analysis in flight per market (a lease, so a crashed
+        -- holder's claim expires), the refresh throttle, and the last failure (for backoff).
+        CREATE TABLE sentiment_state (
+            condition_id    text PRIMARY KEY CHECK (condition_id ~ '^0x[0-9a-f]{64}$'),
+            last_attempt_at timestamptz,
+            last_error      text,
+            last_error_at   timestamptz,
+            lease_holder    text,
+            lease_until     timestamptz
+        );
+        """,
+    ),
 )

@@ -1,0 +1,289 @@
+"""Market sentiment use case: ``GET /api/markets/{condition_id}/sentiment``.
+
+- An analysis is one Azure OpenAI call (``azure_clients.analyze_market_sentiment``) on the
+  market record, the CLOB quote of its first outcome and that token's last week of prices.
+  If the price lookup fails, the market record's outcome prices are used and the stored
+  analysis says so (``inputs_note``): sentiment does not depend on the CLOB being up.
+- Every analysis is stored in PostgreSQL and kept; the newest younger than ``SENTIMENT_TTL_S``
+  is served as the cache. ``history=true`` adds the last ``HISTORY_LIMIT`` analyses.
+- One model call per market at a time: in-process callers share one call (``SingleFlight``);
+  across instances a lease row in ``sentiment_state`` makes the others wait for its result.
+- ``refresh=true`` re-analyses only if the market had no attempt in the last
+  ``SENTIMENT_REFRESH_MIN_INTERVAL_S`` (5 minutes), across instances; otherwise it is ignored.
+- A model failure or timeout serves the last analysis marked stale, else a 502; after a failure
+  the model is left alone for ``FAILURE_BACKOFF_S`` (an outage costs one attempt per market per
+  minute, not one per request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from shared import sentiment_store as store
+from shared.azure_clients import analyze_market_sentiment, require_configured
+from shared.cache import SingleFlight
+from shared.config import get_settings
+from shared.database import Cursor, get_database
+from shared.errors import AppError, BadRequest, ModelError
+from shared.freshness import Freshness
+from shared.gamma_markets import CONDITION_ID_RE
+from shared.http import parse_bool
+from shared.markets import get_markets_service
+from shared.prices import Answer, get_prices_service
+
+log = logging.getLogger("polymarket_api.sentiment")
+T = TypeVar("T")
+
+HISTORY_LIMIT = 50
+FAILURE_BACKOFF_S = 60.0
+PRICE_LOOKUP_TIMEOUT_S = 10.0
+LEASE_MARGIN_S = 10.0
+POLL_S = 0.25
+# A week of prices at one point every 6 hours: enough for a direction, few prompt tokens.
+PRICE_PARAMS = {"interval": "1w", "fidelity": "360", "history": "true"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one analysis round produced: the row to serve and how fresh it is."""
+
+    row: dict[str, Any]
+    source: str  # "live", "cache" (another caller's analysis) or "stale"
+    stale_reason: str | None = None
+
+
+def _stale_reason(kind: str | None) -> str:
+    return f"the sentiment model failed ({kind or 'error'}); this is the last analysis"
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def analysis_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "condition_id": row["condition_id"],
+        "outcome": row["outcome"],
+        "token_id": row["token_id"],
+        "sentiment": row["sentiment"],
+        "score": row["score"],
+        "confidence": row["confidence"],
+        "summary": row["summary"],
+        "analyzed_at": _iso(row["created_at"]),
+        "display_price": _num(row["display_price"]),
+        "price_as_of": _iso(row["price_as_of"]),
+        "price_source": row["price_source"],
+        "inputs_note": row["inputs_note"],
+        "model": row["model"],
+        "deployment": row["deployment"],
+        "prompt_version": row["prompt_version"],
+        "usage": {
+            "prompt_tokens": row["prompt_tokens"],
+            "completion_tokens": row["completion_tokens"],
+            "total_tokens": row["total_tokens"],
+        },
+    }
+
+
+def validate_condition_id(raw: str | None) -> str:
+    value = (raw or "").strip()
+    if not CONDITION_ID_RE.match(value):
+        raise BadRequest(
+            "condition_id must be 0x followed by 64 lower-case hex characters", parameter="condition_id"
+        )
+    return value
+
+
+class SentimentService:
+    def __init__(self) -> None:
+        self._flight: SingleFlight[Outcome] = SingleFlight()
+        # Names this process's leases; never sent anywhere but the database.
+        self._holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sentiment-prices")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- the request -------------------------------------------------------------------------
+
+    def get(self, raw_condition_id: str, params: Mapping[str, str]) -> Answer:
+        condition_id = validate_condition_id(raw_condition_id)
+        want_history = parse_bool(params, "history", False)
+        refresh = parse_bool(params, "refresh", False)
+        require_configured()
+        market, _, _ = get_markets_service().get(condition_id)  # 404 for an unknown market
+        cache = get_settings().cache
+        latest, state = self._db(lambda cur: (store.latest(cur, condition_id), store.read_state(cur, condition_id)))
+        forced = refresh and (
+            state["attempt_age_s"] is None or state["attempt_age_s"] >= cache.sentiment_refresh_min_interval_s
+        )
+        fresh = latest is not None and latest["age_s"] < cache.sentiment_ttl_s
+        backoff = bool(state["last_error"]) and (state["error_age_s"] or 0.0) < FAILURE_BACKOFF_S
+        if fresh and (not forced or backoff):
+            outcome = Outcome(latest, "cache")  # type: ignore[arg-type]
+        elif backoff:
+            # The model failed moments ago: do not ask again yet.
+            outcome = self._fallback(latest, state["last_error"], FAILURE_BACKOFF_S - (state["error_age_s"] or 0.0))
+        else:
+            seen = latest["id"] if latest else None
+            outcome = self._flight.run(condition_id, lambda: self._analyse(condition_id, market, latest, seen))
+        return self._answer(condition_id, outcome, want_history, cache.sentiment_ttl_s)
+
+    def _answer(self, condition_id: str, outcome: Outcome, want_history: bool, ttl_s: int) -> Answer:
+        row = outcome.row
+        age = 0.0 if outcome.source == "live" else max(0.0, float(row["age_s"]))
+        freshness = Freshness(outcome.source, row["created_at"], age, outcome.stale_reason)  # type: ignore[arg-type]
+        body: dict[str, Any] = {"sentiment": analysis_json(row)}
+        parts: list[Any] = [condition_id, row["id"], outcome.stale_reason, want_history]
+        if want_history:
+            rows = self._db(lambda cur: store.history(cur, condition_id, HISTORY_LIMIT))
+            body["history"] = [analysis_json(r) for r in rows]
+            parts.append(",".join(str(r["id"]) for r in rows))
+        etag = hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
+        return Answer(body, freshness, etag, ttl_s)
+
+    @staticmethod
+    def _db(work: Callable[[Cursor], T]) -> T:
+        return get_database().run(work)
+
+    # --- one analysis round (one per market at a time) -------------------------------------------
+
+    def _lease_s(self) -> float:
+        ai = get_settings().openai
+        attempts = ai.max_retries + 1
+        return PRICE_LOOKUP_TIMEOUT_S + attempts * (ai.timeout_s + ai.retry_after_max_s) + LEASE_MARGIN_S
+
+    def _analyse(self, condition_id: str, market: dict[str, Any], latest: dict[str, Any] | None,
+                 seen: int | None) -> Outcome:
+        lease_s = self._lease_s()
+
+        def claim(cur: Cursor) -> tuple[dict[str, Any] | None, bool]:
+            newest = store.latest(cur, condition_id)
+            if newest is not None and newest["id"] != seen:
+                return newest, False  # someone analysed it after this request looked
+            return newest, store.claim(cur, condition_id, self._holder, lease_s)
+
+        newest, claimed = self._db(claim)
+        if newest is not None and newest["id"] != seen:
+            return Outcome(newest, "cache")
+        if not claimed:
+            return self._wait_for_other(condition_id, latest, seen, lease_s)
+        try:
+            quote, history, note = self._inputs(market)
+            verdict = analyze_market_sentiment(market, quote, history)
+        except ModelError as failure:
+            self._record_failure(condition_id, failure.kind)
+            return self._fallback(latest, failure.kind, FAILURE_BACKOFF_S, failure)
+        except BaseException:
+            self._release(condition_id)
+            raise
+        row = self._db(lambda cur: store.record_success(cur, condition_id, self._holder, verdict, note))
+        return Outcome(row, "live")
+
+    def _wait_for_other(self, condition_id: str, latest: dict[str, Any] | None, seen: int | None,
+                        lease_s: float) -> Outcome:
+        """Another instance holds the lease: wait for its analysis (or its failure)."""
+        deadline = time.monotonic() + lease_s
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            newest, state = self._db(lambda cur: (store.latest(cur, condition_id), store.read_state(cur, condition_id)))
+            if newest is not None and newest["id"] != seen:
+                return Outcome(newest, "cache")
+            if not state["leased"]:
+                break
+        return self._fallback(latest, state.get("last_error") or "busy", FAILURE_BACKOFF_S)
+
+    def _fallback(self, latest: dict[str, Any] | None, kind: str, retry_after_s: float,
+                  failure: ModelError | None = None) -> Outcome:
+        """The last analysis marked stale, or the model's failure as a 502."""
+        if latest is not None:
+            return Outcome(latest, "stale", _stale_reason(kind))
+        if failure is not None:
+            failure.headers.setdefault("Retry-After", str(max(1, round(retry_after_s))))
+            raise failure
+        raise ModelError(kind, "recent failure, not retried yet", retry_after_s=retry_after_s)
+
+    def _record_failure(self, condition_id: str, kind: str) -> None:
+        try:
+            self._db(lambda cur: store.record_failure(cur, condition_id, self._holder, kind))
+        except AppError as error:  # the lease expires on its own
+            log.warning("cannot record a sentiment failure (%s)", error.code)
+
+    def _release(self, condition_id: str) -> None:
+        try:
+            self._db(lambda cur: store.release(cur, condition_id, self._holder))
+        except AppError as error:
+            log.warning("cannot release a sentiment lease (%s)", error.code)
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def _inputs(self, market: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[Any] | None, str]:
+        """(quote, history points, note on what the analysis was based on)."""
+        outcomes = market.get("outcomes") or []
+        token = outcomes[0].get("token_id") if outcomes else None
+        fallback = "used the market catalogue's outcome price; no price history"
+        if not token:
+            return None, None, f"no order book for this market: {fallback}"
+        future = self._pool.submit(get_prices_service().price, token, PRICE_PARAMS)
+        try:
+            answer = future.result(timeout=PRICE_LOOKUP_TIMEOUT_S)
+        except FutureTimeout:
+            return None, None, f"price lookup timed out: {fallback}"
+        except AppError as error:
+            return None, None, f"price lookup failed ({error.code}): {fallback}"
+        except Exception:
+            log.exception("price lookup for sentiment failed")
+            return None, None, f"price lookup failed (internal error): {fallback}"
+        quote = answer.body.get("quote")
+        series = answer.body.get("history") or {}
+        points = series.get("points") or []
+        if not isinstance(quote, dict) or quote.get("price") is None:
+            quote = None
+            notes = ["the quote had no display price: used the market catalogue's outcome price"]
+        else:
+            notes = [f"price from the CLOB ({quote.get('price_rule')}, book {quote.get('book')})"]
+            if answer.freshness.source == "stale":
+                notes.append(f"quote stale: {answer.freshness.stale_reason}")
+        notes.append(f"1w history: {len(points)} points")
+        if series.get("stale_reason"):
+            notes.append(f"history: {series['stale_reason']}")
+        return quote, points, "; ".join(notes)
+
+
+_service: SentimentService | None = None
+_service_lock = threading.Lock()
+
+
+def get_sentiment_service() -> SentimentService:
+    global _service
+    if _service is None:
+        with _service_lock:
+            if _service is None:
+                _service = SentimentService()
+    return _service
+
+
+def reset_sentiment_service() -> None:
+    global _service
+    with _service_lock:
+        if _service is not None:
+            _service.close()
+        _service = None
