@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from shared.azure_clients import reset_azure_clients
 from shared.config import reset_settings
 from shared.database import reset_database
 from shared.polymarket_client import reset_clients
@@ -40,6 +41,7 @@ def handler(name: str) -> Any:
 
 def reset_app() -> None:
     reset_clients()
+    reset_azure_clients()
     reset_database()
     reset_settings()
 
@@ -48,7 +50,9 @@ def reset_services() -> None:
     """Forget the use-case singletons, whose in-memory caches must not leak between tests."""
     from shared.markets import reset_markets_service
     from shared.prices import reset_prices_service
+    from shared.sentiment import reset_sentiment_service
 
+    reset_sentiment_service()
     reset_markets_service()
     reset_prices_service()
 
