@@ -14,9 +14,14 @@ from shared.errors import AppError
 from shared.http import bool_param, cached_json, endpoint, json_response
 from shared.markets import get_markets_service, parse_query
 from shared.prices import Answer, get_prices_service
+from shared.sentiment import get_sentiment_service
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 log = logging.getLogger("polymarket_api")
+
+
+def _answer(req: func.HttpRequest, answer: Answer) -> func.HttpResponse:
+    return cached_json(req, answer.body, freshness=answer.freshness.as_dict(), etag=answer.etag, ttl_s=answer.ttl_s)
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -38,6 +43,13 @@ def list_markets(req: func.HttpRequest) -> func.HttpResponse:
     return cached_json(req, body, freshness=freshness.as_dict(), etag=etag, ttl_s=ttl)
 
 
+@app.route(route="markets/{condition_id}/sentiment", methods=["GET"])
+@endpoint
+def get_market_sentiment(req: func.HttpRequest) -> func.HttpResponse:
+    answer = get_sentiment_service().get(req.route_params.get("condition_id", ""), req.params)
+    return _answer(req, answer)
+
+
 @app.route(route="markets/{condition_id}", methods=["GET"])
 @endpoint
 def get_market(req: func.HttpRequest) -> func.HttpResponse:
@@ -54,10 +66,6 @@ def refresh_markets(timer: func.TimerRequest) -> None:
         log.warning("scheduled markets refresh failed: %s", error.code)
         return
     log.info("scheduled markets refresh: %s", result.status)
-
-
-def _answer(req: func.HttpRequest, answer: Answer) -> func.HttpResponse:
-    return cached_json(req, answer.body, freshness=answer.freshness.as_dict(), etag=answer.etag, ttl_s=answer.ttl_s)
 
 
 @app.route(route="price/{token_id}", methods=["GET"])

@@ -20,6 +20,7 @@ EXPECTED_HTTP = {
     "health_check": ("health", ["GET"], "ANONYMOUS"),
     "list_markets": ("markets", ["GET"], "ANONYMOUS"),
     "get_market": ("markets/{condition_id}", ["GET"], "ANONYMOUS"),
+    "get_market_sentiment": ("markets/{condition_id}/sentiment", ["GET"], "ANONYMOUS"),
     "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),
     "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),
