@@ -9,11 +9,11 @@ import logging
 import azure.functions as func
 
 from shared import health
-from shared.config import get_settings
 from shared.errors import AppError
+from shared.freshness import Answer
 from shared.http import bool_param, cached_json, endpoint, json_response
 from shared.markets import get_markets_service, parse_query
-from shared.prices import Answer, get_prices_service
+from shared.prices import get_prices_service
 from shared.sentiment import get_sentiment_service
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -38,9 +38,7 @@ def health_check(req: func.HttpRequest) -> func.HttpResponse:
 def list_markets(req: func.HttpRequest) -> func.HttpResponse:
     query = parse_query(req.params)
     force = bool_param(req, "refresh", default=False)
-    body, freshness, etag = get_markets_service().list(query, force_refresh=force)
-    ttl = get_settings().cache.markets_ttl_s
-    return cached_json(req, body, freshness=freshness.as_dict(), etag=etag, ttl_s=ttl)
+    return _answer(req, get_markets_service().list(query, force_refresh=force))
 
 
 @app.route(route="markets/{condition_id}/sentiment", methods=["GET"])
@@ -53,9 +51,7 @@ def get_market_sentiment(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="markets/{condition_id}", methods=["GET"])
 @endpoint
 def get_market(req: func.HttpRequest) -> func.HttpResponse:
-    body, freshness, etag = get_markets_service().get(req.route_params.get("condition_id", ""))
-    ttl = get_settings().cache.markets_ttl_s
-    return cached_json(req, {"market": body}, freshness=freshness.as_dict(), etag=etag, ttl_s=ttl)
+    return _answer(req, get_markets_service().get(req.route_params.get("condition_id", "")))
 
 
 @app.timer_trigger(schedule="%MARKETS_REFRESH_SCHEDULE%", arg_name="timer", run_on_startup=False)

@@ -29,3 +29,13 @@ class Freshness:
         if self.stale_reason:
             out["stale_reason"] = self.stale_reason
         return out
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a use case hands the HTTP layer: the body, how fresh it is, its ETag and TTL."""
+
+    body: dict[str, Any]
+    freshness: Freshness
+    etag: str
+    ttl_s: int

@@ -42,7 +42,7 @@ from shared.errors import (
     UpstreamBadResponse,
     UpstreamError,
 )
-from shared.freshness import Freshness
+from shared.freshness import Answer, Freshness
 from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market
 from shared.http import parse_bool
 from shared.polymarket_client import get_gamma
@@ -559,7 +559,7 @@ class MarketsService:
 
     # queries ------------------------------------------------------------------------------
 
-    def list(self, query: MarketQuery, *, force_refresh: bool = False) -> tuple[dict[str, Any], Freshness, str]:
+    def list(self, query: MarketQuery, *, force_refresh: bool = False) -> Answer:
         after = decode_cursor(query, query.cursor) if query.cursor else None
         snapshot, freshness = self.current(force_refresh=force_refresh)
         selection = snapshot.select(query)
@@ -575,9 +575,9 @@ class MarketsService:
         etag = hashlib.sha1(
             f"{snapshot.version}|{query.fingerprint()}|{query.cursor}|{query.limit}".encode()
         ).hexdigest()
-        return body, freshness, etag
+        return Answer(body, freshness, etag, get_settings().cache.markets_ttl_s)
 
-    def get(self, condition_id: str) -> tuple[dict[str, Any], Freshness, str]:
+    def get(self, condition_id: str) -> Answer:
         condition_id = condition_id.strip()
         if not CONDITION_ID_RE.match(condition_id):
             raise BadRequest(
@@ -595,7 +595,7 @@ class MarketsService:
             tick_size=_num(row["tick_size"]),
         )
         etag = hashlib.sha1(f"{condition_id}|{row['updated_at']}|{row['in_active_set']}".encode()).hexdigest()
-        return body, freshness, etag
+        return Answer({"market": body}, freshness, etag, get_settings().cache.markets_ttl_s)
 
 
 _service: MarketsService | None = None

@@ -52,7 +52,7 @@ from shared.errors import (
     UpstreamNotFound,
     UpstreamTimeout,
 )
-from shared.freshness import Freshness
+from shared.freshness import Answer, Freshness
 from shared.http import parse_bool
 from shared.polymarket_client import CLOB, get_clob
 from shared.quotes import (
@@ -190,14 +190,6 @@ class Series:
         last = self.points[-1] if self.points else None
         first = self.points[0] if self.points else None
         return f"{self.query}|{len(self.points)}|{first}|{last}|{self.error is not None}"
-
-
-@dataclass(frozen=True)
-class Answer:
-    body: dict[str, Any]
-    freshness: Freshness
-    etag: str
-    ttl_s: int
 
 
 Outcome = Entry | UpstreamError

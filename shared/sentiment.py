@@ -37,11 +37,11 @@ from shared.cache import SingleFlight
 from shared.config import get_settings
 from shared.database import Cursor, get_database
 from shared.errors import AppError, BadRequest, ModelError
-from shared.freshness import Freshness
+from shared.freshness import Answer, Freshness
 from shared.gamma_markets import CONDITION_ID_RE
 from shared.http import parse_bool
 from shared.markets import get_markets_service
-from shared.prices import Answer, get_prices_service
+from shared.prices import get_prices_service
 
 log = logging.getLogger("polymarket_api.sentiment")
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class SentimentService:
         want_history = parse_bool(params, "history", False)
         refresh = parse_bool(params, "refresh", False)
         require_configured()
-        market, _, _ = get_markets_service().get(condition_id)  # 404 for an unknown market
+        market = get_markets_service().get(condition_id).body["market"]  # 404 for an unknown market
         cache = get_settings().cache
         latest, state = self._db(lambda cur: (store.latest(cur, condition_id), store.read_state(cur, condition_id)))
         forced = refresh and (

@@ -315,7 +315,7 @@ def test_clob_down_analyses_with_the_catalogue_price(env: Env) -> None:
     body = ok(get(cid))
     s = body["sentiment"]
     assert s["price_source"] == "catalogue" and "price lookup failed" in s["inputs_note"]
-    assert s["display_price"] == get_markets_service().get(cid)[0]["outcomes"][0]["price"]
+    assert s["display_price"] == get_markets_service().get(cid).body["market"]["outcomes"][0]["price"]
     data = prompt_data(env.model.requests()[-1].message("user"))
     assert data["current_price"]["note"].startswith("from the market catalogue")
     assert data["price_history_1w"] is None
