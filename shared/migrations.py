@@ -98,10 +98,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
-    # Version 2 is reserved for the prices work; versions apply in this tuple's order, and each
-    # database records which it has, so a gap (or 2 arriving after 3) is harmless.
     Migration(
-        3,
+        2,
         "market sentiment analyses and per-market analysis state",
         """
         -- Every analysis is kept (history); the newest within SENTIMENT_TTL_S is the cache.

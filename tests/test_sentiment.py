@@ -126,10 +126,10 @@ def test_good_verdict_is_served_live_and_stored(env: Env) -> None:
     assert float(row["display_price"]) == s["display_price"]
 
 
-def test_migration_3_creates_the_sentiment_tables(env: Env) -> None:
+def test_migration_2_creates_the_sentiment_tables(env: Env) -> None:
     db = get_database()
     db.ensure_schema()
-    assert 3 in {row["version"] for row in db.query("SELECT version FROM schema_migrations")}
+    assert 2 in {row["version"] for row in db.query("SELECT version FROM schema_migrations")}
     indexes = {row["indexname"] for row in db.query(
         "SELECT indexname FROM pg_indexes WHERE tablename IN ('market_sentiment', 'sentiment_state')")}
     assert "market_sentiment_market_time_idx" in indexes
