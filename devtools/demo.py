@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from devtools import local_server
@@ -18,7 +20,6 @@ from devtools.embedded_db import start_embedded
 from devtools.standin import PolymarketStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DATA_DIR = ROOT / ".devdata" / "demo-pg"
 
 log = logging.getLogger("devtools.demo")
 
@@ -39,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["POLYMARKET_GAMMA_HOST"] = standin.gamma_url
         os.environ["POLYMARKET_SIMULATED"] = "true"
         if not os.environ.get("POSTGRES_HOST", "").strip():
-            database = start_embedded(DEMO_DATA_DIR)
+            # A fresh database each run: simulated data never outlives its demo.
+            (ROOT / ".devdata").mkdir(exist_ok=True)
+            data_dir = Path(tempfile.mkdtemp(prefix="demo-", dir=ROOT / ".devdata"))
+            database = start_embedded(data_dir / "pg")
             os.environ.update(database.env())
-            log.info("demo database: embedded PostgreSQL, data in %s", database.data_dir)
+            log.info("demo database: a throw-away embedded PostgreSQL in %s", data_dir)
         log.warning(
             "SIMULATED Polymarket (%d markets) at %s and %s: every response is labelled simulated",
             args.markets, standin.clob_url, standin.gamma_url,
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         standin.stop()
         if database is not None:
             database.stop()
+            shutil.rmtree(database.data_dir.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -436,7 +436,10 @@ class MarketsService:
         except Exception as error:
             reason = _failure_reason(error)
             self._last_failure = reason
-            log.warning("markets refresh failed: %s", reason)
+            if isinstance(error, AppError):
+                log.warning("markets refresh failed: %s", reason)
+            else:  # a bug or an unexpected database error: keep the traceback for the logs
+                log.exception("markets refresh failed: %s", reason)
             try:
                 db.run(lambda cur: store.record_failure(cur, reason))
             except AppError:
