@@ -1,7 +1,8 @@
 """``make demo``: the app against the SIMULATED Polymarket stand-in, for offline use (dev-only).
 
-Starts the stand-in in this process, an embedded PostgreSQL kept apart from ``make run``'s
-(simulated markets must never mix with real ones), and the local host. Every API response
+Starts the Polymarket stand-in and (unless AZURE_OPENAI_ENDPOINT is set) the Azure OpenAI
+stand-in in this process, a throw-away embedded PostgreSQL (simulated markets must never mix
+with ``make run``'s real ones), and the local host. Every API response
 then carries ``"simulated": true`` and ``X-Data-Simulated: true``.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from devtools import local_server
 from devtools.embedded_db import start_embedded
+from devtools.openai_standin import OpenAIStandIn
 from devtools.standin import PolymarketStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     standin = PolymarketStandIn(markets=args.markets, seed=args.seed, latency_ms=args.latency_ms).start()
+    # Sentiment too, unless a real Azure OpenAI is configured: canned verdicts, not a model.
+    openai = None if os.environ.get("AZURE_OPENAI_ENDPOINT", "").strip() else OpenAIStandIn().start()
     database = None
     try:
         os.environ["POLYMARKET_HOST"] = standin.clob_url
         os.environ["POLYMARKET_GAMMA_HOST"] = standin.gamma_url
         os.environ["POLYMARKET_SIMULATED"] = "true"
+        if openai is not None:
+            os.environ["AZURE_OPENAI_ENDPOINT"] = openai.endpoint
+            os.environ["AZURE_OPENAI_API_KEY"] = openai.api_key
+            os.environ["GPT5_DEPLOYMENT_NAME"] = openai.deployment
         if not os.environ.get("POSTGRES_HOST", "").strip():
             # A fresh database each run: simulated data never outlives its demo.
             (ROOT / ".devdata").mkdir(exist_ok=True)
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return local_server.main(["--port", str(args.port), "--root", str(ROOT)])
     finally:
         standin.stop()
+        if openai is not None:
+            openai.stop()
         if database is not None:
             database.stop()
             shutil.rmtree(database.data_dir.parent, ignore_errors=True)
