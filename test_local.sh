@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Smoke test of a running polymarket-api: ./test_local.sh [BASE_URL]  (default http://localhost:7071)
 # Prints one line per check; exits non-zero when any check fails.
+# CORS_ORIGIN (default http://localhost:3000) is the frontend origin the deployment allows;
+# CORS_ORIGIN=none skips the CORS checks.
 set -uo pipefail
 
 BASE_URL="${1:-http://localhost:7071}"
 BASE_URL="${BASE_URL%/}"
+CORS_ORIGIN="${CORS_ORIGIN:-http://localhost:3000}"
 failures=0
 checks=0
 
@@ -34,9 +37,69 @@ check() {
   rm -f "$body"
 }
 
+# json_field FILE EXPR: print a value from a JSON file (empty when absent).
+json_field() {
+  python3 -c 'import json,sys
+try:
+    d = json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"d": d}) or "")
+except Exception:
+    print("")' "$1" "$2" 2>/dev/null
+}
+
 check "health" 200 "/api/health" status version time
 check "health deep" 200 "/api/health?deep=true" status checks
 check "health bad flag" 400 "/api/health?deep=perhaps" error
+
+# Markets.
+check "markets" 200 "/api/markets?limit=5" markets next_cursor total freshness
+check "markets search" 200 "/api/markets?q=will&sort=volume_24h&limit=3" markets total freshness
+check "markets bad sort" 400 "/api/markets?sort=popularity" error
+check "markets bad limit" 400 "/api/markets?limit=10000" error
+check "market malformed id" 400 "/api/markets/0x123" error
+check "market unknown id" 404 "/api/markets/0x$(printf '0%.0s' {1..64})" error
+listing="$(mktemp)"
+curl -sS --max-time 60 -o "$listing" "$BASE_URL/api/markets?limit=1" 2>/dev/null
+condition_id="$(json_field "$listing" 'd["markets"][0]["condition_id"]')"
+token="$(json_field "$listing" 'd["markets"][0]["outcomes"][0]["token_id"]')"
+rm -f "$listing"
+if [[ -n "$condition_id" ]]; then
+  check "market" 200 "/api/markets/$condition_id" market freshness
+  # Sentiment is optional: 200 when Azure OpenAI is configured, else 503 not_configured.
+  body="$(mktemp)"
+  status="$(curl -sS -o "$body" -w '%{http_code}' --max-time 90 "$BASE_URL/api/markets/$condition_id/sentiment" 2>/dev/null)"
+  code="$(json_field "$body" 'd.get("error", {}).get("code")')"
+  if [[ "$status" == "200" && -n "$(json_field "$body" 'd["sentiment"]["sentiment"]')" ]]; then
+    pass "sentiment: 200 ($(json_field "$body" 'd["sentiment"]["sentiment"]'))"
+  elif [[ "$status" == "503" && "$code" == "not_configured" ]]; then
+    pass "sentiment: 503 not_configured (Azure OpenAI not set up)"
+  else
+    fail "sentiment: GET /api/markets/$condition_id/sentiment -> $status ${code:-}"
+  fi
+  rm -f "$body"
+else
+  fail "markets: no market in /api/markets?limit=1 to check /api/markets/{id} with"
+fi
+
+# CORS: a preflight from the frontend's origin, and the header on a plain GET.
+if [[ "$CORS_ORIGIN" != "none" ]]; then
+  headers="$(mktemp)"
+  status="$(curl -sS -o /dev/null -D "$headers" -w '%{http_code}' --max-time 30 -X OPTIONS \
+    -H "Origin: $CORS_ORIGIN" -H "Access-Control-Request-Method: GET" "$BASE_URL/api/markets" 2>/dev/null)"
+  allowed="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="access-control-allow-origin" {print $2}')"
+  if [[ "$status" =~ ^2 && ( "$allowed" == "$CORS_ORIGIN" || "$allowed" == "*" ) ]]; then
+    pass "CORS preflight from $CORS_ORIGIN -> $status"
+  else
+    fail "CORS preflight from $CORS_ORIGIN -> $status, Access-Control-Allow-Origin '${allowed}'"
+  fi
+  curl -sS -o /dev/null -D "$headers" --max-time 30 -H "Origin: $CORS_ORIGIN" "$BASE_URL/api/health" 2>/dev/null
+  allowed="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="access-control-allow-origin" {print $2}')"
+  if [[ "$allowed" == "$CORS_ORIGIN" || "$allowed" == "*" ]]; then
+    pass "CORS header on GET from $CORS_ORIGIN"
+  else
+    fail "CORS header on GET from $CORS_ORIGIN: Access-Control-Allow-Origin '${allowed}'"
+  fi
+  rm -f "$headers"
+fi
 
 # Prices: validation answers without calling Polymarket.
 check "price bad token" 400 "/api/price/not-a-token" error
@@ -46,13 +109,7 @@ check "book bad depth" 400 "/api/book/1?depth=0" error
 check "prices without ids" 400 "/api/prices" error
 check "prices invalid ids reported per id" 200 "/api/prices?token_ids=abc,x1" quotes count freshness
 
-# Prices of a real token, taken from the markets list.
-token="$(curl -sS --max-time 60 "$BASE_URL/api/markets?limit=1" 2>/dev/null | python3 -c '
-import json, sys
-try:
-    print(json.load(sys.stdin)["markets"][0]["outcomes"][0]["token_id"] or "")
-except Exception:
-    print("")' 2>/dev/null)"
+# Prices of a real token, taken from the markets list above.
 if [[ -n "$token" ]]; then
   check "price" 200 "/api/price/$token" token quote history freshness
   check "price quote only" 200 "/api/price/$token?history=false&interval=1w" token quote freshness

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markets", type=int, default=5000, help="open markets to simulate")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every simulated Polymarket call")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cors", default=None, help="allowed origins for the local host (overrides Host.CORS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             "SIMULATED Polymarket (%d markets) at %s and %s: every response is labelled simulated",
             args.markets, standin.clob_url, standin.gamma_url,
         )
-        return local_server.main(["--port", str(args.port), "--root", str(ROOT)])
+        host_args = ["--port", str(args.port), "--root", str(ROOT)]
+        if args.cors:
+            host_args += ["--cors", args.cors]
+        return local_server.main(host_args)
     finally:
         standin.stop()
         if openai is not None:

@@ -88,6 +88,7 @@ def deploy(repo: Path, tmp_path: Path) -> Iterator:
             "FAKE_AZ_FUNCTIONS": functions,
             "HEALTH_ATTEMPTS": "3",
             "HEALTH_INTERVAL_S": "0",
+            "CORS_ORIGIN": "https://app.example.com",  # what test_local.sh checks
             "POSTGRES_ADMIN_PASSWORD": SECRET_PASSWORD,
             "AZURE_OPENAI_API_KEY": SECRET_OPENAI_KEY,
             **(env or {}),
@@ -106,7 +107,7 @@ def served_app(database_env: dict[str, str], upstream_env: Upstream) -> Iterator
     import function_app
     from devtools.local_server import LocalHost
 
-    with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json") as host:
+    with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json", cors="https://app.example.com") as host:
         yield host.url
 
 
