@@ -20,6 +20,8 @@ from shared.database import reset_database
 from shared.polymarket_client import reset_clients
 
 ROOT = Path(__file__).resolve().parents[1]
+# Figures tests report (load runs): printed in the session summary, never asserted.
+REPORT_LINES: list[str] = []
 SHARED = ROOT.parent / "shared"
 
 # Variables the app reads; tests start from none of them set, so the host's env cannot leak in.
@@ -203,3 +205,10 @@ def upstream_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
     yield upstream
     reset_app()
     upstream.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORT_LINES:
+        terminalreporter.section("figures")
+        for line in REPORT_LINES:
+            terminalreporter.write_line(line)
