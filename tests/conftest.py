@@ -4,6 +4,7 @@ and a clean app environment (settings, pool and clients re-created from the test
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 import uuid
@@ -22,6 +23,46 @@ from shared.polymarket_client import reset_clients
 ROOT = Path(__file__).resolve().parents[1]
 # Figures tests report (load runs): printed in the session summary, never asserted.
 REPORT_LINES: list[str] = []
+
+# Distinctive secret values: tests that configure secrets use these, and every log record of
+# the whole run is scanned for them (pytest_sessionfinish fails the run on a leak).
+SECRET_CANARIES = {
+    "POSTGRES_PASSWORD": "canary-pg-password-7f3a91",
+    "POLYMARKET_PRIVATE_KEY": "0xcanary0private0key0b4d2e",
+    "AZURE_OPENAI_API_KEY": "canary-aoai-key-c4d8e1",
+}
+
+
+class _SecretScanner(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not a leak
+            text = str(record.msg)
+        if record.exc_info and not record.exc_text:
+            text += logging.Formatter().formatException(record.exc_info)
+        text += record.exc_text or ""
+        for name, secret in SECRET_CANARIES.items():
+            if secret in text:
+                self.leaks.append(f"{name} in a {record.levelname} record of {record.name}: {text[:200]}")
+
+
+_scanner = _SecretScanner()
+
+
+def pytest_configure(config: Any) -> None:
+    logging.getLogger().addHandler(_scanner)
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(_scanner)
+    if _scanner.leaks:
+        print("\nSECRET LEAKED INTO LOGS:\n" + "\n".join(_scanner.leaks[:20]))
+        session.exitstatus = 1
 SHARED = ROOT.parent / "shared"
 
 # Variables the app reads; tests start from none of them set, so the host's env cannot leak in.
