@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, free_port, percentile, wait_http
+
 WORDS = ["will", "bitcoin", "election", "price", "win", "above", "december", "cup", "rate", "senate"]
 
 
@@ -62,7 +62,7 @@ class LoadReport:
         for name in sorted({s.endpoint for s in self.samples}):
             times = sorted(s.ms for s in self.samples if s.endpoint == name)
             errors = sum(1 for s in self.errors if s.endpoint == name)
-            p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+            p99 = percentile(times, 0.99)
             out.append(f"{name:<22} {len(times):>9,} {statistics.median(times):>9.1f} {p99:>9.1f} {errors:>7}")
         return out
 
@@ -117,22 +117,8 @@ def run_load(base_url: str, *, clients: int, seconds: float, condition_ids: list
 # --- stand-alone run --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def start_local_host(env: dict[str, str], port: int, root: Path) -> subprocess.Popen[bytes]:

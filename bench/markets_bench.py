@@ -18,7 +18,6 @@ import argparse
 import os
 import random
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, free_port, percentile, wait_http
+
 WORDS = [
     "bitcoin", "election", "trump", "price", "win", "champions", "fed", "rate", "ethereum", "senate",
     "nba", "approval", "above", "below", "december", "january", "league", "cup", "president", "solana",
@@ -38,27 +38,10 @@ WORDS = [
 SORTS = ["volume", "volume_24h", "liquidity", "end_date", "price_change"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(client: httpx.Client, make_url: Callable[[int], str], n: int) -> tuple[float, float, int]:
