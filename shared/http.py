@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -156,6 +157,15 @@ def cached_json(
 
 
 # --- query parameters ----------------------------------------------------------------------
+
+
+_UINT_RE = re.compile(r"[0-9]{1,9}")
+
+
+def is_uint(text: str) -> bool:
+    """1 to 9 ASCII digits. Not ``str.isdigit()``: that also accepts ``"²"`` (which ``int()``
+    rejects: a 500) and ``"١٢"``, and it accepts 5,000 digits (past ``int()``'s limit)."""
+    return _UINT_RE.fullmatch(text) is not None
 
 
 def parse_bool(params: Mapping[str, str], name: str, default: bool) -> bool:

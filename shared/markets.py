@@ -44,7 +44,7 @@ from shared.errors import (
 )
 from shared.freshness import Answer, Freshness
 from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market
-from shared.http import parse_bool
+from shared.http import is_uint, parse_bool
 from shared.polymarket_client import get_gamma
 
 log = logging.getLogger("polymarket_api.markets")
@@ -629,7 +629,7 @@ def parse_query(params: Mapping[str, str]) -> MarketQuery:
     if order not in ("asc", "desc"):
         raise BadRequest("parameter 'order' must be asc or desc", parameter="order")
     raw_limit = (params.get("limit") or str(DEFAULT_LIMIT)).strip()
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not is_uint(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(f"parameter 'limit' must be an integer from 1 to {MAX_LIMIT}", parameter="limit")
     q = (params.get("q") or "").strip() or None
     if q is not None and len(q) > 200:

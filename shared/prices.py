@@ -53,7 +53,7 @@ from shared.errors import (
     UpstreamTimeout,
 )
 from shared.freshness import Answer, Freshness
-from shared.http import parse_bool
+from shared.http import is_uint, parse_bool
 from shared.polymarket_client import CLOB, get_clob
 from shared.quotes import (
     PRICE_RULE_LAST_KNOWN,
@@ -273,7 +273,7 @@ class SampleWriter:
             except Exception as error:  # noqa: BLE001 - kept for retry, reported below
                 self.failures += 1
                 self.last_error = error.code if isinstance(error, AppError) else type(error).__name__
-                log.warning("price samples not written yet (%s); %d waiting", self.last_error, self.pending())
+                log.warning("price samples not written yet (%s); %d waiting %r", self.last_error, self.pending(), error, exc_info=True)
                 return False
             with self._lock:
                 for sample in batch:
@@ -943,7 +943,7 @@ def parse_token_ids(raw: str | None) -> tuple[list[str], dict[str, str]]:
 
 def parse_depth(params: Mapping[str, str]) -> int:
     raw = (params.get("depth") or str(DEFAULT_DEPTH)).strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DEPTH:
+    if not is_uint(raw) or not 1 <= int(raw) <= MAX_DEPTH:
         raise BadRequest(f"parameter 'depth' must be an integer from 1 to {MAX_DEPTH}", parameter="depth")
     return int(raw)
 

@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from shared.errors import BadRequest, UpstreamBadResponse
+from shared.http import is_uint
 
 TOKEN_ID_RE = re.compile(r"[0-9]{1,78}")  # uint256 as decimal text (§1); fullmatch only
 # Polymarket shows the midpoint unless the spread is wider than this, then the last trade.
@@ -347,7 +348,7 @@ def parse_history_query(params: Mapping[str, str]) -> HistoryQuery:
     raw = (params.get("fidelity") or "").strip()
     if raw == "":
         return HistoryQuery(interval, minimum)
-    if not raw.isdigit() or not minimum <= int(raw) <= MAX_FIDELITY:
+    if not is_uint(raw) or not minimum <= int(raw) <= MAX_FIDELITY:
         raise BadRequest(
             f"parameter 'fidelity' must be an integer number of minutes from {minimum} to {MAX_FIDELITY}"
             + (f" (the minimum for interval {interval} is {minimum})" if minimum > 1 else ""),
