@@ -273,7 +273,7 @@ class SampleWriter:
             except Exception as error:  # noqa: BLE001 - kept for retry, reported below
                 self.failures += 1
                 self.last_error = error.code if isinstance(error, AppError) else type(error).__name__
-                log.warning("price samples not written yet (%s); %d waiting %r", self.last_error, self.pending(), error, exc_info=True)
+                log.warning("price samples not written yet (%s); %d waiting", self.last_error, self.pending())
                 return False
             with self._lock:
                 for sample in batch:
