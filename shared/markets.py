@@ -271,12 +271,16 @@ def decode_cursor(query: MarketQuery, cursor: str) -> SortKey:
         raise invalid from None
     if not isinstance(missing, bool) or not isinstance(value, (int, float)) or not isinstance(condition_id, str):
         raise invalid
+    try:
+        number = float(value)
+    except OverflowError:  # an integer no float holds (10**309): never one of ours
+        raise invalid from None
     if fingerprint != query.fingerprint():
         raise BadRequest(
             "parameter 'cursor' belongs to a different query (q, tag, sort, order or active_only changed)",
             parameter="cursor",
         )
-    return (missing, float(value), condition_id)
+    return (missing, number, condition_id)
 
 
 # --- refresh ---------------------------------------------------------------------------------
