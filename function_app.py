@@ -11,8 +11,9 @@ import azure.functions as func
 from shared import health
 from shared.errors import AppError
 from shared.freshness import Answer
-from shared.http import bool_param, cached_json, endpoint, json_response
+from shared.http import JSON, bool_param, cached_json, endpoint, json_response
 from shared.markets import get_markets_service, parse_query
+from shared.openapi import openapi_json
 from shared.prices import get_prices_service
 from shared.sentiment import get_sentiment_service
 
@@ -80,6 +81,13 @@ def get_prices(req: func.HttpRequest) -> func.HttpResponse:
 @endpoint
 def get_book(req: func.HttpRequest) -> func.HttpResponse:
     return _answer(req, get_prices_service().book(req.route_params.get("token_id", ""), req.params))
+
+
+@app.route(route="openapi.json", methods=["GET"])
+@endpoint
+def get_openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    # Not json_response: the document is the same in every mode (no "simulated" flag in it).
+    return func.HttpResponse(openapi_json(), mimetype=JSON, headers={"Cache-Control": "public, max-age=3600"})
 
 
 @app.timer_trigger(schedule="%PRICE_HISTORY_PRUNE_SCHEDULE%", arg_name="timer", run_on_startup=False)

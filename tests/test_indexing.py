@@ -24,6 +24,7 @@ EXPECTED_HTTP = {
     "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),
     "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),
+    "get_openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
 }
 EXPECTED_TIMERS = {
     "refresh_markets": "%MARKETS_REFRESH_SCHEDULE%",
