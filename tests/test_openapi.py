@@ -1,0 +1,471 @@
+"""The OpenAPI document (``GET /api/openapi.json``) is valid, complete and true.
+
+* valid OpenAPI 3.1 (``openapi-spec-validator``);
+* every HTTP function ``function_app`` registers is documented with the same path, method and
+  operationId, and nothing else is;
+* real responses, over HTTP through the local host on a real PostgreSQL, the Polymarket stand-in
+  and the Azure OpenAI stand-in, have documented statuses and headers, and their bodies validate
+  (JSON Schema 2020-12, ``$ref``s resolved into the document) for every status the tests can
+  provoke: 200, 304, 400, 404, 500, 502 and 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import jsonschema
+import pytest
+import referencing
+import referencing.jsonschema
+from openapi_spec_validator import validate as validate_spec
+
+from devtools.openai_standin import OpenAIStandIn, Reply, verdict
+from shared import __version__
+from shared.database import get_database
+from shared.markets import get_markets_service, parse_query
+from shared.openapi import API_PREFIX, openapi_document, openapi_json
+from tests.conftest import ROOT, Upstream, handler, registered_functions, reset_app, reset_services
+
+API_KEY = "sk-openapi-test-0a1b2c3d"
+DOC_URI = "urn:polymarket-api:openapi"
+UNKNOWN_TOKEN = "7" * 76  # well formed; neither the stand-in nor the store knows it
+UNKNOWN_MARKET = "0x" + "ab" * 32
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+class Contract:
+    """Checks real responses against the document: status, headers, content type and body."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        resource = referencing.Resource.from_contents(
+            document, default_specification=referencing.jsonschema.DRAFT202012)
+        self.registry = referencing.Registry().with_resource(DOC_URI, resource)
+        self.format_checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+
+    def _resolve(self, node: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """An OpenAPI object and its JSON pointer parts, following a ``$ref`` to components."""
+        ref = node.get("$ref")
+        if ref is None:
+            return node, []
+        parts = ref.removeprefix("#/").split("/")
+        target: Any = self.document
+        for part in parts:
+            target = target[part]
+        return target, parts
+
+    def template_of(self, path: str) -> str:
+        for template in self.document["paths"]:
+            regex = "^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template)) + "$"
+            if re.match(regex, path):
+                return template
+        raise AssertionError(f"{path} matches no documented path")
+
+    def check(self, method: str, path: str, status: int, headers: httpx.Headers | dict[str, str],
+              body: bytes) -> Any:
+        """Assert the response is documented; returns the parsed body (None when empty)."""
+        template = self.template_of(path.split("?")[0])
+        operation = self.document["paths"][template][method.lower()]
+        responses = operation["responses"]
+        assert str(status) in responses, f"{method} {path}: status {status} is not documented: {body[:300]!r}"
+        response, ref_parts = self._resolve(responses[str(status)])
+        headers = httpx.Headers(headers)
+        for name, header in response.get("headers", {}).items():
+            header, _ = self._resolve(header)
+            if header.get("required"):
+                assert name in headers, f"{method} {path} {status}: header {name} missing"
+            if name in headers:
+                self._validate(headers[name], header["schema"], f"{method} {path} {status} header {name}")
+        content = response.get("content")
+        if content is None:
+            assert body == b"", f"{method} {path} {status}: no body is documented"
+            return None
+        assert headers.get("content-type", "").split(";")[0].strip() in content
+        parsed = json.loads(body)
+        if ref_parts:
+            pointer = _pointer(*ref_parts, "content", "application/json", "schema")
+        else:
+            pointer = _pointer("paths", template, method.lower(), "responses", str(status), "content",
+                               "application/json", "schema")
+        validator = jsonschema.Draft202012Validator(
+            {"$ref": f"{DOC_URI}#/{pointer}"}, registry=self.registry, format_checker=self.format_checker)
+        errors = sorted(validator.iter_errors(parsed), key=lambda e: list(e.absolute_path))
+        assert not errors, f"{method} {path} {status}: " + "; ".join(
+            f"{list(e.absolute_path)}: {e.message[:300]}" for e in errors[:5])
+        return parsed
+
+    def _validate(self, value: str, schema: dict[str, Any], where: str) -> None:
+        validator = jsonschema.Draft202012Validator(schema, format_checker=self.format_checker)
+        errors = list(validator.iter_errors(value))
+        assert not errors, f"{where}: {errors[0].message}"
+
+
+@dataclass
+class Api:
+    """The app served over HTTP by the local host, on a real database and the stand-ins."""
+
+    url: str
+    client: httpx.Client
+    upstream: Upstream
+    model: OpenAIStandIn
+    contract: Contract
+
+    def get(self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+            expect: int | None = None) -> tuple[httpx.Response, Any]:
+        response = self.client.get(self.url + path, params=params, headers=headers)
+        body = self.contract.check("GET", path, response.status_code, response.headers, response.content)
+        if expect is not None:
+            assert response.status_code == expect, f"GET {path} {params}: {response.status_code} {response.text}"
+        return response, body
+
+    def markets(self, index: int = 0) -> dict[str, Any]:
+        return self.upstream.open_markets()[index]
+
+
+def configure_model(monkeypatch: pytest.MonkeyPatch, model: OpenAIStandIn) -> None:
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", model.endpoint)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("GPT5_DEPLOYMENT_NAME", "gpt-5")
+    monkeypatch.setenv("AZURE_OPENAI_MAX_RETRIES", "0")
+
+
+@contextmanager
+def serving(upstream: Upstream, monkeypatch: pytest.MonkeyPatch, *, load_markets: bool = True) -> Iterator[Api]:
+    """The app on a LocalHost (port 0), with the model stand-in configured; stops all it starts."""
+    import function_app
+    from devtools.local_server import LocalHost
+
+    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
+    upstream.clear()
+    model = OpenAIStandIn(api_key=API_KEY, deployment="gpt-5").start()
+    try:
+        configure_model(monkeypatch, model)
+        reset_app()
+        reset_services()
+        if load_markets:
+            get_markets_service().refresh(min_age_s=0)
+        with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json") as host, \
+                httpx.Client(timeout=60) as client:
+            yield Api(host.url, client, upstream, model, Contract(openapi_document()))
+    finally:
+        reset_services()  # before the stand-in goes, so nothing is left calling it
+        model.stop()
+
+
+@pytest.fixture
+def api(database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    with serving(upstream_env, monkeypatch) as served:
+        yield served
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+def test_document_is_valid_openapi_3_1_with_the_app_version() -> None:
+    document = openapi_document()
+    validate_spec(document)
+    assert document["openapi"].startswith("3.1.")
+    assert document["info"]["version"] == __version__
+    assert json.loads(openapi_json()) == document
+    for name in ("Error", "Freshness", "Market", "Outcome", "Quote", "Book", "History", "Sentiment", "Health"):
+        assert name in document["components"]["schemas"], name
+
+
+def test_every_registered_route_is_documented_and_nothing_else() -> None:
+    prefix = json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"]
+    assert API_PREFIX == f"/{prefix}"
+    registered: dict[tuple[str, str], str] = {}
+    for name, fn in registered_functions().items():
+        trigger = json.loads(fn.get_raw_bindings()[0])
+        if trigger["type"] != "httpTrigger":
+            continue  # timers are not HTTP
+        for method in trigger["methods"]:
+            registered[(method.lower(), f"{API_PREFIX}/{trigger['route']}")] = name
+    document = openapi_document()
+    documented = {(method, path): op["operationId"]
+                  for path, item in document["paths"].items() for method, op in item.items()}
+    assert documented == registered
+    for path, item in document["paths"].items():
+        route_params = set(re.findall(r"\{([^}:?]+)", path))
+        for operation in item.values():
+            params = [p if "$ref" not in p else document["components"]["parameters"][p["$ref"].split("/")[-1]]
+                      for p in operation["parameters"]]
+            assert {p["name"] for p in params if p["in"] == "path"} == route_params, path
+            assert "200" in operation["responses"] and "500" in operation["responses"], path
+
+
+def test_the_contract_check_rejects_what_the_document_does_not_allow() -> None:
+    """The checks below are not vacuous: drift between code and document fails them."""
+    contract = Contract(openapi_document())
+    headers = {"Content-Type": "application/json", "ETag": '"0a1b"',
+               "Cache-Control": "public, max-age=5, stale-while-revalidate=300, stale-if-error=86400"}
+    fresh = {"source": "cache", "as_of": "2026-11-25T13:05:00+00:00", "age_seconds": 4.2}
+    good = {"markets": [], "next_cursor": None, "total": 0, "freshness": fresh}
+
+    def check(status: int, body: Any, sent: dict[str, str] = headers) -> None:
+        contract.check("GET", "/api/markets", status, sent, json.dumps(body).encode())
+
+    check(200, good)
+    check(200, {**good, "simulated": True})
+    wrong = [
+        (200, {k: v for k, v in good.items() if k != "freshness"}),
+        (200, {**good, "freshness": {**fresh, "source": "stale"}}),  # stale says why
+        (200, {**good, "freshness": {**fresh, "as_of": "yesterday"}}),
+        (200, {**good, "freshness": {**fresh, "age_seconds": -1}}),
+        (200, {**good, "undocumented": 1}),
+        (200, {**good, "simulated": False}),
+        (400, {"error": {"code": "not_found", "message": "a 400 is bad_request"}}),
+        (418, {"error": {"code": "internal", "message": "no such status"}}),
+    ]
+    for status, body in wrong:
+        with pytest.raises(AssertionError):
+            check(status, body)
+    with pytest.raises(AssertionError):
+        check(200, good, {k: v for k, v in headers.items() if k != "ETag"})
+
+
+def test_document_is_served_as_json_with_a_long_cache(api: Api) -> None:
+    response, body = api.get(f"{API_PREFIX}/openapi.json", expect=200)
+    assert body == openapi_document()
+    assert response.headers["content-type"].startswith("application/json")
+    assert "max-age=3600" in response.headers["cache-control"]
+    assert "freshness" not in body and "simulated" not in body
+
+
+# --- real responses ------------------------------------------------------------------------------
+
+
+def test_health_responses_match(api: Api) -> None:
+    _, basic = api.get(f"{API_PREFIX}/health", expect=200)
+    assert set(basic) == {"status", "version", "time"}
+    _, deep = api.get(f"{API_PREFIX}/health", {"deep": "true"}, expect=200)
+    assert deep["status"] == "ok"
+    api.get(f"{API_PREFIX}/markets", expect=200)
+    api.get(f"{API_PREFIX}/price/{api.markets()['token_ids'][0]}", expect=200)
+    api.upstream.fail("status", host="gamma", status=503)
+    _, degraded = api.get(f"{API_PREFIX}/health", {"deep": "1"}, expect=200)
+    assert degraded["status"] == "degraded"
+    _, bad = api.get(f"{API_PREFIX}/health", {"deep": "perhaps"}, expect=400)
+    assert bad["error"]["parameter"] == "deep"
+
+
+def test_health_without_database_is_a_documented_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    import azure.functions as func
+
+    monkeypatch.setenv("POSTGRES_HOST", "127.0.0.1")
+    monkeypatch.setenv("POSTGRES_PORT", str(_closed_port()))
+    reset_app()
+    contract = Contract(openapi_document())
+    response = handler("health_check")(func.HttpRequest(
+        "GET", "http://localhost/api/health", body=b"", params={"deep": "true"}))
+    headers = {**dict(response.headers), "Content-Type": response.mimetype}
+    body = contract.check("GET", "/api/health", response.status_code, headers, response.get_body())
+    assert response.status_code == 503 and body["status"] == "unavailable"
+
+
+def test_markets_responses_match(api: Api) -> None:
+    path = f"{API_PREFIX}/markets"
+    first, page = api.get(path, {"limit": "3", "sort": "liquidity"}, expect=200)
+    assert len(page["markets"]) == 3 and page["next_cursor"] and page["freshness"]["source"] in ("cache", "live")
+    _, second = api.get(path, {"limit": "3", "sort": "liquidity", "cursor": page["next_cursor"]}, expect=200)
+    assert second["markets"][0]["condition_id"] != page["markets"][0]["condition_id"]
+    api.get(path, {"limit": "3", "sort": "liquidity"}, headers={"If-None-Match": first.headers["ETag"]}, expect=304)
+    api.get(path, {"q": api.markets()["question"].split()[0], "active_only": "false", "sort": "end_date",
+                   "limit": "500"}, expect=200)
+    api.get(path, {"tag": "crypto", "order": "asc", "sort": "price_change"}, expect=200)
+    _, last = api.get(path, {"limit": "500", "active_only": "false"}, expect=200)
+    assert last["next_cursor"] is None
+    bad = {"sort": "bogus", "order": "up", "limit": "0", "q": "x" * 201, "tag": "t" * 101,
+           "category": "c" * 101, "cursor": "not-a-cursor", "active_only": "maybe", "refresh": "maybe"}
+    for name, value in bad.items():
+        _, error = api.get(path, {name: value}, expect=400)
+        assert error["error"]["parameter"] == ("tag" if name == "category" else name)
+    # Not int()-able although str.isdigit() says digits (these were 500s), and non-ASCII digits.
+    for value in ("501", "\u00b2", "\u0661\u0662", "1" * 5000):
+        api.get(path, {"limit": value}, expect=400)
+    _, other = api.get(path, {"limit": "3", "sort": "volume", "cursor": page["next_cursor"]}, expect=400)
+    assert other["error"]["parameter"] == "cursor"
+    # A forged cursor of the right query whose sort value no float holds (was a 500).
+    fingerprint = parse_query({"sort": "liquidity"}).fingerprint()
+    raw = json.dumps({"f": fingerprint, "k": [False, 10**309, "0x"]}, separators=(",", ":"))
+    forged = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    _, error = api.get(path, {"limit": "3", "sort": "liquidity", "cursor": forged}, expect=400)
+    assert error["error"]["parameter"] == "cursor"
+
+
+def test_market_responses_match(api: Api) -> None:
+    cid = api.markets()["condition_id"]
+    response, body = api.get(f"{API_PREFIX}/markets/{cid}", expect=200)
+    assert body["market"]["condition_id"] == cid and "description" in body["market"]
+    api.get(f"{API_PREFIX}/markets/{cid}", headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+    api.get(f"{API_PREFIX}/markets/{cid}", headers={"If-None-Match": "*"}, expect=304)
+    for bad in (cid.upper().replace("0X", "0x"), cid[:-1], "12345", quote("0x" + "g" * 64)):
+        _, error = api.get(f"{API_PREFIX}/markets/{bad}", expect=400)
+        assert error["error"]["parameter"] == "condition_id"
+    _, missing = api.get(f"{API_PREFIX}/markets/{UNKNOWN_MARKET}", expect=404)
+    assert missing["error"]["code"] == "not_found"
+
+
+def test_markets_without_data_and_failing_upstream_are_documented_503(
+    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(upstream_env, monkeypatch, load_markets=False) as api:
+        api.upstream.fail("status", host="gamma", status=500)
+        _, body = api.get(f"{API_PREFIX}/markets", expect=503)
+        assert body["error"]["code"] == "unavailable"
+        api.get(f"{API_PREFIX}/markets/{UNKNOWN_MARKET}", expect=503)
+        _, deep = api.get(f"{API_PREFIX}/health", {"deep": "true"}, expect=200)
+        assert deep["datasets"]["markets"]["loaded"] is False
+
+
+def test_sentiment_responses_match(api: Api) -> None:
+    cid, other, third = (api.markets(i)["condition_id"] for i in (0, 1, 2))
+    path = f"{API_PREFIX}/markets/{cid}/sentiment"
+    api.model.reply(verdict("bullish", 0.4, 0.7, "Up this week on steady volume."))
+    response, body = api.get(path, expect=200)
+    assert body["sentiment"]["score"] == 0.4 and body["freshness"]["source"] == "live"
+    api.get(path, headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+    _, with_history = api.get(path, {"history": "true"}, expect=200)
+    assert len(with_history["history"]) == 1
+    api.get(path, {"refresh": "true"}, expect=200)  # throttled: the cached analysis
+    _, bad = api.get(path, {"history": "perhaps"}, expect=400)
+    assert bad["error"]["parameter"] == "history"
+    api.get(f"{API_PREFIX}/markets/0xNOPE/sentiment", expect=400)
+    api.get(f"{API_PREFIX}/markets/{UNKNOWN_MARKET}/sentiment", expect=404)
+    # The model fails with nothing stored: 502 with Retry-After.
+    api.model.reply(Reply('{"sentiment": "bullish", "score": 0.4'))
+    failed, error = api.get(f"{API_PREFIX}/markets/{other}/sentiment", expect=502)
+    assert error["error"]["code"] == "model_error" and failed.headers["Retry-After"]
+    # The model fails with an older analysis stored: that analysis, marked stale.
+    api.get(f"{API_PREFIX}/markets/{third}/sentiment", expect=200)
+    get_database().execute(
+        "UPDATE market_sentiment SET created_at = created_at - interval '2 hours' WHERE condition_id = %s", (third,))
+    get_database().execute(
+        "UPDATE sentiment_state SET last_attempt_at = last_attempt_at - interval '2 hours' WHERE condition_id = %s",
+        (third,))
+    api.model.reply(Reply(status=500))
+    _, stale = api.get(f"{API_PREFIX}/markets/{third}/sentiment", expect=200)
+    assert stale["freshness"]["source"] == "stale" and stale["freshness"]["stale_reason"]
+
+
+def test_sentiment_not_configured_is_a_documented_503(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT")
+    reset_app()
+    _, body = api.get(f"{API_PREFIX}/markets/{api.markets()['condition_id']}/sentiment", expect=503)
+    assert body["error"]["code"] == "not_configured"
+
+
+def test_price_responses_match(api: Api) -> None:
+    token = api.markets(3)["token_ids"][0]
+    path = f"{API_PREFIX}/price/{token}"
+    response, body = api.get(path, expect=200)
+    assert body["token"]["token_id"] == token and body["history"]["points"]
+    api.get(path, headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+    api.get(path, {"history": "false"}, expect=200)
+    for interval in ("1h", "6h", "1w", "1m", "max"):
+        api.get(path, {"interval": interval}, expect=200)
+    api.get(path, {"interval": "1d", "fidelity": "60", "refresh": "true"}, expect=200)
+    bad = {"interval": "2d", "fidelity": "0", "history": "maybe", "refresh": "maybe"}
+    for name, value in bad.items():
+        _, error = api.get(path, {name: value}, expect=400)
+        assert error["error"]["parameter"] == name
+    api.get(path, {"interval": "1m", "fidelity": "5"}, expect=400)
+    for value in ("1441", "\u00b2", "\u0665", "5" * 5000):
+        api.get(path, {"fidelity": value}, expect=400)
+    for bad_token in ("abc", "1" * 79, "0x" + "ab" * 32):
+        _, error = api.get(f"{API_PREFIX}/price/{bad_token}", expect=400)
+        assert error["error"]["parameter"] == "token_id"
+    _, unknown = api.get(f"{API_PREFIX}/price/{UNKNOWN_TOKEN}", expect=404)
+    assert unknown["error"]["code"] == "not_found"
+    market = api.markets(4)
+    api.upstream.close_market(market["condition_id"])
+    _, closed = api.get(f"{API_PREFIX}/price/{market['token_ids'][0]}", expect=200)
+    assert closed["quote"]["book"] == "closed" and closed["freshness"]["source"] == "stale"
+
+
+def test_prices_responses_match(api: Api) -> None:
+    path = f"{API_PREFIX}/prices"
+    good = [api.markets(5)["token_ids"][0], api.markets(6)["token_ids"][1]]
+    closed_market = api.markets(7)
+    api.upstream.close_market(closed_market["condition_id"])
+    ids = [*good, "abc", UNKNOWN_TOKEN, closed_market["token_ids"][0]]
+    response, body = api.get(path, {"token_ids": ",".join(ids)}, expect=200)
+    assert [item["status"] for item in body["quotes"]] == ["ok", "ok", "invalid", "unknown", "closed"]
+    api.get(path, {"token_ids": ",".join(ids)}, headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+    for value in ("", ",,", ",".join(str(10**60 + i) for i in range(101))):
+        _, error = api.get(path, {"token_ids": value}, expect=400)
+        assert error["error"]["parameter"] == "token_ids"
+    api.get(path, expect=400)
+    # Polymarket failing: a known token is served stale, an unseen one is "unavailable".
+    api.upstream.fail("status", host="clob", status=500)
+    unseen = api.markets(8)["token_ids"][0]
+    _, mixed = api.get(path, {"token_ids": f"{good[0]},{unseen}"}, expect=200)
+    assert {item["status"] for item in mixed["quotes"]} == {"ok", "unavailable"}
+    _, failing = api.get(path, {"token_ids": api.markets(9)["token_ids"][0]}, expect=503)
+    assert failing["error"]["code"] == "unavailable"
+
+
+def test_book_responses_match(api: Api) -> None:
+    token = api.markets(10)["token_ids"][0]
+    path = f"{API_PREFIX}/book/{token}"
+    response, body = api.get(path, {"depth": "3"}, expect=200)
+    assert body["book"]["depth"] == 3 and len(body["book"]["bids"]) <= 3
+    api.get(path, {"depth": "3"}, headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+    api.get(path, {"depth": "100"}, expect=200)
+    for bad in ("0", "101", "ten", "\u00b9", "\u0661", "9" * 5000):
+        _, error = api.get(path, {"depth": bad}, expect=400)
+        assert error["error"]["parameter"] == "depth"
+    api.get(f"{API_PREFIX}/book/abc", expect=400)
+    _, unknown = api.get(f"{API_PREFIX}/book/{UNKNOWN_TOKEN}", expect=404)
+    assert unknown["error"]["code"] == "not_found"
+    market = api.markets(11)
+    api.upstream.close_market(market["condition_id"])
+    _, closed = api.get(f"{API_PREFIX}/book/{market['token_ids'][0]}", expect=404)
+    assert closed["error"]["code"] == "book_closed"
+    api.upstream.fail("status", host="clob", status=500)
+    _, failing = api.get(f"{API_PREFIX}/book/{api.markets(12)['token_ids'][0]}", expect=503)
+    assert failing["error"]["code"] == "unavailable"
+    _, price = api.get(f"{API_PREFIX}/price/{api.markets(13)['token_ids'][0]}", expect=503)
+    assert price["error"]["code"] == "unavailable"
+
+
+def test_a_bad_setting_is_a_documented_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARKETS_CACHE_TTL_S", "soon")
+    reset_app()
+    reset_services()
+    _, body = api.get(f"{API_PREFIX}/markets", expect=500)
+    assert body["error"]["code"] == "config_error"
+
+
+def test_simulated_bodies_match(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLYMARKET_SIMULATED", "true")
+    reset_app()
+    token = api.markets(14)["token_ids"][0]
+    for path, params in ((f"{API_PREFIX}/health", {}), (f"{API_PREFIX}/markets", {"limit": "2"}),
+                         (f"{API_PREFIX}/price/{token}", {}), (f"{API_PREFIX}/prices", {"token_ids": token}),
+                         (f"{API_PREFIX}/book/{token}", {}), (f"{API_PREFIX}/markets", {"limit": "-1"})):
+        response, body = api.get(path, params)
+        assert body["simulated"] is True and response.headers["X-Data-Simulated"] == "true"
+    _, document = api.get(f"{API_PREFIX}/openapi.json", expect=200)
+    assert "simulated" not in document
