@@ -7,6 +7,7 @@ is used, because the next transaction may run on another server connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,6 +31,35 @@ Cursor = psycopg2.extras.RealDictCursor
 
 # Errors that mean "this connection is unusable", as opposed to a bad query.
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+_LIBPQ_ERRORS = (psycopg2.DatabaseError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def _server_gone(error: psycopg2.Error, conn: psycopg2.extensions.connection | None) -> bool:
+    """The server end of the connection is gone (restart, failover, crash).
+
+    libpq errors carry no SQLSTATE. When the server dies mid-statement psycopg2 raises a bare
+    ``DatabaseError`` and still reports the connection open; the next use would fail too.
+    """
+    if conn is not None and conn.closed != 0:
+        return True
+    return type(error) in _LIBPQ_ERRORS and error.pgcode is None
+
+
+def _unusable(error: psycopg2.Error, conn: psycopg2.extensions.connection | None) -> bool:
+    """This connection must not be used again; the work may be retried on a fresh one."""
+    return isinstance(error, _CONNECTION_ERRORS) or _server_gone(error, conn)
+
+
+class _Pool(psycopg2.pool.ThreadedConnectionPool):
+    """psycopg2's thread-safe pool, able to drop its idle connections at once."""
+
+    def discard_idle(self) -> int:
+        with self._lock:
+            idle, self._pool = self._pool, []
+        for conn in idle:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+        return len(idle)
 
 
 class Database:
@@ -46,7 +76,7 @@ class Database:
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         try:
-            self._pool = psycopg2.pool.ThreadedConnectionPool(
+            self._pool = _Pool(
                 settings.pool_min, settings.pool_max, **self._connect_kwargs()
             )
         except psycopg2.Error as error:
@@ -77,7 +107,7 @@ class Database:
         if not self._slots.acquire(timeout=self.settings.pool_timeout_s):
             raise DatabaseUnavailable("database is busy (connection pool exhausted); try again")
         conn = None
-        broken = False
+        broken = lost = False
         try:
             with self._count_lock:
                 self._in_use += 1
@@ -87,17 +117,25 @@ class Database:
                 raise DatabaseUnavailable("database is unreachable") from error
             try:
                 yield conn
-            except _CONNECTION_ERRORS:
-                broken = True
+            except psycopg2.Error as error:
+                broken, lost = _unusable(error, conn), _server_gone(error, conn)
                 raise
             finally:
-                broken = broken or conn.closed != 0
+                lost = lost or conn.closed != 0
+                broken = broken or lost
         finally:
             if conn is not None:
                 try:
                     self._pool.putconn(conn, close=broken)
                 except psycopg2.pool.PoolError:
                     pass
+            if lost:
+                # The server went away (restart, failover, crash): the idle connections went
+                # with it. Dropping them now lets the retry, and the requests after it, connect
+                # afresh instead of each failing on another dead connection.
+                dropped = self._pool.discard_idle()
+                if dropped:
+                    log.warning("database connection lost; dropped %d idle connections", dropped)
             with self._count_lock:
                 self._in_use -= 1
             self._slots.release()
@@ -112,6 +150,7 @@ class Database:
         if ensure_schema:
             self.ensure_schema()
         for attempt in (1, 2):
+            conn = None
             try:
                 with self._connection() as conn:
                     try:
@@ -123,7 +162,9 @@ class Database:
                         if conn.closed == 0:
                             conn.rollback()
                         raise
-            except _CONNECTION_ERRORS as error:
+            except psycopg2.Error as error:
+                if not _unusable(error, conn):
+                    raise
                 if attempt == 2:
                     raise DatabaseUnavailable("database is unreachable") from error
                 log.warning("database connection lost (%s); retrying once", type(error).__name__)
