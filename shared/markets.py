@@ -37,6 +37,7 @@ from shared.database import Cursor, get_database
 from shared.errors import (
     AppError,
     BadRequest,
+    DatabaseUnavailable,
     NotFound,
     ServiceUnavailable,
     UpstreamBadResponse,
@@ -408,6 +409,8 @@ def _refresh_in_transaction(cur: Cursor, *, min_age_s: float) -> RefreshResult:
 
 
 def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, DatabaseUnavailable):
+        return f"database unavailable ({error.code}); the catalogue is served from this instance's memory"
     if isinstance(error, UpstreamError):
         return f"Polymarket {error.upstream} refresh failed ({error.kind})"
     if isinstance(error, AppError):
@@ -424,7 +427,8 @@ class MarketsService:
     _state: dict[str, Any] | None = None
     _flight: SingleFlight[Any] = field(default_factory=SingleFlight)
     _next_check: float = 0.0
-    _last_failure: str | None = None
+    _last_failure: str | None = None  # the last refresh from Gamma failed
+    _database_failure: str | None = None  # the database failed the last time it was asked
     _last_attempt: float = float("-inf")  # monotonic; throttles refresh=true even when attempts fail
 
     # refresh ------------------------------------------------------------------------------
@@ -437,9 +441,13 @@ class MarketsService:
         db = get_database()
         try:
             result = db.run(lambda cur: _refresh_in_transaction(cur, min_age_s=min_age))
+        except DatabaseUnavailable as error:
+            self._database_down(error)
+            raise
         except Exception as error:
             reason = _failure_reason(error)
             self._last_failure = reason
+            self._database_failure = None
             if isinstance(error, AppError):
                 log.warning("markets refresh failed: %s", reason)
             else:  # a bug or an unexpected database error: keep the traceback for the logs
@@ -449,12 +457,18 @@ class MarketsService:
             except AppError:
                 pass  # the database is the failure; nothing more to record
             raise
+        self._database_failure = None
         if result.status == "refreshed":
             self._last_failure = None
             log.info("markets refreshed: %s", result)
         if result.status != "busy":
             self._reload()
         return result
+
+    def _database_down(self, error: DatabaseUnavailable) -> None:
+        # Requests keep the catalogue in memory, marked stale with this reason.
+        self._database_failure = _failure_reason(error)
+        log.warning("markets catalogue not checked: %s", self._database_failure)
 
     def _reload(self) -> Snapshot:
         def work(cur: Cursor) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -472,6 +486,7 @@ class MarketsService:
             gc.enable()
         gc.freeze()
         self._state = state
+        self._database_failure = None
         if snapshot.items:
             self._snapshot = snapshot
         return snapshot
@@ -479,7 +494,12 @@ class MarketsService:
     def _revalidate(self) -> None:
         """Background: adopt a newer catalogue from the database, or refresh from Gamma."""
         ttl = get_settings().cache.markets_ttl_s
-        state = get_database().run(store.read_state)
+        try:
+            state = get_database().run(store.read_state)
+        except DatabaseUnavailable as error:
+            self._database_down(error)
+            return
+        self._database_failure = None
         current = self._snapshot
         if state and state["refreshed_at"] and current and current.as_of and state["refreshed_at"] > current.as_of:
             self._reload()  # another instance (or the timer) refreshed
@@ -542,7 +562,7 @@ class MarketsService:
 
     def _freshness(self, snapshot: Snapshot, source: str) -> Freshness:
         age = snapshot.age_seconds()
-        reason = self._last_failure
+        reason = self._database_failure or self._last_failure
         state = self._state or {}
         if reason is None and state.get("last_error_at") and (
             state.get("refreshed_at") is None or state["last_error_at"] > state["refreshed_at"]
@@ -561,7 +581,7 @@ class MarketsService:
             "age_seconds": round(snapshot.age_seconds(), 1) if snapshot else None,
             "markets": len(snapshot.items) if snapshot else 0,
             "refreshing": self._flight.in_flight("revalidate") or self._flight.in_flight("refresh"),
-            "last_error": self._last_failure,
+            "last_error": self._database_failure or self._last_failure,
         }
 
     # queries ------------------------------------------------------------------------------
@@ -590,8 +610,14 @@ class MarketsService:
             raise BadRequest(
                 "condition_id must be 0x followed by 64 lower-case hex characters", parameter="condition_id"
             )
-        _, freshness = self.current()
-        row = get_database().run(lambda cur: store.get_market(cur, condition_id))
+        snapshot, freshness = self.current()
+        try:
+            row = get_database().run(lambda cur: store.get_market(cur, condition_id))
+        except DatabaseUnavailable as error:
+            return self._from_memory(snapshot, condition_id, error)
+        if self._database_failure is not None:  # it answered again: that is no longer the news
+            self._database_failure = None
+            freshness = self._freshness(snapshot, "cache" if freshness.source == "stale" else freshness.source)
         if row is None:
             raise NotFound(f"no market with condition_id {condition_id}")
         body = _market_json(row)
@@ -602,6 +628,22 @@ class MarketsService:
             tick_size=_num(row["tick_size"]),
         )
         etag = hashlib.sha1(f"{condition_id}|{row['updated_at']}|{row['in_active_set']}".encode()).hexdigest()
+        return Answer({"market": body}, freshness, etag, get_settings().cache.markets_ttl_s)
+
+    def _from_memory(self, snapshot: Snapshot, condition_id: str, error: DatabaseUnavailable) -> Answer:
+        """The database failed: the market's list fields from the in-memory catalogue, stale.
+
+        The detail fields (description, order-book settings) live only in the database, so
+        they are null. A market this instance does not hold is the database's error.
+        """
+        item = snapshot.by_id.get(condition_id)
+        if item is None:
+            raise error
+        body = {**item.json, "description": None, "enable_order_book": None, "neg_risk": None, "tick_size": None}
+        reason = (f"database unavailable ({error.code}); market from this instance's in-memory catalogue, "
+                  "without its description and order-book settings")
+        freshness = Freshness("stale", snapshot.as_of, snapshot.age_seconds(), reason)
+        etag = hashlib.sha1(f"{condition_id}|{snapshot.version}|memory".encode()).hexdigest()
         return Answer({"market": body}, freshness, etag, get_settings().cache.markets_ttl_s)
 
 
