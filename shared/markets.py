@@ -488,7 +488,12 @@ class MarketsService:
         self._state = state
         self._database_failure = None
         if snapshot.items:
+            previous = self._snapshot
             self._snapshot = snapshot
+            if previous is not None and snapshot.as_of and previous.as_of and snapshot.as_of > previous.as_of:
+                # A newer catalogue than the one our failed refresh kept (another instance, or
+                # the timer, refreshed): that failure no longer describes what is served.
+                self._last_failure = None
         return snapshot
 
     def _revalidate(self) -> None:
