@@ -406,7 +406,10 @@ class PricesService:
         None for a token upstream has no book for (404, or left out of the batch answer).
         """
         clob = get_clob()
-        fetched_at = datetime.now(UTC)
+        # ``fetched_at`` is taken when the answer is in: a book that changed while the request
+        # was on its way carries a later timestamp than the request's start, and would be
+        # keyed on the fetch time instead (see ``Quote.sample_time``), then stored a second
+        # time under its own timestamp by the next read of the same state.
         if len(tokens) == 1:
             token = tokens[0]
             try:
@@ -415,12 +418,13 @@ class PricesService:
                 return {token: None}
             if "error" in raw and "asset_id" not in raw:
                 return {token: None}  # one source reports the no-book error with status 200
-            return {token: parse_book(raw, fetched_at, token)}
+            return {token: parse_book(raw, datetime.now(UTC), token)}
         try:
             raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
                                  expect=list)
         except UpstreamNotFound:
             return dict.fromkeys(tokens)
+        fetched_at = datetime.now(UTC)
         wanted = set(tokens)
         books: dict[str, Book] = {}
         for item in raw_list:
