@@ -105,7 +105,8 @@ class Database:
     @contextmanager
     def _connection(self) -> Iterator[psycopg2.extensions.connection]:
         if not self._slots.acquire(timeout=self.settings.pool_timeout_s):
-            raise DatabaseUnavailable("database is busy (connection pool exhausted); try again")
+            raise DatabaseUnavailable("database is busy (connection pool exhausted); try again",
+                                      headers={"Retry-After": "1"})
         conn = None
         broken = lost = False
         try:

@@ -547,7 +547,7 @@ class MarketsService:
                 snapshot = self._flight.run("first-load", self._first_load)
             except UpstreamError as error:
                 raise ServiceUnavailable(
-                    f"no market data is available yet: {_failure_reason(error)}"
+                    f"no market data is available yet: {_failure_reason(error)}", headers=dict(error.headers)
                 ) from error
             source = "live" if snapshot.age_seconds() < ttl else source
         elif snapshot.age_seconds() > ttl and time.monotonic() >= self._next_check:

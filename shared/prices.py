@@ -124,6 +124,12 @@ class Entry:
         return Freshness(source, self.quote.as_of, age)
 
 
+def _retry_after(errors: Iterable[UpstreamError]) -> dict[str, str]:
+    """The longest ``Retry-After`` upstream asked for, for a 503 that passes the failure on."""
+    waits = [int(e.headers["Retry-After"]) for e in errors if e.headers.get("Retry-After", "").isdigit()]
+    return {"Retry-After": str(max(waits))} if waits else {}
+
+
 def _closed_reason(origin: str) -> str:
     where = {
         "memory": "the last quote seen",
@@ -682,7 +688,7 @@ class PricesService:
             if entry is None:
                 raise ServiceUnavailable(
                     f"no price is known for token {token} and Polymarket is failing ({outcome.kind}); "
-                    "try again shortly"
+                    "try again shortly", headers=_retry_after([outcome]),
                 )
             return entry, "stale"
         return outcome, "live"
@@ -730,7 +736,7 @@ class PricesService:
             if probe.error is not None:
                 raise ServiceUnavailable(
                     f"no order book for token {token} and its price history could not be checked "
-                    f"({probe.error.kind}); try again shortly"
+                    f"({probe.error.kind}); try again shortly", headers=_retry_after([probe.error]),
                 )
             raise NotFound(f"unknown token {token}: Polymarket has no order book or price history for it")
         t, p = probe.points[-1]
@@ -788,7 +794,7 @@ class PricesService:
             kinds = sorted({e.kind for e in failures.values()})
             raise ServiceUnavailable(
                 f"no price is known for any requested token and Polymarket is failing ({', '.join(kinds)}); "
-                "try again shortly"
+                "try again shortly", headers=_retry_after(failures.values()),
             )
         freshness = _overall(fresh)
         etag = _etag(*(f"{i['token_id']}:{i['status']}:{i.get('_v')}" for i in items))
@@ -819,7 +825,7 @@ class PricesService:
                 if old is None:
                     raise ServiceUnavailable(
                         f"no order book is known for token {token} and Polymarket is failing "
-                        f"({outcome.kind}); try again shortly"
+                        f"({outcome.kind}); try again shortly", headers=_retry_after([outcome]),
                     )
                 book, stale_reason = old[0][0], _failure_reason(outcome, "last known order book from memory")
                 self.books.put(token, (book, stale_reason))
