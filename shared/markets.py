@@ -188,8 +188,10 @@ class Snapshot:
     def __init__(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
         self.items = [_item(row) for row in rows]
         self.by_id = {item.condition_id: item for item in self.items}
-        self.as_of: datetime | None = state["refreshed_at"] if state else None
         last_change = max((row["updated_at"] for row in rows), default=None)
+        # Without a recorded refresh (a state row lost or never written) the data's own last
+        # change is the honest "as of": never an infinite age.
+        self.as_of: datetime | None = (state or {}).get("refreshed_at") or last_change
         # Changes only when stored data changes (upserts skip identical rows), so ETags hold.
         self.version = hashlib.sha1(f"{last_change}|{len(rows)}".encode()).hexdigest()[:16]
         self.loaded_at = time.monotonic()

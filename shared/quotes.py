@@ -16,7 +16,7 @@ import bisect
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any
@@ -235,12 +235,17 @@ class Quote:
         """The time a stored sample of this quote is keyed on: when the book took this state.
 
         Upstream's book ``timestamp`` is the book's last-change time, so re-reading an unchanged
-        book stores nothing new (idempotent on (token, time)); a future or missing timestamp
-        falls back to the fetch time.
+        book stores nothing new (idempotent on (token, time)). A timestamp a little ahead of our
+        clock is clock skew and is kept (a fallback to the fetch time would store the same book
+        state again under another key); a missing one, or one far ahead, falls back to the
+        fetch time.
         """
-        if self.book_timestamp is None or self.book_timestamp > self.as_of:
+        if self.book_timestamp is None or self.book_timestamp > self.as_of + CLOCK_SKEW_ALLOWANCE:
             return self.as_of
         return self.book_timestamp
+
+
+CLOCK_SKEW_ALLOWANCE = timedelta(seconds=30)
 
 
 def display_price(

@@ -412,3 +412,13 @@ def test_open_circuit_serves_stale_at_once_and_shows_in_health(
     ).get_body())
     assert health["circuit_breakers"]["gamma"]["state"] == "open"
     assert health["datasets"]["markets"]["last_error"] == again["freshness"]["stale_reason"]
+
+
+def test_missing_refresh_record_still_gives_a_finite_age(app_env: Upstream) -> None:
+    get_markets_service().refresh(min_age_s=0)
+    get_database().execute("DELETE FROM dataset_state")
+    reset_markets_service()  # a new instance, loading from the database alone
+    response = get("markets", {"limit": "2"})
+    assert response.status_code == 200
+    freshness = body_of(response)["freshness"]
+    assert freshness["as_of"] is not None and 0 <= freshness["age_seconds"] < 3600

@@ -118,3 +118,21 @@ def test_history_query_defaults_are_upstream_minimums() -> None:
     assert parse_history_query({"interval": "1w"}).fidelity == 5
     assert parse_history_query({"interval": "1m"}).fidelity == 10
     assert parse_history_query({"interval": "max", "fidelity": "60"}).fidelity == 60
+
+
+def test_sample_time_tolerates_clock_skew_but_not_nonsense() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.quotes import Quote
+
+    fetched = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    def quote(book_time: datetime | None) -> Quote:
+        return Quote("1", 0.5, "midpoint", 0.5, 0.49, 0.51, 0.02, 0.5, 0.01, "open", fetched, book_time)
+
+    assert quote(fetched - timedelta(minutes=3)).sample_time == fetched - timedelta(minutes=3)
+    # Upstream's clock a few seconds ahead of ours: still the book's own time, so re-reading the
+    # same book state stores nothing new.
+    assert quote(fetched + timedelta(seconds=4)).sample_time == fetched + timedelta(seconds=4)
+    assert quote(fetched + timedelta(hours=2)).sample_time == fetched  # far ahead: not trusted
+    assert quote(None).sample_time == fetched
