@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import openai
 from openai import AzureOpenAI
 from openai.types.chat import ChatCompletion
 
+from shared.cache import Lazy
 from shared.config import OpenAISettings, get_settings
 from shared.errors import ModelError, NotConfigured
 
@@ -96,8 +96,6 @@ RESPONSE_FORMAT: dict[str, Any] = {
 
 # --- the client ------------------------------------------------------------------------------
 
-_client: AzureOpenAI | None = None
-_client_lock = threading.Lock()
 
 
 def _retry_after_s(headers: Mapping[str, str]) -> float | None:
@@ -143,36 +141,35 @@ def require_configured() -> OpenAISettings:
     return settings
 
 
+def _new_client() -> AzureOpenAI:
+    settings = require_configured()
+    timeout = _timeout(settings)
+    http_client = openai.DefaultHttpx2Client(
+        timeout=timeout,
+        event_hooks={"response": [_limit_retry_after(settings.retry_after_max_s)]},
+    )
+    return AzureOpenAI(
+        azure_endpoint=settings.endpoint,
+        api_key=settings.api_key,
+        api_version=settings.api_version,
+        timeout=timeout,
+        max_retries=settings.max_retries,
+        http_client=http_client,
+    )
+
+
+_client: Lazy[AzureOpenAI] = Lazy(_new_client, close=AzureOpenAI.close)
+
+
 def get_azure_openai_client() -> AzureOpenAI:
     """The process-wide client, created on first use; NotConfigured without endpoint and key."""
-    global _client
-    settings = require_configured()
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                timeout = _timeout(settings)
-                http_client = openai.DefaultHttpx2Client(
-                    timeout=timeout,
-                    event_hooks={"response": [_limit_retry_after(settings.retry_after_max_s)]},
-                )
-                _client = AzureOpenAI(
-                    azure_endpoint=settings.endpoint,
-                    api_key=settings.api_key,
-                    api_version=settings.api_version,
-                    timeout=timeout,
-                    max_retries=settings.max_retries,
-                    http_client=http_client,
-                )
-    return _client
+    require_configured()  # also when a client exists: settings may have been reset since
+    return _client.get()
 
 
 def reset_azure_clients() -> None:
     """Close and forget the client (tests, settings changes); the next call re-reads settings."""
-    global _client
-    with _client_lock:
-        if _client is not None:
-            _client.close()
-        _client = None
+    _client.reset()
 
 
 # --- the verdict -----------------------------------------------------------------------------

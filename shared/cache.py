@@ -16,6 +16,37 @@ V = TypeVar("V")
 _background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refresh")
 
 
+class Lazy(Generic[T]):
+    """One process-wide object, made by ``factory`` on first use (thread-safe), and forgotten
+    by ``reset`` (tests; the next use re-reads settings), closed on the way if ``close`` is given.
+    """
+
+    def __init__(self, factory: Callable[[], T], close: Callable[[T], None] | None = None) -> None:
+        self._factory = factory
+        self._close = close
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._factory()
+                value = self._value
+        return value
+
+    def peek(self) -> T | None:
+        """The object if it has been made, without making it."""
+        return self._value
+
+    def reset(self) -> None:
+        with self._lock:
+            value, self._value = self._value, None
+        if value is not None and self._close is not None:
+            self._close(value)
+
+
 class SingleFlight(Generic[T]):
     """Concurrent callers with the same key share one execution and its result or error."""
 

@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from shared import markets_store as store
-from shared.cache import SingleFlight
+from shared.cache import Lazy, SingleFlight
 from shared.config import get_settings
 from shared.database import Cursor, get_database
 from shared.errors import (
@@ -654,23 +654,15 @@ class MarketsService:
         return Answer({"market": body}, freshness, etag, get_settings().cache.markets_ttl_s)
 
 
-_service: MarketsService | None = None
-_service_lock = threading.Lock()
+_service: Lazy[MarketsService] = Lazy(MarketsService)
 
 
 def get_markets_service() -> MarketsService:
-    global _service
-    if _service is None:
-        with _service_lock:
-            if _service is None:
-                _service = MarketsService()
-    return _service
+    return _service.get()
 
 
 def reset_markets_service() -> None:
-    global _service
-    with _service_lock:
-        _service = None
+    _service.reset()
 
 
 def parse_query(params: Mapping[str, str]) -> MarketQuery:

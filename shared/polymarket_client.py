@@ -24,6 +24,7 @@ from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.http_helpers import helpers as clob_http
 
 from shared import __version__
+from shared.cache import Lazy
 from shared.config import PolymarketSettings, get_settings
 from shared.errors import (
     UpstreamBadResponse,
@@ -430,38 +431,22 @@ class ClobApi:
         self._http.close()
 
 
-_lock = threading.Lock()
-_clob: ClobApi | None = None
-_gamma: GammaApi | None = None
+_clob: Lazy[ClobApi] = Lazy(lambda: ClobApi(get_settings().polymarket), close=ClobApi.close)
+_gamma: Lazy[GammaApi] = Lazy(lambda: GammaApi(get_settings().polymarket), close=GammaApi.close)
 
 
 def get_clob() -> ClobApi:
-    global _clob
-    if _clob is None:
-        with _lock:
-            if _clob is None:
-                _clob = ClobApi(get_settings().polymarket)
-    return _clob
+    return _clob.get()
 
 
 def get_gamma() -> GammaApi:
-    global _gamma
-    if _gamma is None:
-        with _lock:
-            if _gamma is None:
-                _gamma = GammaApi(get_settings().polymarket)
-    return _gamma
+    return _gamma.get()
 
 
 def reset_clients() -> None:
     """Close and forget the clients (tests; the next call re-reads settings)."""
-    global _clob, _gamma
-    with _lock:
-        for client in (_clob, _gamma):
-            if client is not None:
-                client.close()
-        _clob = None
-        _gamma = None
-        for upstream in STATS:
-            STATS[upstream] = UpstreamStats()
-        BREAKERS.clear()
+    _clob.reset()
+    _gamma.reset()
+    for upstream in STATS:
+        STATS[upstream] = UpstreamStats()
+    BREAKERS.clear()

@@ -40,7 +40,7 @@ from typing import Any
 from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
 
 from shared import prices_store as store
-from shared.cache import SingleFlight, TTLCache
+from shared.cache import Lazy, SingleFlight, TTLCache
 from shared.config import CacheSettings, get_settings
 from shared.database import get_database
 from shared.errors import (
@@ -958,31 +958,22 @@ def parse_depth(params: Mapping[str, str]) -> int:
     return int(raw)
 
 
-_service: PricesService | None = None
-_service_lock = threading.Lock()
+_service: Lazy[PricesService] = Lazy(lambda: PricesService(get_settings().cache), close=PricesService.close)
 
 
 def get_prices_service() -> PricesService:
-    global _service
-    if _service is None:
-        with _service_lock:
-            if _service is None:
-                _service = PricesService(get_settings().cache)
-    return _service
+    return _service.get()
 
 
 def reset_prices_service() -> None:
     """Flush and forget the service (tests; the next call re-reads settings)."""
-    global _service
-    with _service_lock:
-        if _service is not None:
-            _service.close()
-        _service = None
+    _service.reset()
 
 
 def _close_at_exit() -> None:
-    if _service is not None:
-        _service.writer.stop()
+    service = _service.peek()
+    if service is not None:
+        service.writer.stop()
 
 
 atexit.register(_close_at_exit)

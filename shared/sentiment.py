@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,7 +32,7 @@ from typing import Any, TypeVar
 
 from shared import sentiment_store as store
 from shared.azure_clients import analyze_market_sentiment, require_configured
-from shared.cache import SingleFlight
+from shared.cache import Lazy, SingleFlight
 from shared.config import get_settings
 from shared.database import Cursor, get_database
 from shared.errors import AppError, BadRequest, ModelError
@@ -268,22 +267,12 @@ class SentimentService:
         return quote, points, "; ".join(notes)
 
 
-_service: SentimentService | None = None
-_service_lock = threading.Lock()
+_service: Lazy[SentimentService] = Lazy(SentimentService, close=SentimentService.close)
 
 
 def get_sentiment_service() -> SentimentService:
-    global _service
-    if _service is None:
-        with _service_lock:
-            if _service is None:
-                _service = SentimentService()
-    return _service
+    return _service.get()
 
 
 def reset_sentiment_service() -> None:
-    global _service
-    with _service_lock:
-        if _service is not None:
-            _service.close()
-        _service = None
+    _service.reset()

@@ -80,7 +80,7 @@ def test_import_does_no_io_and_creates_no_clients() -> None:
     from shared import database, polymarket_client
 
     assert database._db is None
-    assert polymarket_client._clob is None and polymarket_client._gamma is None
+    assert polymarket_client._clob.peek() is None and polymarket_client._gamma.peek() is None
 
 
 def test_binding_annotations_are_real_classes() -> None:
