@@ -309,6 +309,25 @@ def retry_policy(settings: PolymarketSettings) -> RetryPolicy:
     return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_after_max_s)
 
 
+def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, once: Callable[[], T]) -> T:
+    """The one path of every upstream call: the circuit breaker, one attempt, the health
+    bookkeeping, and the retry policy around it all."""
+
+    def attempt() -> T:
+        breaker.before_call()
+        try:
+            result = once()
+        except UpstreamError as error:
+            STATS[upstream].record(error)
+            breaker.record(error)
+            raise
+        STATS[upstream].record(None)
+        breaker.record(None)
+        return result
+
+    return retry.call(attempt)
+
+
 # --- plain JSON over httpx (Gamma, and CLOB routes py-clob-client lacks) ----------------------
 
 
@@ -340,21 +359,9 @@ class JsonApi:
             raise UpstreamBadResponse(self.upstream, f"non-JSON body on {path}") from None
 
     def request(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
-        stats = STATS[self.upstream]
-
-        def attempt() -> Any:
-            self.breaker.before_call()
-            try:
-                result = self._once(method, path, params, body, None)
-            except UpstreamError as error:
-                stats.record(error)
-                self.breaker.record(error)
-                raise
-            stats.record(None)
-            self.breaker.record(None)
-            return result
-
-        return self.retry.call(attempt)
+        return guarded_call(
+            self.upstream, self.breaker, self.retry, lambda: self._once(method, path, params, body, None)
+        )
 
     def get(self, path: str, params: Any = None) -> Any:
         return self.request("GET", path, params=params)
@@ -394,34 +401,25 @@ class ClobApi:
 
     def call(self, method: Callable[..., Any], *args: Any, expect: type | tuple[type, ...] = dict) -> Any:
         """Call a ClobClient method with retries; ``expect`` is the JSON type a 200 must carry."""
-        stats = STATS[CLOB]
         name = getattr(method, "__name__", "call")
 
-        def attempt() -> Any:
-            self.breaker.before_call()
+        def once() -> Any:
             _observed.reset()
             count_upstream_call()
             try:
-                try:
-                    result = method(*args)
-                except PolyApiException as error:
-                    if error.status_code is None:
-                        raise _error_for_transport(CLOB, _observed.error, name) from None
-                    raise _error_for_status(
-                        CLOB, error.status_code, f"{name}: {str(error.error_msg)[:200]}", _observed.retry_after
-                    ) from None
-                if not isinstance(result, expect):
-                    # A 200 that is not JSON comes back from the client as plain text.
-                    raise UpstreamBadResponse(CLOB, f"{name}: unexpected {type(result).__name__} body")
-            except UpstreamError as error:
-                stats.record(error)
-                self.breaker.record(error)
-                raise
-            stats.record(None)
-            self.breaker.record(None)
+                result = method(*args)
+            except PolyApiException as error:
+                if error.status_code is None:
+                    raise _error_for_transport(CLOB, _observed.error, name) from None
+                raise _error_for_status(
+                    CLOB, error.status_code, f"{name}: {str(error.error_msg)[:200]}", _observed.retry_after
+                ) from None
+            if not isinstance(result, expect):
+                # A 200 that is not JSON comes back from the client as plain text.
+                raise UpstreamBadResponse(CLOB, f"{name}: unexpected {type(result).__name__} body")
             return result
 
-        return self.retry.call(attempt)
+        return guarded_call(CLOB, self.breaker, self.retry, once)
 
     def ping(self) -> None:
         self.direct.ping("/ok")
