@@ -16,18 +16,15 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, free_port, percentile, wait_http
+from bench.common import bench_stack, percentile
 
 WORDS = ["will", "bitcoin", "election", "price", "win", "above", "december", "cup", "rate", "senate"]
 
@@ -121,14 +118,6 @@ def run_load(base_url: str, *, clients: int, seconds: float, condition_ids: list
 
 
 
-def start_local_host(env: dict[str, str], port: int, root: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--no-timers", "--root", str(root)],
-        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "warning"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-
 def ids_from(base: str) -> tuple[list[str], list[str]]:
     markets = httpx.get(f"{base}/api/markets", params={"limit": 500}, timeout=120).json()["markets"]
     condition_ids = [m["condition_id"] for m in markets]
@@ -143,42 +132,15 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--markets", type=int, default=5000)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from devtools.embedded_db import start_embedded
-
-    work = Path(tempfile.mkdtemp(prefix="load-bench-"))
-    database = start_embedded(work / "pg")
-    clob_port, gamma_port, app_port = free_port(), free_port(), free_port()
-    standin = subprocess.Popen(
-        [sys.executable, "-m", "devtools.standin", "--markets", str(args.markets), "--latency-ms",
-         str(args.latency_ms), "--clob-port", str(clob_port), "--gamma-port", str(gamma_port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    app = None
-    try:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "POLYMARKET_"))},
-            **database.env(),
-            "POLYMARKET_HOST": f"http://127.0.0.1:{clob_port}",
-            "POLYMARKET_GAMMA_HOST": f"http://127.0.0.1:{gamma_port}",
-        }
-        wait_http(f"http://127.0.0.1:{gamma_port}/_standin")
-        app = start_local_host(env, app_port, work)
-        base = f"http://127.0.0.1:{app_port}"
-        wait_http(f"{base}/api/health")
+    with bench_stack("load", args.markets, args.latency_ms) as stack:
+        base = stack.start_app()
         condition_ids, token_ids = ids_from(base)
 
         def upstream_count() -> int:  # both hosts' requests, from either port
-            return int(httpx.get(f"http://127.0.0.1:{clob_port}/_standin/counts", timeout=10).json()["total"])
+            return int(httpx.get(f"{stack.control}/counts", timeout=10).json()["total"])
 
         report = run_load(base, clients=args.clients, seconds=args.seconds, condition_ids=condition_ids,
                           token_ids=token_ids, upstream_count=upstream_count)
-    finally:
-        for proc in (app, standin):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
-        database.stop()
     print(f"\n{args.markets:,} markets, +{args.latency_ms:g} ms per upstream call, {os.cpu_count()} CPUs")
     print("\n".join(report.lines()))
     return 0 if not report.errors else 1

@@ -19,16 +19,13 @@ import os
 import random
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, free_port, percentile, wait_http
+from bench.common import bench_stack, percentile
 
 WORDS = [
     "bitcoin", "election", "trump", "price", "win", "champions", "fed", "rate", "ethereum", "senate",
@@ -61,29 +58,8 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--requests", type=int, default=300, help="requests per measured row")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-
-    from devtools.embedded_db import start_embedded
-
-    work = Path(tempfile.mkdtemp(prefix="markets-bench-"))
-    database = start_embedded(work / "pg")
-    clob_port, gamma_port, app_port = free_port(), free_port(), free_port()
-    standin = subprocess.Popen(
-        [sys.executable, "-m", "devtools.standin", "--markets", str(args.markets), "--latency-ms",
-         str(args.latency_ms), "--clob-port", str(clob_port), "--gamma-port", str(gamma_port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    app: subprocess.Popen[bytes] | None = None
-    try:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "POLYMARKET_"))},
-            **database.env(),
-            "POLYMARKET_HOST": f"http://127.0.0.1:{clob_port}",
-            "POLYMARKET_GAMMA_HOST": f"http://127.0.0.1:{gamma_port}",
-            "LOG_LEVEL": "warning",
-        }
-        os.environ.update(env)
-        wait_http(f"http://127.0.0.1:{gamma_port}/_standin")
+    with bench_stack("markets", args.markets, args.latency_ms) as stack:
+        os.environ.update(stack.env)  # the refresh runs in this process
 
         from shared.markets import get_markets_service
 
@@ -93,13 +69,7 @@ def main() -> int:
         refresh_s = time.perf_counter() - started
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-        app = subprocess.Popen(
-            [sys.executable, "-m", "devtools.local_server", "--port", str(app_port), "--no-timers",
-             "--root", str(work)],
-            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{app_port}/api"
-        wait_http(f"{base}/health")
+        base = f"{stack.start_app()}/api"
         rng = random.Random(1)
         with httpx.Client(timeout=60) as client:
             started = time.perf_counter()
@@ -117,12 +87,6 @@ def main() -> int:
                     f"&sort={rng.choice(SORTS)}&order={rng.choice(['asc', 'desc'])}", args.requests)),
             ]
         total = first.json()["total"]
-    finally:
-        for proc in (app, standin):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
-        database.stop()
 
     print(f"\nmarkets benchmark: {args.markets:,} open markets, +{args.latency_ms:g} ms per upstream call, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")

@@ -29,16 +29,13 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, free_port, percentile, wait_http
+from bench.common import bench_stack, percentile
 
 UPSTREAM_PATHS = ("/book", "/books", "/prices-history", "/midpoint", "/price", "/spread", "/last-trade-price")
 
@@ -178,43 +175,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.tokens_per_client > args.pool:
         parser.error("--tokens-per-client must not exceed --pool")
-    sys.path.insert(0, str(ROOT))
-
-    from devtools.embedded_db import start_embedded
-
-    work = Path(tempfile.mkdtemp(prefix="prices-bench-"))
-    database = start_embedded(work / "pg")
-    clob_port, gamma_port, app_port = free_port(), free_port(), free_port()
     markets = max(200, args.pool)  # two tokens each, and some closed ones
-    standin = subprocess.Popen(
-        [sys.executable, "-m", "devtools.standin", "--markets", str(markets), "--latency-ms",
-         str(args.latency_ms), "--clob-port", str(clob_port), "--gamma-port", str(gamma_port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    app: subprocess.Popen[bytes] | None = None
-    control = f"http://127.0.0.1:{clob_port}/_standin"
-    try:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "POLYMARKET_", "PRICE_"))},
-            **database.env(),
-            "POLYMARKET_HOST": f"http://127.0.0.1:{clob_port}",
-            "POLYMARKET_GAMMA_HOST": f"http://127.0.0.1:{gamma_port}",
-            "LOG_LEVEL": "warning",
-            "PYTHONPATH": str(ROOT),
-        }
-        wait_http(control)
+    with bench_stack("prices", markets, args.latency_ms) as stack:
+        control, app_port = stack.control, stack.app_port
         catalogue = httpx.get(f"{control}/catalogue", params={"closed": "false", "limit": markets}).json()
         pool = [t["token_id"] for m in catalogue["markets"] for t in m["tokens"]][: args.pool]
         rng = random.Random(1)
         token_sets = [rng.sample(pool, args.tokens_per_client) for _ in range(args.clients)]
         watched = {t for tokens in token_sets for t in tokens}
 
-        app = subprocess.Popen(
-            [sys.executable, "-m", "devtools.local_server", "--port", str(app_port), "--no-timers",
-             "--root", str(work)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_http(f"http://127.0.0.1:{app_port}/api/health")
+        stack.start_app()
         httpx.post(f"{control}/reset-counts")
         started = time.monotonic()
         results = asyncio.run(run_load(app_port, token_sets, args.mode, args.duration))
@@ -223,12 +193,6 @@ def main() -> int:
                   for p in UPSTREAM_PATHS}
         total_upstream = httpx.get(f"{control}/counts", params={"host": "clob"}).json()["count"]
         log = httpx.get(f"{control}/requests", params={"limit": 100_000}).json()["requests"]
-    finally:
-        for proc in (app, standin):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
-        database.stop()
 
     ttl = 5
     # Per token: how close together were two upstream reads of its book? (/books bodies are not logged.)

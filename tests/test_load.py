@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import wait_http
-from bench.load_bench import ids_from, run_load, start_local_host
+from bench.common import start_local_host, wait_http
+from bench.load_bench import ids_from, run_load
 from tests.conftest import REPORT_LINES, Upstream
 
 CLIENTS = 100
