@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -67,7 +69,7 @@ SHARED = ROOT.parent / "shared"
 
 # Variables the app reads; tests start from none of them set, so the host's env cannot leak in.
 APP_ENV_PREFIXES = ("POSTGRES_", "POLYMARKET_", "AZURE_OPENAI_", "GPT5_", "UPSTREAM_", "MARKETS_",
-                    "PRICE_", "BOOK_", "SENTIMENT_", "HEALTH_", "LOG_LEVEL")
+                    "PRICE_", "BOOK_", "SENTIMENT_", "HEALTH_", "LOG_LEVEL", "REQUEST_DEADLINE", "STALE_IF_ERROR")
 
 
 @functools.cache
@@ -163,10 +165,16 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("pg"))
-    yield server
-    server.stop()
+def postgres() -> Iterator[PostgresServer]:
+    # Not under pytest's numbered temp folders: a second pytest run on the machine (another
+    # checkout) rotates those away, server and all, while this run still uses it.
+    root = Path(tempfile.mkdtemp(prefix="pytest-pg-"))
+    server = PostgresServer(root)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
