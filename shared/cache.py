@@ -84,10 +84,14 @@ class SingleFlight(Generic[T]):
 
     def start(self, key: Hashable, fn: Callable[[], T]) -> Future[T]:
         """Start ``fn`` in the background unless a call for ``key`` is already in flight."""
+        return self.begin(key, fn)[0]
+
+    def begin(self, key: Hashable, fn: Callable[[], T]) -> tuple[Future[T], bool]:
+        """``start``, also saying whether this call started ``fn`` (True) or joined one."""
         future, leader = self._claim(key)
         if leader:
             _background.submit(self._execute, key, future, fn)
-        return future
+        return future, leader
 
     def in_flight(self, key: Hashable) -> bool:
         with self._lock:

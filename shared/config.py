@@ -150,6 +150,7 @@ class PolymarketSettings:
     simulated: bool
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    response_deadline_s: float = 10.0
 
     def __repr__(self) -> str:
         return (
@@ -194,12 +195,14 @@ class CacheSettings:
     price_cache_max_tokens: int
     price_refresh_min_interval_s: int
     price_history_ttl_s: int
+    stale_if_error_wait_s: float = 1.0
 
 
 @dataclass(frozen=True)
 class AppSettings:
     log_level: str
     cors_origins: tuple[str, ...]
+    request_deadline_s: float = 5.0
 
 
 class Settings:
@@ -243,6 +246,8 @@ class Settings:
             health_timeout_s=env.float("HEALTH_CHECK_TIMEOUT_S", 2.0, minimum=0.1, maximum=30),
             breaker_failures=env.int("UPSTREAM_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
             breaker_cooldown_s=env.float("UPSTREAM_BREAKER_COOLDOWN_S", 30.0, minimum=0.1, maximum=3600),
+            # The whole response, not one socket read: a trickling server cannot hold a call.
+            response_deadline_s=env.float("UPSTREAM_RESPONSE_DEADLINE_S", 10.0, minimum=0.1, maximum=300),
             simulated=env.bool("POLYMARKET_SIMULATED", False),
         )
 
@@ -293,6 +298,9 @@ class Settings:
                 "PRICE_REFRESH_MIN_INTERVAL_S", 5, minimum=0, maximum=3600
             ),
             price_history_ttl_s=env.int("PRICE_HISTORY_CACHE_TTL_S", 60, minimum=1, maximum=86400),
+            # With stored data to answer from, the longest a request waits on Polymarket (one
+            # attempt, no retries) before answering stale.
+            stale_if_error_wait_s=env.float("STALE_IF_ERROR_WAIT_S", 1.0, minimum=0.1, maximum=30),
         )
 
     @cached_property
@@ -304,7 +312,8 @@ class Settings:
         for origin in origins:
             if origin != "*" and not urlsplit(origin).netloc:
                 raise ConfigError("CORS_ALLOWED_ORIGINS", f"must list origins like https://app.example, got {origin!r}")
-        return AppSettings(log_level=level.upper(), cors_origins=origins)
+        deadline_s = self._env.float("REQUEST_DEADLINE_S", 5.0, minimum=0.5, maximum=120)
+        return AppSettings(log_level=level.upper(), cors_origins=origins, request_deadline_s=deadline_s)
 
     def validate(self) -> None:
         """Parse every section now (start-up checks and tests); raises ConfigError."""

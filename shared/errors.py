@@ -6,6 +6,8 @@ upstream bodies.
 
 from __future__ import annotations
 
+import math
+
 
 class AppError(Exception):
     """Base of every failure the API layer knows how to answer."""
@@ -78,8 +80,18 @@ class ModelError(AppError):
 # --- Polymarket (upstream) failures -------------------------------------------------------
 
 
+# A 503 caused by Polymarket with no better hint (no Retry-After of its own, no open circuit).
+DEFAULT_RETRY_AFTER_S = 5
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """``Retry-After`` in whole seconds, at least 1."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
 class UpstreamError(AppError):
-    """Polymarket did not give a usable answer. ``kind`` is a stable class name for health/logs."""
+    """Polymarket did not give a usable answer. ``kind`` is a stable class name for health/logs;
+    ``summary()`` adds what is known of the cause, for stale reasons and messages."""
 
     status = 502
     code = "upstream_error"
@@ -95,6 +107,14 @@ class UpstreamError(AppError):
     def describe(self) -> str:
         return "failed"
 
+    def summary(self) -> str:
+        """``kind``, or ``kind: cause`` (e.g. ``network: connection refused``); safe to show."""
+        return self.kind
+
+    def retry_after(self) -> dict[str, str]:
+        """The ``Retry-After`` for a 503 that passes this failure on."""
+        return dict(self.headers) if "Retry-After" in self.headers else retry_after_header(DEFAULT_RETRY_AFTER_S)
+
 
 class UpstreamUnavailable(UpstreamError):
     """Network failure: refused, reset, DNS."""
@@ -104,19 +124,37 @@ class UpstreamUnavailable(UpstreamError):
     kind = "network"
     transient = True
 
+    def __init__(self, upstream: str, detail: str = "", *, cause: str | None = None) -> None:
+        self.cause = cause  # a short, safe description ("connection refused"), never exception text
+        super().__init__(upstream, detail)
+
     def describe(self) -> str:
         return "is unreachable"
 
+    def summary(self) -> str:
+        return f"{self.kind}: {self.cause}" if self.cause else self.kind
+
 
 class UpstreamCircuitOpen(UpstreamUnavailable):
-    """Not sent: the upstream failed repeatedly and is being left alone for a cool-down."""
+    """Not sent: the upstream failed repeatedly and is being left alone for a cool-down.
+
+    ``cause`` is the failure that opened it, so the reason survives the circuit opening;
+    ``Retry-After`` is what is left of the cool-down."""
 
     code = "upstream_unavailable"
     kind = "circuit_open"
     transient = False  # retrying would only wait out the cool-down inside a request
 
+    def __init__(self, upstream: str, detail: str = "", *, cause: str | None = None,
+                 retry_after_s: float = 1.0) -> None:
+        super().__init__(upstream, detail, cause=cause)
+        self.headers.update(retry_after_header(retry_after_s))
+
     def describe(self) -> str:
         return "is failing; calls are paused for a short cool-down"
+
+    def summary(self) -> str:
+        return f"{self.kind} after {self.cause}" if self.cause else self.kind
 
 
 class UpstreamTimeout(UpstreamUnavailable):
@@ -136,6 +174,9 @@ class UpstreamServerError(UpstreamError):
     def describe(self) -> str:
         return f"answered with a server error ({self.status_code})" if self.status_code else "failed"
 
+    def summary(self) -> str:
+        return f"{self.kind}: {self.status_code}" if self.status_code else self.kind
+
 
 class UpstreamRateLimited(UpstreamError):
     status = 503
@@ -151,6 +192,10 @@ class UpstreamRateLimited(UpstreamError):
 
     def describe(self) -> str:
         return "is rate limiting us"
+
+    def summary(self) -> str:
+        wait = self.headers.get("Retry-After")
+        return f"{self.kind}: retry after {wait} s" if wait else self.kind
 
 
 class UpstreamBadResponse(UpstreamError):

@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from shared import observability
+from shared import deadline, observability
 from shared.config import get_settings
 from shared.errors import AppError, BadRequest, ConfigError, UpstreamError
 
 log = logging.getLogger("polymarket_api.http")
 
 JSON = "application/json"
+DEFAULT_REQUEST_DEADLINE_S = 5.0  # when the settings themselves are broken
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
 
@@ -90,9 +91,17 @@ def endpoint(handler: Handler) -> Handler:
     return wrapper
 
 
+def _request_deadline_s() -> float:
+    try:
+        return get_settings().app.request_deadline_s
+    except ConfigError:
+        return DEFAULT_REQUEST_DEADLINE_S
+
+
 def _handle(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
     try:
-        return handler(req)
+        with deadline.within(_request_deadline_s()):
+            return handler(req)
     except AppError as error:
         if isinstance(error, UpstreamError):
             log.warning("upstream failure %s %s: %s", error.upstream, error.kind, error.detail)

@@ -24,17 +24,21 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from shared import deadline
 from shared import markets_store as store
 from shared.cache import Lazy, SingleFlight
 from shared.config import get_settings
 from shared.database import Cursor, get_database
 from shared.errors import (
+    DEFAULT_RETRY_AFTER_S,
     AppError,
     BadRequest,
     DatabaseUnavailable,
@@ -42,6 +46,7 @@ from shared.errors import (
     ServiceUnavailable,
     UpstreamBadResponse,
     UpstreamError,
+    retry_after_header,
 )
 from shared.freshness import Answer, Freshness
 from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market
@@ -414,7 +419,7 @@ def _failure_reason(error: BaseException) -> str:
     if isinstance(error, DatabaseUnavailable):
         return f"database unavailable ({error.code}); the catalogue is served from this instance's memory"
     if isinstance(error, UpstreamError):
-        return f"Polymarket {error.upstream} refresh failed ({error.kind})"
+        return f"Polymarket {error.upstream} refresh failed ({error.summary()})"
     if isinstance(error, AppError):
         return f"refresh failed ({error.code})"
     return "refresh failed (internal error)"
@@ -432,6 +437,10 @@ class MarketsService:
     _last_failure: str | None = None  # the last refresh from Gamma failed
     _database_failure: str | None = None  # the database failed the last time it was asked
     _last_attempt: float = float("-inf")  # monotonic; throttles refresh=true even when attempts fail
+    _watches: dict[str, deadline.Watch] = field(default_factory=dict)  # per background job in flight
+    # Counts finished refreshes, so a request's early "stale" cannot overwrite a later outcome.
+    _refreshes_done: int = 0
+    _outcome_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # refresh ------------------------------------------------------------------------------
 
@@ -448,7 +457,9 @@ class MarketsService:
             raise
         except Exception as error:
             reason = _failure_reason(error)
-            self._last_failure = reason
+            with self._outcome_lock:
+                self._last_failure = reason
+                self._refreshes_done += 1
             self._database_failure = None
             if isinstance(error, AppError):
                 log.warning("markets refresh failed: %s", reason)
@@ -460,8 +471,11 @@ class MarketsService:
                 pass  # the database is the failure; nothing more to record
             raise
         self._database_failure = None
+        with self._outcome_lock:
+            self._refreshes_done += 1
+            if result.status == "refreshed":
+                self._last_failure = None
         if result.status == "refreshed":
-            self._last_failure = None
             log.info("markets refreshed: %s", result)
         if result.status != "busy":
             self._reload()
@@ -516,46 +530,98 @@ class MarketsService:
         with contextlib.suppress(Exception):
             self.refresh(min_age_s=ttl)
 
-    def _first_load(self) -> Snapshot:
-        """No snapshot in this instance: take the database's, or wait for the first refresh."""
-        deadline = time.monotonic() + LOCK_WAIT_S
+    def _first_load(self) -> tuple[Snapshot, str]:
+        """No snapshot in this instance: take the database's, or wait for the first refresh.
+        Returns the snapshot and its source: ``live`` only when it came from Gamma just now."""
+        stop_at = time.monotonic() + LOCK_WAIT_S
         snapshot = self._reload()
+        source = "cache"
         while not snapshot.items:
             result = self.refresh(min_age_s=0)
             if result.status != "busy":
                 snapshot = self._snapshot or snapshot
+                source = "live" if result.status == "refreshed" else "cache"
                 break
-            if time.monotonic() > deadline:
+            if time.monotonic() > stop_at:
                 raise ServiceUnavailable("the market catalogue is being loaded; try again shortly")
             time.sleep(0.5)  # another instance holds the refresh lock: wait for its commit
             snapshot = self._reload()
         if not snapshot.items:
             raise ServiceUnavailable("no market data is available yet")
-        return snapshot
+        return snapshot, source
+
+    def _begin(self, key: str, job: Callable[[], T]) -> tuple[Future[T], deadline.Watch]:
+        """Start (or join) a background job, with the watch that reports its failed attempts."""
+        watch = deadline.Watch()
+
+        def watched() -> T:
+            with watch.watching():
+                return job()
+
+        future, leader = self._flight.begin(key, watched)
+        if leader:
+            self._watches[key] = watch
+        return future, self._watches.get(key, watch)
+
+    def _load_first(self) -> tuple[Snapshot, str]:
+        """The first load runs in the background (it may crawl all of Gamma); the request waits
+        for it only until its deadline, then answers 503 while the load goes on."""
+        future, watch = self._begin("first-load", self._first_load)
+        try:
+            return future.result(timeout=deadline.remaining(LOCK_WAIT_S))
+        except UpstreamError as error:
+            raise ServiceUnavailable(
+                f"no market data is available yet: {_failure_reason(error)}", headers=error.retry_after()
+            ) from error
+        except FutureTimeout:
+            failure = watch.failure
+            if isinstance(failure, UpstreamError):
+                raise ServiceUnavailable(
+                    f"no market data is available yet: {_failure_reason(failure)}; the first load is "
+                    "still being retried", headers=failure.retry_after()) from None
+            raise ServiceUnavailable("the market catalogue is being loaded; try again shortly",
+                                     headers=retry_after_header(DEFAULT_RETRY_AFTER_S)) from None
+
+    def _forced_refresh(self) -> tuple[str, str | None]:
+        """``refresh=true``: (source, stale reason). Waits for the refresh until the request's
+        deadline, but not past its first failed attempt, nor past STALE_IF_ERROR_WAIT_S without
+        any answer from Gamma: then the stored catalogue answers at once, stale, while the
+        refresh (and its retries) go on in the background."""
+        done_before = self._refreshes_done
+        future, watch = self._begin("refresh", lambda: self.refresh(min_age_s=0))
+        wait_s = get_settings().cache.stale_if_error_wait_s
+        if not watch.wait(future, wait_s, deadline.remaining(LOCK_WAIT_S)):
+            if watch.failure is not None:
+                reason = _failure_reason(watch.failure)
+                with self._outcome_lock:
+                    if self._refreshes_done == done_before:  # what every request says until it ends
+                        self._last_failure = reason
+                return "stale", reason
+            if not watch.answered:
+                return "stale", (f"Polymarket gamma refresh failed (timeout: no answer within {wait_s:g} s); "
+                                 "the refresh goes on in the background")
+            return "cache", None  # Gamma answers, the crawl is long: it finishes in the background
+        error = future.exception()
+        if error is None:
+            return ("live" if future.result().status == "refreshed" else "cache"), None
+        if isinstance(error, (UpstreamError, ServiceUnavailable)):
+            return "stale", _failure_reason(error)
+        raise error
 
     def current(self, *, force_refresh: bool = False) -> tuple[Snapshot, Freshness]:
         cache = get_settings().cache
         ttl = cache.markets_ttl_s
-        source = "cache"
-        if force_refresh and self._refresh_allowed(cache.markets_refresh_min_interval_s):
-            try:
-                self._flight.run("refresh", lambda: self.refresh(min_age_s=0))
-                source = "live"
-            except (UpstreamError, ServiceUnavailable):
-                pass  # served below from what we have, marked stale
+        source, reason = "cache", None
         snapshot = self._snapshot
         if snapshot is None:
-            try:
-                snapshot = self._flight.run("first-load", self._first_load)
-            except UpstreamError as error:
-                raise ServiceUnavailable(
-                    f"no market data is available yet: {_failure_reason(error)}", headers=dict(error.headers)
-                ) from error
-            source = "live" if snapshot.age_seconds() < ttl else source
-        elif snapshot.age_seconds() > ttl and time.monotonic() >= self._next_check:
+            snapshot, source = self._load_first()
+        elif snapshot.age_seconds() > ttl and time.monotonic() >= self._next_check and not force_refresh:
             self._next_check = time.monotonic() + 2.0  # at most one check every 2 s
             self._flight.start("revalidate", self._revalidate)
-        return snapshot, self._freshness(snapshot, source)
+        if force_refresh and source != "live" and self._refresh_allowed(cache.markets_refresh_min_interval_s):
+            source, reason = self._forced_refresh()
+            snapshot = self._snapshot or snapshot
+        return snapshot, self._freshness(snapshot, source, reason)
 
     def _refresh_allowed(self, min_interval_s: int) -> bool:
         if time.monotonic() - self._last_attempt < min_interval_s:
@@ -567,9 +633,9 @@ class MarketsService:
                 return False
         return True
 
-    def _freshness(self, snapshot: Snapshot, source: str) -> Freshness:
+    def _freshness(self, snapshot: Snapshot, source: str, reason: str | None = None) -> Freshness:
         age = snapshot.age_seconds()
-        reason = self._database_failure or self._last_failure
+        reason = reason or self._database_failure or self._last_failure
         state = self._state or {}
         if reason is None and state.get("last_error_at") and (
             state.get("refreshed_at") is None or state["last_error_at"] > state["refreshed_at"]

@@ -325,6 +325,7 @@ def _health_schemas() -> dict[str, Schema]:
             "state": _str(enum=["closed", "open", "half_open"]),
             "consecutive_failures": _int(0),
             "retry_in_s": _nullable(_num()),
+            "last_failure": _nullable(_str()),
             "opened_count": _int(0),
         }
     )

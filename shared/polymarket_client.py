@@ -10,20 +10,23 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import httpcore
 import httpx
 import tenacity
 from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.http_helpers import helpers as clob_http
 
-from shared import __version__
+from shared import __version__, deadline
 from shared.cache import Lazy
 from shared.config import PolymarketSettings, get_settings
 from shared.errors import (
@@ -59,18 +62,43 @@ class _Observed(threading.local):
 
     py-clob-client-v2 turns every transport error into ``PolyApiException("Request exception!")``
     and keeps no response headers, so a timeout and a refused connection look alike and
-    ``Retry-After`` is lost. The transport below notes both before the client sees them.
+    ``Retry-After`` is lost. The transport below notes all three before the client sees them.
     """
 
     error: str | None = None
+    cause: str | None = None  # what the network failure was: "connection refused", ...
     retry_after: str | None = None
 
     def reset(self) -> None:
         self.error = None
+        self.cause = None
         self.retry_after = None
 
 
 _observed = _Observed()
+
+
+def _network_cause(error: BaseException) -> str:
+    """A short, safe description of a network failure (never the exception text: it can name
+    hosts and addresses)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, ConnectionResetError):
+            return "connection reset"
+        if isinstance(current, socket.gaierror):
+            return "name resolution failed"
+        if isinstance(current, ssl.SSLError):
+            return "TLS handshake failed"
+        current = current.__cause__ or current.__context__
+    if isinstance(error, httpx.RemoteProtocolError):
+        return "connection closed by the server"
+    if isinstance(error, httpx.ConnectError):
+        return "connection failed"
+    return "connection lost"
 
 
 class _ObservingTransport(httpx.BaseTransport):
@@ -78,28 +106,120 @@ class _ObservingTransport(httpx.BaseTransport):
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if deadline.remaining(1.0) == 0.0:
+            _observed.error = "timeout"
+            raise httpx.ConnectTimeout("deadline passed before the request was sent", request=request)
         try:
             response = self._inner.handle_request(request)
         except httpx.TimeoutException:
             _observed.error = "timeout"
             raise
-        except httpx.TransportError:
+        except httpx.TransportError as error:
             _observed.error = "network"
+            _observed.cause = _network_cause(error)
             raise
         _observed.retry_after = response.headers.get("Retry-After")
+        response.stream = _ObservedBody(response.stream)
         return response
 
     def close(self) -> None:
         self._inner.close()
 
 
+class _ObservedBody(httpx.SyncByteStream):
+    """The body is read after ``handle_request`` returns: its failures are noted too."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._inner
+        except httpx.TimeoutException:
+            _observed.error = "timeout"
+            raise
+        except httpx.TransportError as error:
+            _observed.error = "network"
+            _observed.cause = _network_cause(error)
+            raise
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _bounded(timeout: float | None) -> float | None:
+    """A socket operation's timeout, cut to what is left of the current deadline."""
+    left = deadline.remaining()
+    if left is None:
+        return timeout
+    if left <= 0:
+        raise httpcore.ReadTimeout("deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the deadline of the call using it.
+
+    httpx's timeouts are per socket operation: a server trickling one byte a second never
+    trips them. Bounding each operation by the call's absolute deadline bounds the whole
+    response, headers and body alike.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, _bounded(timeout), local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _bounded(timeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _deadline_transport() -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(retries=0)
+    # httpx has no parameter for httpcore's network backend; its pool keeps it here (pinned
+    # httpx 0.28; tests/test_polymarket_client.py fails if this stops bounding a trickle).
+    pool = transport._pool
+    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return transport
+
+
 def _http_client(settings: PolymarketSettings, base_url: str = "") -> httpx.Client:
     return httpx.Client(
         base_url=base_url,
-        http2=True,  # speaks HTTP/1.1 to plain-http stand-ins
+        # HTTP/1.1: a deadline that cuts one request short must not tear down a multiplexed
+        # HTTP/2 connection that other requests are using.
+        http2=False,
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        transport=_ObservingTransport(httpx.HTTPTransport(http2=True, retries=0)),
+        transport=_ObservingTransport(_deadline_transport()),
         headers={"User-Agent": f"polymarket-api/{__version__}"},
         follow_redirects=False,
     )
@@ -137,7 +257,7 @@ def _error_for_status(upstream: str, status: int, detail: str, retry_after: str 
 def _error_for_transport(upstream: str, kind: str | None, detail: str) -> UpstreamError:
     if kind == "timeout":
         return UpstreamTimeout(upstream, detail)
-    return UpstreamUnavailable(upstream, detail)
+    return UpstreamUnavailable(upstream, detail, cause=_observed.cause)
 
 
 # --- health bookkeeping ----------------------------------------------------------------------
@@ -204,6 +324,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._last_failure: str | None = None  # what opened it: kept in every circuit_open error
         self.opened_count = 0
 
     @property
@@ -226,7 +347,13 @@ class CircuitBreaker:
             if state == "half_open" and not self._probing:
                 self._probing = True  # this caller is the probe
                 return
-        raise UpstreamCircuitOpen(self.upstream, "circuit open")
+            retry_in = self._retry_in() if state == "open" else 1.0
+            cause = self._last_failure
+        raise UpstreamCircuitOpen(self.upstream, "circuit open", cause=cause, retry_after_s=retry_in)
+
+    def _retry_in(self) -> float:
+        assert self._opened_at is not None
+        return max(0.0, self.cooldown_s - (self._clock() - self._opened_at))
 
     def record(self, error: UpstreamError | None) -> None:
         transient_failure = error is not None and error.transient
@@ -237,6 +364,8 @@ class CircuitBreaker:
                 self._opened_at = None
                 return
             self._failures += 1
+            if not isinstance(error, UpstreamCircuitOpen):
+                self._last_failure = error.summary()
             if self._opened_at is not None or self._failures >= self.threshold:
                 if self._opened_at is None or self._clock() - self._opened_at >= self.cooldown_s:
                     self.opened_count += 1
@@ -248,8 +377,8 @@ class CircuitBreaker:
             return {
                 "state": state,
                 "consecutive_failures": self._failures,
-                "retry_in_s": round(self.cooldown_s - (self._clock() - self._opened_at), 1)
-                if state == "open" and self._opened_at is not None else None,
+                "retry_in_s": round(self._retry_in(), 1) if state == "open" else None,
+                "last_failure": self._last_failure,
                 "opened_count": self.opened_count,
             }
 
@@ -263,7 +392,8 @@ class RetryPolicy:
     ``attempts`` tries; waits of ``backoff_s`` x 1, 2, 4... plus up to 25 % jitter; only
     transient failures (network, timeout, 5xx, 429). A 429's ``Retry-After`` is honoured when
     it is no longer than ``retry_after_max_s``; a longer one fails at once, since a request
-    should not hang that long.
+    should not hang that long. Under ``deadline.fail_fast`` there is one attempt and no wait,
+    and no retry starts whose wait would end past the current deadline.
     """
 
     def __init__(
@@ -292,9 +422,14 @@ class RetryPolicy:
             wait = max(wait, error.retry_after_s)
         return wait
 
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        if deadline.is_fail_fast() or state.attempt_number >= self.attempts:
+            return True
+        return not deadline.allows(state.upcoming_sleep)
+
     def call(self, fn: Callable[[], T]) -> T:
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
+            stop=self._stop,
             retry=tenacity.retry_if_exception(self.should_retry),
             wait=lambda state: self.wait_s(
                 state.attempt_number, state.outcome.exception() if state.outcome else None
@@ -309,20 +444,28 @@ def retry_policy(settings: PolymarketSettings) -> RetryPolicy:
     return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_after_max_s)
 
 
-def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, once: Callable[[], T]) -> T:
-    """The one path of every upstream call: the circuit breaker, one attempt, the health
-    bookkeeping, and the retry policy around it all."""
+def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, once: Callable[[], T],
+                 response_deadline_s: float | None = None) -> T:
+    """The one path of every upstream call: the circuit breaker, one attempt bounded by its
+    whole-response deadline, the health bookkeeping, and the retry policy around it all."""
 
     def attempt() -> T:
-        breaker.before_call()
         try:
-            result = once()
+            breaker.before_call()
+        except UpstreamCircuitOpen as error:
+            deadline.attempt_failed(error)
+            raise
+        try:
+            with deadline.within(response_deadline_s):
+                result = once()
         except UpstreamError as error:
             STATS[upstream].record(error)
             breaker.record(error)
+            deadline.attempt_failed(error)
             raise
         STATS[upstream].record(None)
         breaker.record(None)
+        deadline.attempt_answered()
         return result
 
     return retry.call(attempt)
@@ -339,6 +482,7 @@ class JsonApi:
         self.retry = retry
         self.breaker = breaker
         self._health_timeout = settings.health_timeout_s
+        self._response_deadline_s = settings.response_deadline_s
         self._http = _http_client(settings, base_url)
 
     def _once(self, method: str, path: str, params: Any, body: Any, timeout: float | None) -> Any:
@@ -359,9 +503,8 @@ class JsonApi:
             raise UpstreamBadResponse(self.upstream, f"non-JSON body on {path}") from None
 
     def request(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
-        return guarded_call(
-            self.upstream, self.breaker, self.retry, lambda: self._once(method, path, params, body, None)
-        )
+        return guarded_call(self.upstream, self.breaker, self.retry,
+                            lambda: self._once(method, path, params, body, None), self._response_deadline_s)
 
     def get(self, path: str, params: Any = None) -> Any:
         return self.request("GET", path, params=params)
@@ -371,7 +514,8 @@ class JsonApi:
 
     def ping(self, path: str) -> None:
         """One attempt with the short health timeout; raises UpstreamError."""
-        self._once("GET", path, None, None, self._health_timeout)
+        with deadline.within(self._health_timeout):
+            self._once("GET", path, None, None, self._health_timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -398,6 +542,7 @@ class ClobApi:
         self.client = ClobClient(settings.clob_host, chain_id=POLYGON_CHAIN_ID)
         self.breaker = breaker_for(CLOB, settings)
         self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry, self.breaker)
+        self._response_deadline_s = settings.response_deadline_s
 
     def call(self, method: Callable[..., Any], *args: Any, expect: type | tuple[type, ...] = dict) -> Any:
         """Call a ClobClient method with retries; ``expect`` is the JSON type a 200 must carry."""
@@ -419,7 +564,7 @@ class ClobApi:
                 raise UpstreamBadResponse(CLOB, f"{name}: unexpected {type(result).__name__} body")
             return result
 
-        return guarded_call(CLOB, self.breaker, self.retry, once)
+        return guarded_call(CLOB, self.breaker, self.retry, once, self._response_deadline_s)
 
     def ping(self) -> None:
         self.direct.ping("/ok")

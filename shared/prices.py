@@ -24,6 +24,7 @@ overflow is counted and logged) and are retried.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import hashlib
 import logging
 import threading
@@ -39,6 +40,7 @@ from typing import Any
 
 from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
 
+from shared import deadline
 from shared import prices_store as store
 from shared.cache import Lazy, SingleFlight, TTLCache
 from shared.config import CacheSettings, get_settings
@@ -83,6 +85,7 @@ HISTORY_CACHE_ENTRIES = 256
 # Closed-or-unknown probe: does upstream have any history for a token it has no book for?
 PROBE_QUERY = HistoryQuery("max", 60)
 WAIT_S = 120.0  # a caller never waits longer than this on another caller's fetch
+MAX_BACKGROUND_REFRESHES = 64  # batches of tokens refreshing after a stale answer, at once
 PRUNE_BATCH = 10_000
 PRUNE_BUDGET_S = 240.0  # the Functions timeout is 5 min; the next run carries on
 
@@ -125,9 +128,9 @@ class Entry:
 
 
 def _retry_after(errors: Iterable[UpstreamError]) -> dict[str, str]:
-    """The longest ``Retry-After`` upstream asked for, for a 503 that passes the failure on."""
-    waits = [int(e.headers["Retry-After"]) for e in errors if e.headers.get("Retry-After", "").isdigit()]
-    return {"Retry-After": str(max(waits))} if waits else {}
+    """The longest ``Retry-After`` of the failures, for a 503 that passes them on."""
+    waits = [e.retry_after()["Retry-After"] for e in errors]
+    return {"Retry-After": max(waits, key=int)} if waits else {}
 
 
 def _closed_reason(origin: str) -> str:
@@ -142,7 +145,7 @@ def _closed_reason(origin: str) -> str:
 
 def _failure_reason(error: BaseException, where: str) -> str:
     if isinstance(error, UpstreamError):
-        return f"Polymarket {error.upstream} request failed ({error.kind}); {where}"
+        return f"Polymarket {error.upstream} request failed ({error.summary()}); {where}"
     if isinstance(error, AppError):
         return f"request failed ({error.code}); {where}"
     return f"request failed (internal error); {where}"
@@ -381,10 +384,17 @@ class PricesService:
         self._forced: TTLCache[bool] = TTLCache(size, max(settings.price_refresh_min_interval_s, 0.001))
         self._forced_lock = threading.Lock()
         self._token_lookup_retry_at = 0.0  # monotonic
+        # Each token's latest upstream failure: a request that gives up waiting on a fetch
+        # already under way (a background retry) names its cause, not just "timeout".
+        self._failures: TTLCache[UpstreamError] = TTLCache(size, 60.0)
         self.flight = BookFlight()
         self._single: SingleFlight[Any] = SingleFlight()
         self.writer = SampleWriter()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prices")
+        # Refreshes that go on after a request answered stale; bounded, so an outage cannot
+        # queue work without limit (a token skipped now is tried by its next request).
+        self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prices-refresh")
+        self._refreshing = threading.BoundedSemaphore(MAX_BACKGROUND_REFRESHES)
 
     def status(self) -> dict[str, Any]:
         """For /api/health?deep=true: cache sizes and the history writer, without any I/O."""
@@ -399,6 +409,7 @@ class PricesService:
     def close(self) -> None:
         self.writer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._refresher.shutdown(wait=False, cancel_futures=True)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Write pending samples now (tests, shutdown)."""
@@ -467,9 +478,13 @@ class PricesService:
             outcomes.update(results)
         for token, future in theirs.items():
             try:
-                outcomes[token] = future.result(timeout=WAIT_S)
+                outcomes[token] = future.result(timeout=deadline.remaining(WAIT_S))
             except FutureTimeout:
-                outcomes[token] = UpstreamTimeout(CLOB, "waiting for another request's fetch")
+                known = self._failures.get(token)
+                outcomes[token] = known[0] if known else UpstreamTimeout(CLOB, "waiting for another fetch")
+        for token, outcome in outcomes.items():
+            if isinstance(outcome, UpstreamError):
+                self._failures.put(token, outcome)
         return outcomes
 
     def _lead(self, tokens: list[str]) -> dict[str, Outcome]:
@@ -534,6 +549,68 @@ class PricesService:
             if not (lookup_failed and entry.quote is None):  # do not remember a guess
                 self.entries.put(token, entry)
         return resolved
+
+    def _read_or_fallback(
+        self, tokens: list[str], recheck: Callable[[str], Entry | None] | None,
+        fallback: Callable[[list[str], UpstreamError], dict[str, Entry | None]],
+    ) -> tuple[dict[str, Entry], dict[str, Entry], dict[str, UpstreamError]]:
+        """Stale-if-error at once: (live, stale, failed) entries for ``tokens``.
+
+        One attempt, within STALE_IF_ERROR_WAIT_S. Where it fails and ``fallback`` has stored
+        data, that answers now and the refresh goes on in the background. Only where nothing
+        is stored does the request retry, within what is left of its deadline.
+        """
+        with deadline.fail_fast(self.settings.stale_if_error_wait_s):
+            outcomes = self._read(tokens, recheck)
+        live = {t: o for t, o in outcomes.items() if not isinstance(o, UpstreamError)}
+        failed = {t: o for t, o in outcomes.items() if isinstance(o, UpstreamError)}
+        stale: dict[str, Entry] = {}
+        for error in {id(e): e for e in failed.values()}.values():
+            same = [t for t, e in failed.items() if e is error]
+            stale.update({t: entry for t, entry in fallback(same, error).items() if entry is not None})
+        if stale:
+            self._refresh_later(list(stale))
+        retry = [t for t, e in failed.items() if t not in stale and e.transient]
+        if retry and deadline.remaining(1.0):
+            for token, outcome in self._read(retry).items():
+                if isinstance(outcome, UpstreamError):
+                    failed[token] = outcome
+                else:
+                    live[token] = outcome
+        return live, stale, {t: e for t, e in failed.items() if t not in stale and t not in live}
+
+    def _refresh_later(self, tokens: list[str]) -> None:
+        """Fetch ``tokens`` again in the background, with the full retry policy (no request
+        deadline): the next request finds the result in the cache."""
+        idle = [t for t in tokens if not self.flight.in_flight(t)]
+        if not idle or not self._refreshing.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                self._read(idle)
+            except Exception:  # a background refresh must never kill its thread
+                log.exception("background price refresh failed")
+            finally:
+                self._refreshing.release()
+
+        try:
+            self._refresher.submit(run)
+        except RuntimeError:  # shut down
+            self._refreshing.release()
+
+    def _book_fallback(self, tokens: list[str], error: UpstreamError) -> dict[str, Entry | None]:
+        """Upstream failed: the last book in memory, kept (marked stale) for one TTL."""
+        out: dict[str, Entry | None] = {}
+        for token in tokens:
+            old = self.books.get(token, allow_expired=True)
+            if old is None:
+                out[token] = None
+                continue
+            book, reason = old[0][0], _failure_reason(error, "last known order book from memory")
+            self.books.put(token, (book, reason))
+            out[token] = Entry(quote_from_book(book), "memory", reason, book=book)
+        return out
 
     def _fallback(self, tokens: list[str], error: UpstreamError) -> dict[str, Entry | None]:
         """Upstream failed: the last quote in memory, else the last stored sample, else None."""
@@ -603,6 +680,17 @@ class PricesService:
         if series.error is not None and time.monotonic() >= series.retry_at:
             return None
         return series
+
+    def _series_or_stored(self, token: str, query: HistoryQuery, force: bool) -> Series:
+        """The series, asking Polymarket once at most (stored points answer if it fails)."""
+        with deadline.fail_fast(self.settings.stale_if_error_wait_s):
+            return self._series(token, query, force)
+
+    def _no_series(self, token: str, query: HistoryQuery) -> Series:
+        """The request's deadline passed before its series arrived: an empty series, not cached."""
+        end = int(time.time())
+        start = end - query.window_s(self.settings.price_history_retention_days)
+        return Series(query, [], 0, 0, start, end, UpstreamTimeout(CLOB, "history past the request deadline"))
 
     def _series(self, token: str, query: HistoryQuery, force: bool = False) -> Series:
         if not force:
@@ -682,16 +770,17 @@ class PricesService:
             hit = self.entries.get(token)
             if hit is not None:
                 return hit[0], "cache"
-        outcome = self._read([token], None if force else self._cached_entry)[token]
-        if isinstance(outcome, UpstreamError):
-            entry = self._fallback([token], outcome)[token]
-            if entry is None:
-                raise ServiceUnavailable(
-                    f"no price is known for token {token} and Polymarket is failing ({outcome.kind}); "
-                    "try again shortly", headers=_retry_after([outcome]),
-                )
-            return entry, "stale"
-        return outcome, "live"
+        live, stale, failed = self._read_or_fallback([token], None if force else self._cached_entry,
+                                                     self._fallback)
+        if token in live:
+            return live[token], "live"
+        if token in stale:
+            return stale[token], "stale"
+        error = failed[token]
+        raise ServiceUnavailable(
+            f"no price is known for token {token} and Polymarket is failing ({error.summary()}); "
+            "try again shortly", headers=_retry_after([error]),
+        )
 
     def price(self, raw_token: str, params: Mapping[str, str]) -> Answer:
         token = validate_token_id(raw_token)
@@ -703,10 +792,14 @@ class PricesService:
         if with_history:
             series = None if force else self._cached_series(token, query)
             if series is None:  # fetch it beside the quote, not after it
-                series_future = self._pool.submit(self._series, token, query, force)
+                series_future = self._pool.submit(
+                    contextvars.copy_context().run, self._series_or_stored, token, query, force)
         entry, source = self._entry(token, force)
         if series_future is not None:
-            series = series_future.result(timeout=WAIT_S)
+            try:
+                series = series_future.result(timeout=deadline.remaining(WAIT_S))
+            except FutureTimeout:
+                series = self._no_series(token, query)
         if entry.quote is None:
             entry = self._closed_from_history(token, series)
         elif entry.closed and series is not None and series.points and (
@@ -736,7 +829,7 @@ class PricesService:
             if probe.error is not None:
                 raise ServiceUnavailable(
                     f"no order book for token {token} and its price history could not be checked "
-                    f"({probe.error.kind}); try again shortly", headers=_retry_after([probe.error]),
+                    f"({probe.error.summary()}); try again shortly", headers=_retry_after([probe.error]),
                 )
             raise NotFound(f"unknown token {token}: Polymarket has no order book or price history for it")
         t, p = probe.points[-1]
@@ -762,19 +855,10 @@ class PricesService:
                 found[token] = (hit[0], "cache")
         failures: dict[str, UpstreamError] = {}
         if misses:
-            outcomes = self._read(misses, self._cached_entry)
-            failed: dict[str, UpstreamError] = {}
-            for token, outcome in outcomes.items():
-                if isinstance(outcome, UpstreamError):
-                    failed[token] = outcome
-                else:
-                    found[token] = (outcome, "live")
-            for error in {id(e): e for e in failed.values()}.values():
-                same = [t for t, e in failed.items() if e is error]
-                for token, entry in self._fallback(same, error).items():
-                    found[token] = (entry, "stale")
-                    if entry is None:
-                        failures[token] = error
+            live, stale, failures = self._read_or_fallback(misses, self._cached_entry, self._fallback)
+            found.update({token: (entry, "live") for token, entry in live.items()})
+            found.update({token: (entry, "stale") for token, entry in stale.items()})
+            found.update({token: (None, "stale") for token in failures})
         infos = self._token_infos(tokens)
         items = []
         fresh: list[Freshness] = []
@@ -791,7 +875,7 @@ class PricesService:
             if freshness is not None:
                 fresh.append(freshness)
         if not fresh and failures:
-            kinds = sorted({e.kind for e in failures.values()})
+            kinds = sorted({e.summary() for e in failures.values()})
             raise ServiceUnavailable(
                 f"no price is known for any requested token and Polymarket is failing ({', '.join(kinds)}); "
                 "try again shortly", headers=_retry_after(failures.values()),
@@ -815,21 +899,23 @@ class PricesService:
             book, stale_reason = hit[0]
         else:
             known = self._cached_entry(token)
-            if known is not None and (known.quote is None or known.closed):
-                outcome: Outcome = known  # no book upstream, learnt within the TTL: do not ask again
-            else:
-                outcome = self._read([token], self._cached_book)[token]
             stale_reason, source = None, "live"
-            if isinstance(outcome, UpstreamError):
-                old = self.books.get(token, allow_expired=True)
-                if old is None:
+            if known is not None and (known.quote is None or known.closed):
+                outcome: Entry = known  # no book upstream, learnt within the TTL: do not ask again
+            else:
+                live, stale, failed = self._read_or_fallback([token], self._cached_book, self._book_fallback)
+                if token in failed:
+                    error = failed[token]
                     raise ServiceUnavailable(
                         f"no order book is known for token {token} and Polymarket is failing "
-                        f"({outcome.kind}); try again shortly", headers=_retry_after([outcome]),
+                        f"({error.summary()}); try again shortly", headers=_retry_after([error]),
                     )
-                book, stale_reason = old[0][0], _failure_reason(outcome, "last known order book from memory")
-                self.books.put(token, (book, stale_reason))
-            elif outcome.quote is None:
+                if token in stale:
+                    outcome = stale[token]
+                    stale_reason, source = outcome.stale_reason, "stale"
+                else:
+                    outcome = live[token]
+            if outcome.quote is None:
                 raise NotFound(f"unknown token {token}: Polymarket has no order book for it")
             elif outcome.closed:
                 raise BookClosed(
@@ -859,14 +945,14 @@ class PricesService:
         cutoff = datetime.now(UTC) - timedelta(days=days)
         db = get_database()
         deleted = batches = 0
-        deadline = time.monotonic() + budget_s
+        stop_at = time.monotonic() + budget_s
         while True:
             removed = db.run(lambda cur: store.delete_older_than(cur, cutoff, batch))
             batches += 1
             deleted += removed
             if removed == 0:
                 return {"deleted": deleted, "batches": batches, "complete": True, "cutoff": cutoff}
-            if time.monotonic() > deadline:
+            if time.monotonic() > stop_at:
                 return {"deleted": deleted, "batches": batches, "complete": False, "cutoff": cutoff}
 
 

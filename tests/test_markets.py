@@ -400,13 +400,20 @@ def test_open_circuit_serves_stale_at_once_and_shows_in_health(
     monkeypatch.setenv("UPSTREAM_BREAKER_COOLDOWN_S", "60")
     reset_app()
     assert get("markets").status_code == 200
+    loaded = app_env.count(KEYSET)
     app_env.fail("status", host="gamma", status=502)
-    first = body_of(get("markets", {"refresh": "true"}))  # two failed attempts open the circuit
-    assert first["freshness"]["source"] == "stale"
+    # The first failed attempt answers stale at once; the refresh retries in the background,
+    # and its second failure opens the circuit.
+    first = body_of(get("markets", {"refresh": "true"}))
+    assert first["freshness"]["source"] == "stale" and "5xx" in first["freshness"]["stale_reason"]
+    wait_for(lambda: not get_markets_service().status()["refreshing"])
     sent = app_env.count(KEYSET)
+    assert sent == loaded + 2  # two attempts, then the open circuit sends nothing
     again = body_of(get("markets", {"refresh": "true"}))
     assert app_env.count(KEYSET) == sent  # nothing was sent: no retries, no waiting on Polymarket
-    assert again["freshness"]["source"] == "stale" and "circuit_open" in again["freshness"]["stale_reason"]
+    reason = again["freshness"]["stale_reason"]
+    # The circuit, and the failure that opened it.
+    assert again["freshness"]["source"] == "stale" and "circuit_open after 5xx: 502" in reason
     health = json.loads(handler("health_check")(
         func.HttpRequest("GET", "http://localhost/api/health", body=b"", params={"deep": "true"})
     ).get_body())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,109 @@ def test_not_found_does_not_trip_the_breaker(upstream_env: Upstream, monkeypatch
         with pytest.raises(UpstreamNotFound):
             clob.call(clob.client.get_order_book, "12345678901234567890")
     assert clob.breaker.state == "closed"
+
+
+# --- whole-response deadlines ------------------------------------------------------------------
+
+
+class Trickler:
+    """A loopback HTTP server that sends its answer one byte every ``gap_s`` (headers first, or
+    only the body), so no single socket read ever waits long enough to time out."""
+
+    def __init__(self, gap_s: float = 0.1, headers_too: bool = False) -> None:
+        import socket
+        import threading
+
+        self.gap_s = gap_s
+        self.headers_too = headers_too
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        body = b'{"markets": []}' + b" " * 10_000
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        try:
+            conn.recv(65536)
+            if not self.headers_too:
+                conn.sendall(head)
+            for byte in (head if self.headers_too else b"") + body:
+                if self._stop.wait(self.gap_s):
+                    return
+                conn.sendall(bytes([byte]))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
+def test_a_trickling_response_ends_at_its_whole_response_deadline(
+    monkeypatch: pytest.MonkeyPatch, headers_too: bool
+) -> None:
+    server = Trickler(headers_too=headers_too)
+    try:
+        monkeypatch.setenv("POLYMARKET_GAMMA_HOST", server.url)
+        monkeypatch.setenv("UPSTREAM_READ_TIMEOUT_S", "2")  # per read: never trips at 0.1 s a byte
+        monkeypatch.setenv("UPSTREAM_RESPONSE_DEADLINE_S", "1")
+        monkeypatch.setenv("UPSTREAM_RETRY_ATTEMPTS", "1")
+        reset_app()
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            get_gamma().get("/markets/keyset")
+        assert time.monotonic() - started < 1.0 + 1.5
+    finally:
+        server.close()
+
+
+def test_the_request_deadline_bounds_retries_and_backoff(upstream_env: Upstream) -> None:
+    from shared import deadline
+
+    upstream_env.fail("status", host="gamma", status=503)
+    started = time.monotonic()
+    with deadline.within(1.5), pytest.raises(UpstreamServerError):
+        get_gamma().get("/markets/keyset")  # 3 attempts with 1 s + 2 s backoff would take 3 s
+    assert time.monotonic() - started < 1.5 + 0.5
+    assert upstream_env.count("/markets/keyset") == 2  # the 2 s wait would have ended past it
+
+
+def test_fail_fast_is_one_attempt_and_no_retry_after_wait(upstream_env: Upstream) -> None:
+    from shared import deadline
+
+    upstream_env.fail("rate_limit", host="gamma", retry_after=7)
+    started = time.monotonic()
+    with deadline.fail_fast(), pytest.raises(UpstreamRateLimited):
+        get_gamma().get("/markets/keyset")
+    assert time.monotonic() - started < 1.0 and upstream_env.count("/markets/keyset") == 1
+
+
+def test_a_refused_connection_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("POLYMARKET_GAMMA_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("UPSTREAM_RETRY_ATTEMPTS", "1")
+    reset_app()
+    with pytest.raises(UpstreamUnavailable) as caught:
+        get_gamma().get("/markets/keyset")
+    assert caught.value.summary() == "network: connection refused"
+    assert str(port) not in caught.value.summary()
