@@ -419,7 +419,7 @@ class PricesService:
         if len(tokens) == 1:
             token = tokens[0]
             try:
-                raw = clob.call(clob.client.get_order_book, token, expect=dict)
+                raw = clob.call(clob.client.get_order_book, token, expect=dict, about_id=True)
             except UpstreamNotFound:
                 return {token: None}
             if "error" in raw and "asset_id" not in raw:
@@ -427,7 +427,7 @@ class PricesService:
             return {token: parse_book(raw, datetime.now(UTC), token)}
         try:
             raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
-                                 expect=list)
+                                 expect=list, about_id=True)
         except UpstreamNotFound:
             return dict.fromkeys(tokens)
         fetched_at = datetime.now(UTC)
@@ -619,7 +619,8 @@ class PricesService:
         clob = get_clob()
         params = PricesHistoryParams(market=token, interval=query.interval, fidelity=query.fidelity)
         try:
-            upstream = parse_history(clob.call(clob.client.get_prices_history, params, expect=dict))
+            upstream = parse_history(clob.call(clob.client.get_prices_history, params, expect=dict,
+                                               about_id=True))
         except UpstreamNotFound:
             upstream = []
         except UpstreamError as failure:
