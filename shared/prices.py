@@ -50,6 +50,7 @@ from shared.errors import (
     ServiceUnavailable,
     UpstreamError,
     UpstreamNotFound,
+    UpstreamRejected,
     UpstreamTimeout,
 )
 from shared.freshness import Answer, Freshness
@@ -406,10 +407,15 @@ class PricesService:
 
     # --- upstream reads ------------------------------------------------------------------
 
-    def _fetch_books(self, tokens: list[str]) -> dict[str, Book | None]:
+    def _fetch_books(self, tokens: list[str]) -> dict[str, Book | UpstreamError | None]:
         """One round trip: ``GET /book`` for one token, ``POST /books`` for several.
 
-        None for a token upstream has no book for (404, or left out of the batch answer).
+        None for a token upstream has no book for (404, or left out of the batch answer). A batch
+        refused as a whole with a 4xx (a 404 because one token has no book, or a 400 such as a
+        batch cap) is split in two and each half asked again, down to ``GET /book`` for single
+        tokens, so one unknown token cannot hide the books of the others (see ``_split_books``
+        for the bound on calls). Raises UpstreamError when the call for all ``tokens`` failed;
+        a half that failed otherwise carries its error per token.
         """
         clob = get_clob()
         # ``fetched_at`` is taken when the answer is in: a book that changed while the request
@@ -428,8 +434,10 @@ class PricesService:
         try:
             raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
                                  expect=list, about_id=True)
-        except UpstreamNotFound:
-            return dict.fromkeys(tokens)
+        except (UpstreamNotFound, UpstreamRejected) as error:
+            if isinstance(error, UpstreamRejected) and error.status_code == 404:
+                raise  # no such route (wrong host or path): splitting cannot help
+            return self._split_books(tokens)
         fetched_at = datetime.now(UTC)
         wanted = set(tokens)
         books: dict[str, Book] = {}
@@ -438,6 +446,23 @@ class PricesService:
             if book.token_id in wanted:  # response order is not guaranteed: join on asset_id
                 books[book.token_id] = book
         return {token: books.get(token) for token in tokens}
+
+    def _split_books(self, tokens: list[str]) -> dict[str, Book | UpstreamError | None]:
+        """The two halves of a refused batch, each fetched (and split again if refused).
+
+        Bound: every call either answers its tokens or is split in two, so the calls form a
+        binary tree with at most n leaves: at most 2n - 1 upstream calls for a batch of n, and
+        at most 1 + 2k * ceil(log2 n) when k tokens are to blame (15 for one unknown token in a
+        batch of 100), each retried on transient failures only, as every call is.
+        """
+        middle = len(tokens) // 2
+        out: dict[str, Book | UpstreamError | None] = {}
+        for half in (tokens[:middle], tokens[middle:]):
+            try:
+                out.update(self._fetch_books(half))
+            except UpstreamError as error:
+                out.update(dict.fromkeys(half, error))
+        return out
 
     def _read(self, tokens: list[str], recheck: Callable[[str], Entry | None] | None = None
               ) -> dict[str, Outcome]:
@@ -480,6 +505,9 @@ class PricesService:
         results: dict[str, Outcome] = {}
         samples: list[store.Sample] = []
         for token, book in books.items():
+            if isinstance(book, UpstreamError):
+                results[token] = book
+                continue
             if book is None:
                 continue
             quote = quote_from_book(book)

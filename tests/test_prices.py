@@ -516,6 +516,70 @@ def test_a_batch_reports_invalid_unknown_and_closed_ids_per_id(app_env: Upstream
     assert app_env.count(BOOKS) == 1 and app_env.count(BOOK) == 0
 
 
+@pytest.mark.parametrize("books_unknown", ["omit", "404"])
+def test_one_unknown_token_does_not_hide_the_other_quotes_of_a_batch(app_env: Upstream, books_unknown: str
+                                                                     ) -> None:
+    # Polymarket may drop a token without a book from a POST /books answer, or 404 the whole
+    # batch (the contract leaves it open): either way the valid tokens get their quotes.
+    app_env.freeze_prices()
+    app_env.standin.set_books_unknown(books_unknown)
+    valid1, valid2 = open_token(app_env, 30), open_token(app_env, 31)
+    unknown = "7" * 76
+    body = ok(prices([valid1, unknown, valid2]))
+    by_id = {q["token_id"]: q for q in body["quotes"]}
+    assert {t: q["status"] for t, q in by_id.items()} == {valid1: "ok", unknown: "unknown", valid2: "ok"}
+    for token in (valid1, valid2):
+        bid, ask = upstream_top(app_env.standin.book(token))
+        assert (by_id[token]["quote"]["best_bid"], by_id[token]["quote"]["best_ask"]) == (float(bid), float(ask))
+        assert by_id[token]["freshness"]["source"] == "live"
+    if books_unknown == "omit":
+        assert (app_env.count(BOOKS), app_env.count(BOOK)) == (1, 0)
+    else:  # [v1, u, v2] refused, then [v1] and [u, v2]; [u, v2] refused, then [u] and [v2]
+        assert (app_env.count(BOOKS), app_env.count(BOOK)) == (2, 3)  # 5 = 2n - 1 calls
+
+
+def test_a_refused_batch_of_100_is_split_within_the_bound(app_env: Upstream) -> None:
+    get_markets_service().refresh(min_age_s=0)
+    app_env.standin.set_books_unknown("404")
+    markets = app_env.open_markets()
+    closed_market = markets[60]
+    app_env.close_market(closed_market["condition_id"])
+    closed, unknown = closed_market["token_ids"][0], "7" * 76
+    valid = [t for m in markets[:49] for t in m["token_ids"]]
+    tokens = [*valid[:40], unknown, *valid[40:90], closed, *valid[90:]]
+    assert len(tokens) == 100
+    body = ok(prices(tokens))
+    statuses = {q["token_id"]: q["status"] for q in body["quotes"]}
+    assert statuses == {**dict.fromkeys(valid, "ok"), unknown: "unknown", closed: "closed"}
+    calls = app_env.count(BOOKS) + app_env.count(BOOK)
+    assert calls <= 1 + 2 * 2 * 7  # k = 2 tokens to blame, ceil(log2 100) = 7
+    assert get_prices_service().flush()
+    assert get_database().query("SELECT count(DISTINCT token_id) AS n FROM price_samples")[0]["n"] == 98
+
+
+def test_a_batch_refused_with_a_400_is_split_and_a_missing_route_is_not(app_env: Upstream) -> None:
+    tokens = [open_token(app_env, i) for i in range(34, 38)]
+    # A 400 for the batch as a whole (e.g. a batch cap lower than ours): halves are asked again.
+    app_env.fail("status", host="clob", path=BOOKS, status=400, times=1, body={"error": "Invalid payload"})
+    body = ok(prices(tokens))
+    assert {q["status"] for q in body["quotes"]} == {"ok"}
+    assert (app_env.count(BOOKS), app_env.count(BOOK)) == (3, 0)
+    assert get_prices_service().flush()
+    # The router's 404 page (a wrong host or path prefix) is not "unknown token": nothing is
+    # split, nothing is called unknown; what is known is served stale, the rest is a 503.
+    reset_prices_service()
+    app_env.fail("status", host="clob", status=404, body="404 page not found")
+    unseen = [open_token(app_env, i) for i in (38, 39)]
+    response = prices(unseen)
+    assert response.status_code == 503 and body_of(response)["error"]["code"] == "unavailable"
+    assert (app_env.count(BOOKS), app_env.count(BOOK)) == (4, 0)
+    single = price(unseen[0], {"history": "false"})
+    assert single.status_code == 503 and "4xx" in body_of(single)["error"]["message"]
+    known = ok(prices(tokens))
+    assert {q["status"] for q in known["quotes"]} == {"ok"}
+    assert known["freshness"]["source"] == "stale" and "4xx" in known["freshness"]["stale_reason"]
+
+
 def test_batch_limits(app_env: Upstream) -> None:
     too_many = [str(10**60 + i) for i in range(101)]
     for value in (",".join(too_many), "", ",,", "1" * 9000):
