@@ -57,6 +57,7 @@ from shared.freshness import Answer, Freshness
 from shared.http import is_uint, parse_bool
 from shared.polymarket_client import CLOB, get_clob
 from shared.quotes import (
+    CLOCK_SKEW_ALLOWANCE,
     PRICE_RULE_LAST_KNOWN,
     Book,
     HistoryQuery,
@@ -642,13 +643,17 @@ class PricesService:
     def _load_series(self, token: str, query: HistoryQuery) -> Series:
         end = int(time.time())
         start = end - query.window_s(self.settings.price_history_retention_days)
+        # Upstream's clock may run a little ahead of ours: its newest point, stamped a few
+        # seconds past ``end``, is kept (dropping it until our clock catches up would make the
+        # last point flicker); points further ahead than the skew allowance are not trusted.
+        latest = end + int(CLOCK_SKEW_ALLOWANCE.total_seconds())
         upstream: list[Point] = []
         error: UpstreamError | None = None
         clob = get_clob()
         params = PricesHistoryParams(market=token, interval=query.interval, fidelity=query.fidelity)
         try:
-            upstream = parse_history(clob.call(clob.client.get_prices_history, params, expect=dict,
-                                               about_id=True))
+            upstream = [point for point in parse_history(clob.call(
+                clob.client.get_prices_history, params, expect=dict, about_id=True)) if point[0] <= latest]
         except UpstreamNotFound:
             upstream = []
         except UpstreamError as failure:
@@ -656,12 +661,12 @@ class PricesService:
         self._persist_history(token, query, upstream)
         try:
             stored = get_database().run(lambda cur: store.history_points(
-                cur, token, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
+                cur, token, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(latest, UTC),
                 query.period_s))
         except AppError as db_error:
             log.warning("cannot read stored price history (%s)", db_error.code)
             stored = []
-        points, from_store = merge_history(upstream, stored, period_s=query.period_s, start=start, end=end)
+        points, from_store = merge_history(upstream, stored, period_s=query.period_s, start=start, end=latest)
         series = Series(query, points, len(points) - from_store, from_store, start, end, error,
                         time.monotonic() + self.settings.price_ttl_s)
         self.history.put((token, query), series)

@@ -423,6 +423,60 @@ def test_history_adds_stored_quotes_where_upstream_has_no_point(app_env: Upstrea
     assert [(p["t"], p["p"]) for p in history["points"]] == expected
 
 
+def test_history_keeps_a_newest_point_stamped_a_few_seconds_ahead_of_our_clock(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRICE_REFRESH_MIN_INTERVAL_S", "0")
+    reset_app()
+    reset_prices_service()
+    app_env.freeze_prices()
+    frozen = app_env.standin.now()
+    data = app_env.standin.market_data
+    # A token whose next one-minute point falls 5 to 20 s after now (points are not aligned to
+    # round minutes, each market has its own phase).
+    for market in (m for m in app_env.standin.catalogue if not m.closed):
+        points = data.history(market, 0, frozen - 600, frozen, 1)
+        if points and 40 <= frozen - points[-1]["t"] <= 55:
+            break
+    else:
+        raise AssertionError("no market with a point due 5 to 20 s from now")
+    ahead = points[-1]["t"] + 60
+    app_env.standin.advance_time(ahead - frozen + 0.5)  # upstream's clock 5 to 20 s ahead of ours
+    token = market.tokens[0].token_id
+    upstream_now = app_env.standin.now()
+    expected = [(p["t"], p["p"]) for p in data.history(market, 0, upstream_now - 3600, upstream_now, 1)]
+    assert expected[-1][0] == ahead
+    first = ok(price(token, {"interval": "1h"}))["history"]
+    again = ok(price(token, {"interval": "1h", "refresh": "true"}))["history"]
+    assert ahead > time.time()  # still in our future when both answers came
+    for history in (first, again):
+        assert [(p["t"], p["p"]) for p in history["points"]] == expected  # the newest point is kept
+        assert history["upstream_points"] == len(expected) and history["stored_points"] == 0
+
+
+def test_history_points_far_ahead_of_our_clock_are_dropped_and_not_stored(app_env: Upstream) -> None:
+    app_env.freeze_prices()
+    token = open_token(app_env, 33)
+    app_env.standin.advance_time(1800)  # upstream half an hour ahead: not clock skew
+    sent = [r for r in app_env.standin.requests() if r.path == HISTORY]
+    before = time.time()
+    history = ok(price(token, {"interval": "1h"}))["history"]
+    after = time.time()
+    sent = [r for r in app_env.standin.requests() if r.path == HISTORY][len(sent):]
+    assert len(sent) == 1
+    upstream_now = app_env.standin.now()
+    m = app_env.standin.market(token)
+    upstream = [(p["t"], p["p"]) for p in app_env.standin.market_data.history(m, 0, upstream_now - 3600,
+                                                                                upstream_now, 1)]
+    assert sum(t > after + 60 for t, _ in upstream) >= 25  # upstream did send points far ahead
+    points = [(p["t"], p["p"]) for p in history["points"]]
+    assert points and all(t <= after + 30 for t, _ in points)
+    assert [point for point in upstream if point[0] <= before + 29] == [p for p in points if p[0] <= before + 29]
+    assert get_prices_service().flush()
+    newest = max(row["ts"] for row in stored(token))
+    assert newest.timestamp() <= after + 30  # nothing from the future reached storage
+
+
 # --- stale fallback --------------------------------------------------------------------------
 
 
