@@ -59,6 +59,7 @@ from shared.polymarket_client import CLOB, get_clob
 from shared.quotes import (
     CLOCK_SKEW_ALLOWANCE,
     PRICE_RULE_LAST_KNOWN,
+    PRICE_RULE_NONE,
     Book,
     HistoryQuery,
     Point,
@@ -151,7 +152,9 @@ def _failure_reason(error: BaseException, where: str) -> str:
 
 
 def _closed(quote: Quote) -> Quote:
-    return replace(quote, book="closed", price_rule=PRICE_RULE_LAST_KNOWN)
+    # A quote that had no price (a one-sided book never traded) still has none.
+    rule = PRICE_RULE_LAST_KNOWN if quote.price is not None else PRICE_RULE_NONE
+    return replace(quote, book="closed", price_rule=rule)
 
 
 @dataclass(frozen=True)

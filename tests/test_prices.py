@@ -142,6 +142,33 @@ def test_wide_spread_shows_the_last_trade(app_env: Upstream) -> None:
     assert quote["spread"] == float(ask - bid)
 
 
+def test_a_one_sided_book_that_never_traded_has_no_price_and_says_so(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRICE_REFRESH_MIN_INTERVAL_S", "0")
+    reset_app()
+    reset_prices_service()
+    app_env.freeze_prices()
+    market = app_env.open_markets()[3]
+    yes, no = market["token_ids"]
+    app_env.standin.make_one_sided(yes)
+    raw = app_env.standin.book(yes)
+    assert raw["asks"] == [] and raw["last_trade_price"] == ""
+    quote = ok(price(yes, {"history": "false"}))["quote"]
+    assert quote["price"] is None and quote["price_rule"] == "none"  # not "midpoint": there is none
+    assert quote["best_bid"] == float(max(Decimal(b["price"]) for b in raw["bids"]))
+    assert quote["best_ask"] is None and quote["midpoint"] is None and quote["spread"] is None
+    assert quote["last_trade_price"] is None and quote["book"] == "open"
+    mirror = ok(prices([no]))["quotes"][0]["quote"]
+    assert mirror["price"] is None and mirror["price_rule"] == "none" and mirror["best_bid"] is None
+    # The book closes: the last quote seen had no price, and the closed quote still says so.
+    app_env.close_market(market["condition_id"])
+    closed = ok(price(yes, {"history": "false", "refresh": "true"}))["quote"]
+    assert closed["book"] == "closed" and closed["price"] is None and closed["price_rule"] == "none"
+    assert get_prices_service().flush()
+    assert stored(yes) == []  # no price, no sample
+
+
 def test_fresh_quotes_are_stored_idempotently_for_tokens_the_markets_table_does_not_know(
     app_env: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
