@@ -208,18 +208,20 @@ class UpstreamBadResponse(UpstreamError):
 
 
 class UpstreamNotFound(UpstreamError):
-    """Upstream says the thing does not exist (404). Use cases decide what that means."""
+    """Upstream says the thing does not exist (404 with its JSON error body). Use cases decide
+    what that means. Its class is ``4xx`` like every other 4xx (health, stale reasons)."""
 
     status = 404
     code = "not_found"
-    kind = "404"
+    kind = "4xx"
 
     def describe(self) -> str:
         return "does not know this id"
 
 
 class UpstreamRejected(UpstreamError):
-    """Any other 4xx: our request was wrong. Never retried."""
+    """Any other 4xx: our request was wrong, or went to the wrong place (a 404 that is not the
+    API's JSON error: a wrong host or path prefix). Never retried."""
 
     kind = "4xx"
 

@@ -21,7 +21,16 @@ from shared import __version__
 from shared.azure_clients import MAX_SUMMARY_CHARS, SENTIMENTS
 from shared.markets import DEFAULT_LIMIT, MAX_LIMIT, SORTS
 from shared.prices import DEFAULT_DEPTH, MAX_BATCH, MAX_DEPTH, MAX_TOKEN_IDS_CHARS
-from shared.quotes import DEFAULT_INTERVAL, INTERVALS, MAX_FIDELITY, MIN_FIDELITY
+from shared.quotes import (
+    DEFAULT_INTERVAL,
+    INTERVALS,
+    MAX_FIDELITY,
+    MIN_FIDELITY,
+    PRICE_RULE_LAST_KNOWN,
+    PRICE_RULE_LAST_TRADE,
+    PRICE_RULE_MIDPOINT,
+    PRICE_RULE_NONE,
+)
 from shared.sentiment import HISTORY_LIMIT
 
 API_PREFIX = "/api"  # host.json extensions.http.routePrefix
@@ -193,9 +202,13 @@ def _quote_schema() -> Schema:
         {
             "price": _probability(
                 "Display price: the midpoint, or the last trade when the spread is wider than 0.10 "
-                "(`price_rule`); the last known price for a closed book."
+                "(`price_rule`); the last known price for a closed book; null (`price_rule` `none`) "
+                "when the book is one-sided or empty and has never traded."
             ),
-            "price_rule": _str(enum=["midpoint", "last_trade", "last_known"]),
+            "price_rule": _str(
+                "Which rule gave `price`: `midpoint`, `last_trade` (spread wider than 0.10 or a "
+                "one-sided book), `last_known` (closed book), `none` (no price: `price` is null).",
+                enum=[PRICE_RULE_MIDPOINT, PRICE_RULE_LAST_TRADE, PRICE_RULE_LAST_KNOWN, PRICE_RULE_NONE]),
             "midpoint": _probability(),
             "best_bid": _probability(),
             "best_ask": _probability(),

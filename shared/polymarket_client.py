@@ -244,14 +244,22 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
-def _error_for_status(upstream: str, status: int, detail: str, retry_after: str | None) -> UpstreamError:
+def _error_for_status(upstream: str, status: int, detail: str, retry_after: str | None,
+                      api_error: bool = True) -> UpstreamError:
+    """``api_error``: the body is the API's own JSON error object (``{"error": ...}``). A 404
+    without one is the router's "404 page not found" (a wrong host or path prefix), not the
+    API saying an id does not exist."""
     if status == 429:
         return UpstreamRateLimited(upstream, detail, retry_after_s=parse_retry_after(retry_after))
     if status >= 500:
         return UpstreamServerError(upstream, detail, status_code=status)
-    if status == 404:
+    if status == 404 and api_error:
         return UpstreamNotFound(upstream, detail, status_code=status)
     return UpstreamRejected(upstream, detail, status_code=status)
+
+
+def _is_api_error(body: Any) -> bool:
+    return isinstance(body, dict) and "error" in body
 
 
 def _error_for_transport(upstream: str, kind: str | None, detail: str) -> UpstreamError:
@@ -272,12 +280,14 @@ class UpstreamStats:
     last_error_kind: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, error: UpstreamError | None) -> None:
+    def record(self, error: UpstreamError | None, *, about_id: bool = False) -> None:
+        """``about_id``: the call asks about one id (a token, a market), so a 404 is a healthy
+        upstream answering that the id is unknown. Anywhere else (a ping, a listing) a 404 means
+        a wrong host or route, and counts as a failure like any other 4xx."""
         now = datetime.now(UTC)
         with self._lock:
             self.requests += 1
-            if error is None or isinstance(error, UpstreamNotFound):
-                # A 404 is a healthy upstream answering about an unknown id.
+            if error is None or (about_id and isinstance(error, UpstreamNotFound)):
                 self.last_success_at = now
             else:
                 self.failures += 1
@@ -445,9 +455,10 @@ def retry_policy(settings: PolymarketSettings) -> RetryPolicy:
 
 
 def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, once: Callable[[], T],
-                 response_deadline_s: float | None = None) -> T:
+                 response_deadline_s: float | None = None, about_id: bool = False) -> T:
     """The one path of every upstream call: the circuit breaker, one attempt bounded by its
-    whole-response deadline, the health bookkeeping, and the retry policy around it all."""
+    whole-response deadline, the health bookkeeping, and the retry policy around it all.
+    ``about_id``: see ``UpstreamStats.record``."""
 
     def attempt() -> T:
         try:
@@ -459,7 +470,7 @@ def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, onc
             with deadline.within(response_deadline_s):
                 result = once()
         except UpstreamError as error:
-            STATS[upstream].record(error)
+            STATS[upstream].record(error, about_id=about_id)
             breaker.record(error)
             deadline.attempt_failed(error)
             raise
@@ -494,28 +505,42 @@ class JsonApi:
         except httpx.HTTPError as error:
             raise _error_for_transport(self.upstream, _observed.error, type(error).__name__) from None
         if response.status_code != 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
             raise _error_for_status(
-                self.upstream, response.status_code, response.text[:200], response.headers.get("Retry-After")
+                self.upstream, response.status_code, response.text[:200], response.headers.get("Retry-After"),
+                _is_api_error(body),
             )
         try:
             return response.json()
         except ValueError:
             raise UpstreamBadResponse(self.upstream, f"non-JSON body on {path}") from None
 
-    def request(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
-        return guarded_call(self.upstream, self.breaker, self.retry,
-                            lambda: self._once(method, path, params, body, None), self._response_deadline_s)
+    def request(self, method: str, path: str, *, params: Any = None, body: Any = None,
+                about_id: bool = False) -> Any:
+        return guarded_call(
+            self.upstream, self.breaker, self.retry, lambda: self._once(method, path, params, body, None),
+            self._response_deadline_s, about_id,
+        )
 
-    def get(self, path: str, params: Any = None) -> Any:
-        return self.request("GET", path, params=params)
+    def get(self, path: str, params: Any = None, *, about_id: bool = False) -> Any:
+        return self.request("GET", path, params=params, about_id=about_id)
 
-    def post(self, path: str, body: Any) -> Any:
-        return self.request("POST", path, body=body)
+    def post(self, path: str, body: Any, *, about_id: bool = False) -> Any:
+        return self.request("POST", path, body=body, about_id=about_id)
 
     def ping(self, path: str) -> None:
-        """One attempt with the short health timeout; raises UpstreamError."""
-        with deadline.within(self._health_timeout):
-            self._once("GET", path, None, None, self._health_timeout)
+        """One attempt with the short health timeout; raises UpstreamError. Counted in the
+        upstream's stats, where any failure (a 404 included) is a failure."""
+        try:
+            with deadline.within(self._health_timeout):
+                self._once("GET", path, None, None, self._health_timeout)
+        except UpstreamError as error:
+            STATS[self.upstream].record(error)
+            raise
+        STATS[self.upstream].record(None)
 
     def close(self) -> None:
         self._http.close()
@@ -544,8 +569,10 @@ class ClobApi:
         self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry, self.breaker)
         self._response_deadline_s = settings.response_deadline_s
 
-    def call(self, method: Callable[..., Any], *args: Any, expect: type | tuple[type, ...] = dict) -> Any:
-        """Call a ClobClient method with retries; ``expect`` is the JSON type a 200 must carry."""
+    def call(self, method: Callable[..., Any], *args: Any, expect: type | tuple[type, ...] = dict,
+             about_id: bool = False) -> Any:
+        """Call a ClobClient method with retries; ``expect`` is the JSON type a 200 must carry;
+        ``about_id``: the call asks about ids, so a 404 is an answer (see ``UpstreamStats.record``)."""
         name = getattr(method, "__name__", "call")
 
         def once() -> Any:
@@ -557,14 +584,15 @@ class ClobApi:
                 if error.status_code is None:
                     raise _error_for_transport(CLOB, _observed.error, name) from None
                 raise _error_for_status(
-                    CLOB, error.status_code, f"{name}: {str(error.error_msg)[:200]}", _observed.retry_after
+                    CLOB, error.status_code, f"{name}: {str(error.error_msg)[:200]}", _observed.retry_after,
+                    _is_api_error(error.error_msg),
                 ) from None
             if not isinstance(result, expect):
                 # A 200 that is not JSON comes back from the client as plain text.
                 raise UpstreamBadResponse(CLOB, f"{name}: unexpected {type(result).__name__} body")
             return result
 
-        return guarded_call(CLOB, self.breaker, self.retry, once, self._response_deadline_s)
+        return guarded_call(CLOB, self.breaker, self.retry, once, self._response_deadline_s, about_id)
 
     def ping(self) -> None:
         self.direct.ping("/ok")

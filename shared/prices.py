@@ -52,13 +52,16 @@ from shared.errors import (
     ServiceUnavailable,
     UpstreamError,
     UpstreamNotFound,
+    UpstreamRejected,
     UpstreamTimeout,
 )
 from shared.freshness import Answer, Freshness
 from shared.http import is_uint, parse_bool
 from shared.polymarket_client import CLOB, get_clob
 from shared.quotes import (
+    CLOCK_SKEW_ALLOWANCE,
     PRICE_RULE_LAST_KNOWN,
+    PRICE_RULE_NONE,
     Book,
     HistoryQuery,
     Point,
@@ -152,7 +155,9 @@ def _failure_reason(error: BaseException, where: str) -> str:
 
 
 def _closed(quote: Quote) -> Quote:
-    return replace(quote, book="closed", price_rule=PRICE_RULE_LAST_KNOWN)
+    # A quote that had no price (a one-sided book never traded) still has none.
+    rule = PRICE_RULE_LAST_KNOWN if quote.price is not None else PRICE_RULE_NONE
+    return replace(quote, book="closed", price_rule=rule)
 
 
 @dataclass(frozen=True)
@@ -417,10 +422,15 @@ class PricesService:
 
     # --- upstream reads ------------------------------------------------------------------
 
-    def _fetch_books(self, tokens: list[str]) -> dict[str, Book | None]:
+    def _fetch_books(self, tokens: list[str]) -> dict[str, Book | UpstreamError | None]:
         """One round trip: ``GET /book`` for one token, ``POST /books`` for several.
 
-        None for a token upstream has no book for (404, or left out of the batch answer).
+        None for a token upstream has no book for (404, or left out of the batch answer). A batch
+        refused as a whole with a 4xx (a 404 because one token has no book, or a 400 such as a
+        batch cap) is split in two and each half asked again, down to ``GET /book`` for single
+        tokens, so one unknown token cannot hide the books of the others (see ``_split_books``
+        for the bound on calls). Raises UpstreamError when the call for all ``tokens`` failed;
+        a half that failed otherwise carries its error per token.
         """
         clob = get_clob()
         # ``fetched_at`` is taken when the answer is in: a book that changed while the request
@@ -430,7 +440,7 @@ class PricesService:
         if len(tokens) == 1:
             token = tokens[0]
             try:
-                raw = clob.call(clob.client.get_order_book, token, expect=dict)
+                raw = clob.call(clob.client.get_order_book, token, expect=dict, about_id=True)
             except UpstreamNotFound:
                 return {token: None}
             if "error" in raw and "asset_id" not in raw:
@@ -438,9 +448,11 @@ class PricesService:
             return {token: parse_book(raw, datetime.now(UTC), token)}
         try:
             raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
-                                 expect=list)
-        except UpstreamNotFound:
-            return dict.fromkeys(tokens)
+                                 expect=list, about_id=True)
+        except (UpstreamNotFound, UpstreamRejected) as error:
+            if isinstance(error, UpstreamRejected) and error.status_code == 404:
+                raise  # no such route (wrong host or path): splitting cannot help
+            return self._split_books(tokens)
         fetched_at = datetime.now(UTC)
         wanted = set(tokens)
         books: dict[str, Book] = {}
@@ -449,6 +461,23 @@ class PricesService:
             if book.token_id in wanted:  # response order is not guaranteed: join on asset_id
                 books[book.token_id] = book
         return {token: books.get(token) for token in tokens}
+
+    def _split_books(self, tokens: list[str]) -> dict[str, Book | UpstreamError | None]:
+        """The two halves of a refused batch, each fetched (and split again if refused).
+
+        Bound: every call either answers its tokens or is split in two, so the calls form a
+        binary tree with at most n leaves: at most 2n - 1 upstream calls for a batch of n, and
+        at most 1 + 2k * ceil(log2 n) when k tokens are to blame (15 for one unknown token in a
+        batch of 100), each retried on transient failures only, as every call is.
+        """
+        middle = len(tokens) // 2
+        out: dict[str, Book | UpstreamError | None] = {}
+        for half in (tokens[:middle], tokens[middle:]):
+            try:
+                out.update(self._fetch_books(half))
+            except UpstreamError as error:
+                out.update(dict.fromkeys(half, error))
+        return out
 
     def _read(self, tokens: list[str], recheck: Callable[[str], Entry | None] | None = None
               ) -> dict[str, Outcome]:
@@ -495,6 +524,9 @@ class PricesService:
         results: dict[str, Outcome] = {}
         samples: list[store.Sample] = []
         for token, book in books.items():
+            if isinstance(book, UpstreamError):
+                results[token] = book
+                continue
             if book is None:
                 continue
             quote = quote_from_book(book)
@@ -702,12 +734,17 @@ class PricesService:
     def _load_series(self, token: str, query: HistoryQuery) -> Series:
         end = int(time.time())
         start = end - query.window_s(self.settings.price_history_retention_days)
+        # Upstream's clock may run a little ahead of ours: its newest point, stamped a few
+        # seconds past ``end``, is kept (dropping it until our clock catches up would make the
+        # last point flicker); points further ahead than the skew allowance are not trusted.
+        latest = end + int(CLOCK_SKEW_ALLOWANCE.total_seconds())
         upstream: list[Point] = []
         error: UpstreamError | None = None
         clob = get_clob()
         params = PricesHistoryParams(market=token, interval=query.interval, fidelity=query.fidelity)
         try:
-            upstream = parse_history(clob.call(clob.client.get_prices_history, params, expect=dict))
+            upstream = [point for point in parse_history(clob.call(
+                clob.client.get_prices_history, params, expect=dict, about_id=True)) if point[0] <= latest]
         except UpstreamNotFound:
             upstream = []
         except UpstreamError as failure:
@@ -715,12 +752,12 @@ class PricesService:
         self._persist_history(token, query, upstream)
         try:
             stored = get_database().run(lambda cur: store.history_points(
-                cur, token, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
+                cur, token, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(latest, UTC),
                 query.period_s))
         except AppError as db_error:
             log.warning("cannot read stored price history (%s)", db_error.code)
             stored = []
-        points, from_store = merge_history(upstream, stored, period_s=query.period_s, start=start, end=end)
+        points, from_store = merge_history(upstream, stored, period_s=query.period_s, start=start, end=latest)
         series = Series(query, points, len(points) - from_store, from_store, start, end, error,
                         time.monotonic() + self.settings.price_ttl_s)
         self.history.put((token, query), series)

@@ -9,7 +9,7 @@ import azure.functions as func
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Upstream, handler
+from tests.conftest import ROOT, Upstream, handler, reset_app
 
 
 def call(params: dict[str, str] | None = None) -> func.HttpResponse:
@@ -51,6 +51,52 @@ def test_deep_health_reports_each_dependency(database_env: dict[str, str], monke
     assert checks["polymarket_clob"] == {**checks["polymarket_clob"], "status": "error", "error": "network"}
     assert checks["polymarket_gamma"]["status"] == "error"
     assert all(isinstance(check["latency_ms"], float | int) for check in checks.values())
+
+
+def test_deep_health_shows_a_host_answering_404_as_4xx_and_counts_it_as_a_failure(
+    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host setting with a path prefix the servers do not have: every route answers the
+    # router's "404 page not found".
+    monkeypatch.setenv("POLYMARKET_HOST", f"{upstream_env.clob_url}/v1")
+    monkeypatch.setenv("POLYMARKET_GAMMA_HOST", f"{upstream_env.gamma_url}/api")
+    reset_app()
+    body = json.loads(call({"deep": "true"}).get_body())
+    assert body["status"] == "degraded"
+    assert {name: check.get("error") for name, check in body["checks"].items()} == {
+        "database": None, "polymarket_clob": "4xx", "polymarket_gamma": "4xx"}
+    assert upstream_env.count("/v1/ok", host="clob") == 1
+    assert upstream_env.count("/api/markets", host="gamma") == 1
+    for stats in body["upstream_stats"].values():
+        assert stats == {**stats, "requests": 1, "failures": 1, "last_success_at": None, "last_error_kind": "4xx"}
+
+
+def test_a_404_is_healthy_only_as_an_answer_about_an_id(
+    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
+    reset_app()
+    unknown = "7" * 76
+    assert handler("get_price")(func.HttpRequest(
+        "GET", f"http://localhost/api/price/{unknown}", body=b"", params={"history": "false"},
+        route_params={"token_id": unknown})).status_code == 404
+    # The ping answering 404 (with the API's JSON error body, as a 404 fault sends it).
+    upstream_env.fail("status", host="clob", path="/ok", status=404)
+    # A listing, about no id, answering 404.
+    upstream_env.fail("status", host="gamma", path="/markets/keyset", status=404,
+                      body={"type": "not found error", "error": "id not found"})
+    handler("refresh_markets")(None)
+    body = json.loads(call({"deep": "true"}).get_body())
+    assert body["checks"]["polymarket_clob"]["error"] == "4xx"
+    assert body["checks"]["polymarket_gamma"]["status"] == "ok"
+    clob, gamma = body["upstream_stats"]["clob"], body["upstream_stats"]["gamma"]
+    # /book's 404 and the empty /prices-history for the unknown token: healthy answers; the
+    # /ok ping's 404: a failure.
+    assert clob == {**clob, "requests": 3, "failures": 1, "last_error_kind": "4xx"}
+    assert clob["last_success_at"] is not None and clob["last_error_at"] > clob["last_success_at"]
+    # The keyset listing's 404: a failure; the ping that followed: a success.
+    assert gamma == {**gamma, "failures": 1, "last_error_kind": "4xx"}
+    assert upstream_env.count("/markets/keyset", host="gamma") == 1
 
 
 def test_deep_health_without_database_is_503(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -402,6 +402,10 @@ def test_price_responses_match(api: Api) -> None:
     api.upstream.close_market(market["condition_id"])
     _, closed = api.get(f"{API_PREFIX}/price/{market['token_ids'][0]}", expect=200)
     assert closed["quote"]["book"] == "closed" and closed["freshness"]["source"] == "stale"
+    one_sided = api.markets(15)["token_ids"][0]
+    api.upstream.standin.make_one_sided(one_sided)  # never traded, bids only: no price
+    _, untraded = api.get(f"{API_PREFIX}/price/{one_sided}", {"history": "false"}, expect=200)
+    assert untraded["quote"]["price"] is None and untraded["quote"]["price_rule"] == "none"
 
 
 def test_prices_responses_match(api: Api) -> None:

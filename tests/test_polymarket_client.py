@@ -12,6 +12,7 @@ from shared.errors import (
     UpstreamCircuitOpen,
     UpstreamNotFound,
     UpstreamRateLimited,
+    UpstreamRejected,
     UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -74,6 +75,40 @@ def test_404_is_not_retried(upstream_env: Upstream, sleeps: Sleeps) -> None:
     with pytest.raises(UpstreamNotFound):
         clob.call(clob.client.get_order_book, "12345678901234567890")
     assert upstream_env.count("/book", host="clob") == 1 and sleeps.calls == []
+
+
+def test_a_404_counts_as_an_answer_only_for_a_call_about_an_id(upstream_env: Upstream, sleeps: Sleeps) -> None:
+    clob = get_clob()
+    with pytest.raises(UpstreamNotFound) as caught:
+        clob.call(clob.client.get_order_book, "12345678901234567890", about_id=True)
+    assert caught.value.kind == "4xx" and caught.value.status_code == 404
+    stats = STATS["clob"].snapshot()
+    assert (stats["requests"], stats["failures"]) == (1, 0) and stats["last_success_at"] is not None
+    upstream_env.fail("status", host="gamma", path="/markets/keyset", status=404,
+                      body={"type": "not found error", "error": "id not found"})
+    with pytest.raises(UpstreamNotFound):
+        get_gamma().get("/markets/keyset", {"limit": 1})  # a listing: about no id
+    stats = STATS["gamma"].snapshot()
+    assert (stats["requests"], stats["failures"], stats["last_error_kind"]) == (1, 1, "4xx")
+    assert stats["last_success_at"] is None
+    assert sleeps.calls == []
+
+
+def test_the_routers_404_page_is_a_rejected_request_not_an_unknown_id(
+    upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLYMARKET_HOST", f"{upstream_env.clob_url}/v1")  # no such path prefix
+    reset_app()
+    clob = get_clob()
+    token = upstream_env.open_markets()[0]["token_ids"][0]
+    with pytest.raises(UpstreamRejected) as caught:
+        clob.call(clob.client.get_order_book, token, about_id=True)
+    assert caught.value.kind == "4xx" and caught.value.status_code == 404
+    with pytest.raises(UpstreamRejected):
+        clob.ping()
+    stats = STATS["clob"].snapshot()
+    assert (stats["requests"], stats["failures"], stats["last_success_at"]) == (2, 2, None)
+    assert upstream_env.count("/v1/book", host="clob") == 1  # a 4xx: not retried
 
 
 def test_retry_after_is_honoured(upstream_env: Upstream, sleeps: Sleeps) -> None:

@@ -142,6 +142,33 @@ def test_wide_spread_shows_the_last_trade(app_env: Upstream) -> None:
     assert quote["spread"] == float(ask - bid)
 
 
+def test_a_one_sided_book_that_never_traded_has_no_price_and_says_so(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRICE_REFRESH_MIN_INTERVAL_S", "0")
+    reset_app()
+    reset_prices_service()
+    app_env.freeze_prices()
+    market = app_env.open_markets()[3]
+    yes, no = market["token_ids"]
+    app_env.standin.make_one_sided(yes)
+    raw = app_env.standin.book(yes)
+    assert raw["asks"] == [] and raw["last_trade_price"] == ""
+    quote = ok(price(yes, {"history": "false"}))["quote"]
+    assert quote["price"] is None and quote["price_rule"] == "none"  # not "midpoint": there is none
+    assert quote["best_bid"] == float(max(Decimal(b["price"]) for b in raw["bids"]))
+    assert quote["best_ask"] is None and quote["midpoint"] is None and quote["spread"] is None
+    assert quote["last_trade_price"] is None and quote["book"] == "open"
+    mirror = ok(prices([no]))["quotes"][0]["quote"]
+    assert mirror["price"] is None and mirror["price_rule"] == "none" and mirror["best_bid"] is None
+    # The book closes: the last quote seen had no price, and the closed quote still says so.
+    app_env.close_market(market["condition_id"])
+    closed = ok(price(yes, {"history": "false", "refresh": "true"}))["quote"]
+    assert closed["book"] == "closed" and closed["price"] is None and closed["price_rule"] == "none"
+    assert get_prices_service().flush()
+    assert stored(yes) == []  # no price, no sample
+
+
 def test_fresh_quotes_are_stored_idempotently_for_tokens_the_markets_table_does_not_know(
     app_env: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -423,6 +450,60 @@ def test_history_adds_stored_quotes_where_upstream_has_no_point(app_env: Upstrea
     assert [(p["t"], p["p"]) for p in history["points"]] == expected
 
 
+def test_history_keeps_a_newest_point_stamped_a_few_seconds_ahead_of_our_clock(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRICE_REFRESH_MIN_INTERVAL_S", "0")
+    reset_app()
+    reset_prices_service()
+    app_env.freeze_prices()
+    frozen = app_env.standin.now()
+    data = app_env.standin.market_data
+    # A token whose next one-minute point falls 5 to 20 s after now (points are not aligned to
+    # round minutes, each market has its own phase).
+    for market in (m for m in app_env.standin.catalogue if not m.closed):
+        points = data.history(market, 0, frozen - 600, frozen, 1)
+        if points and 40 <= frozen - points[-1]["t"] <= 55:
+            break
+    else:
+        raise AssertionError("no market with a point due 5 to 20 s from now")
+    ahead = points[-1]["t"] + 60
+    app_env.standin.advance_time(ahead - frozen + 0.5)  # upstream's clock 5 to 20 s ahead of ours
+    token = market.tokens[0].token_id
+    upstream_now = app_env.standin.now()
+    expected = [(p["t"], p["p"]) for p in data.history(market, 0, upstream_now - 3600, upstream_now, 1)]
+    assert expected[-1][0] == ahead
+    first = ok(price(token, {"interval": "1h"}))["history"]
+    again = ok(price(token, {"interval": "1h", "refresh": "true"}))["history"]
+    assert ahead > time.time()  # still in our future when both answers came
+    for history in (first, again):
+        assert [(p["t"], p["p"]) for p in history["points"]] == expected  # the newest point is kept
+        assert history["upstream_points"] == len(expected) and history["stored_points"] == 0
+
+
+def test_history_points_far_ahead_of_our_clock_are_dropped_and_not_stored(app_env: Upstream) -> None:
+    app_env.freeze_prices()
+    token = open_token(app_env, 33)
+    app_env.standin.advance_time(1800)  # upstream half an hour ahead: not clock skew
+    sent = [r for r in app_env.standin.requests() if r.path == HISTORY]
+    before = time.time()
+    history = ok(price(token, {"interval": "1h"}))["history"]
+    after = time.time()
+    sent = [r for r in app_env.standin.requests() if r.path == HISTORY][len(sent):]
+    assert len(sent) == 1
+    upstream_now = app_env.standin.now()
+    m = app_env.standin.market(token)
+    upstream = [(p["t"], p["p"]) for p in app_env.standin.market_data.history(m, 0, upstream_now - 3600,
+                                                                                upstream_now, 1)]
+    assert sum(t > after + 60 for t, _ in upstream) >= 25  # upstream did send points far ahead
+    points = [(p["t"], p["p"]) for p in history["points"]]
+    assert points and all(t <= after + 30 for t, _ in points)
+    assert [point for point in upstream if point[0] <= before + 29] == [p for p in points if p[0] <= before + 29]
+    assert get_prices_service().flush()
+    newest = max(row["ts"] for row in stored(token))
+    assert newest.timestamp() <= after + 30  # nothing from the future reached storage
+
+
 # --- stale fallback --------------------------------------------------------------------------
 
 
@@ -514,6 +595,70 @@ def test_a_batch_reports_invalid_unknown_and_closed_ids_per_id(app_env: Upstream
     assert by_id[unknown]["quote"] is None and by_id[unknown]["error"]["code"] == "not_found"
     assert by_id["abc"]["error"]["code"] == "bad_request"
     assert app_env.count(BOOKS) == 1 and app_env.count(BOOK) == 0
+
+
+@pytest.mark.parametrize("books_unknown", ["omit", "404"])
+def test_one_unknown_token_does_not_hide_the_other_quotes_of_a_batch(app_env: Upstream, books_unknown: str
+                                                                     ) -> None:
+    # Polymarket may drop a token without a book from a POST /books answer, or 404 the whole
+    # batch (the contract leaves it open): either way the valid tokens get their quotes.
+    app_env.freeze_prices()
+    app_env.standin.set_books_unknown(books_unknown)
+    valid1, valid2 = open_token(app_env, 30), open_token(app_env, 31)
+    unknown = "7" * 76
+    body = ok(prices([valid1, unknown, valid2]))
+    by_id = {q["token_id"]: q for q in body["quotes"]}
+    assert {t: q["status"] for t, q in by_id.items()} == {valid1: "ok", unknown: "unknown", valid2: "ok"}
+    for token in (valid1, valid2):
+        bid, ask = upstream_top(app_env.standin.book(token))
+        assert (by_id[token]["quote"]["best_bid"], by_id[token]["quote"]["best_ask"]) == (float(bid), float(ask))
+        assert by_id[token]["freshness"]["source"] == "live"
+    if books_unknown == "omit":
+        assert (app_env.count(BOOKS), app_env.count(BOOK)) == (1, 0)
+    else:  # [v1, u, v2] refused, then [v1] and [u, v2]; [u, v2] refused, then [u] and [v2]
+        assert (app_env.count(BOOKS), app_env.count(BOOK)) == (2, 3)  # 5 = 2n - 1 calls
+
+
+def test_a_refused_batch_of_100_is_split_within_the_bound(app_env: Upstream) -> None:
+    get_markets_service().refresh(min_age_s=0)
+    app_env.standin.set_books_unknown("404")
+    markets = app_env.open_markets()
+    closed_market = markets[60]
+    app_env.close_market(closed_market["condition_id"])
+    closed, unknown = closed_market["token_ids"][0], "7" * 76
+    valid = [t for m in markets[:49] for t in m["token_ids"]]
+    tokens = [*valid[:40], unknown, *valid[40:90], closed, *valid[90:]]
+    assert len(tokens) == 100
+    body = ok(prices(tokens))
+    statuses = {q["token_id"]: q["status"] for q in body["quotes"]}
+    assert statuses == {**dict.fromkeys(valid, "ok"), unknown: "unknown", closed: "closed"}
+    calls = app_env.count(BOOKS) + app_env.count(BOOK)
+    assert calls <= 1 + 2 * 2 * 7  # k = 2 tokens to blame, ceil(log2 100) = 7
+    assert get_prices_service().flush()
+    assert get_database().query("SELECT count(DISTINCT token_id) AS n FROM price_samples")[0]["n"] == 98
+
+
+def test_a_batch_refused_with_a_400_is_split_and_a_missing_route_is_not(app_env: Upstream) -> None:
+    tokens = [open_token(app_env, i) for i in range(34, 38)]
+    # A 400 for the batch as a whole (e.g. a batch cap lower than ours): halves are asked again.
+    app_env.fail("status", host="clob", path=BOOKS, status=400, times=1, body={"error": "Invalid payload"})
+    body = ok(prices(tokens))
+    assert {q["status"] for q in body["quotes"]} == {"ok"}
+    assert (app_env.count(BOOKS), app_env.count(BOOK)) == (3, 0)
+    assert get_prices_service().flush()
+    # The router's 404 page (a wrong host or path prefix) is not "unknown token": nothing is
+    # split, nothing is called unknown; what is known is served stale, the rest is a 503.
+    reset_prices_service()
+    app_env.fail("status", host="clob", status=404, body="404 page not found")
+    unseen = [open_token(app_env, i) for i in (38, 39)]
+    response = prices(unseen)
+    assert response.status_code == 503 and body_of(response)["error"]["code"] == "unavailable"
+    assert (app_env.count(BOOKS), app_env.count(BOOK)) == (4, 0)
+    single = price(unseen[0], {"history": "false"})
+    assert single.status_code == 503 and "4xx" in body_of(single)["error"]["message"]
+    known = ok(prices(tokens))
+    assert {q["status"] for q in known["quotes"]} == {"ok"}
+    assert known["freshness"]["source"] == "stale" and "4xx" in known["freshness"]["stale_reason"]
 
 
 def test_batch_limits(app_env: Upstream) -> None:

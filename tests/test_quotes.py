@@ -66,7 +66,7 @@ def test_books_sample_joins_on_asset_id() -> None:
         ("0.5", "0.11", "0.7", ("0.7", "last_trade")),
         (None, None, "0.7", ("0.7", "last_trade")),  # one-sided book
         ("0.5", "0.2", None, ("0.5", "midpoint")),  # no trade yet
-        (None, None, None, (None, "midpoint")),
+        (None, None, None, (None, "none")),  # one-sided or empty book, never traded: no price
     ],
 )
 def test_display_price_rule(mid: str | None, spread: str | None, last: str | None,
@@ -74,6 +74,17 @@ def test_display_price_rule(mid: str | None, spread: str | None, last: str | Non
     d = (lambda v: None if v is None else Decimal(v))
     price, rule = display_price(d(mid), d(spread), d(last))
     assert (price, rule) == (d(expected[0]), expected[1])
+
+
+def test_a_one_sided_book_without_trades_has_no_price_and_rule_none() -> None:
+    raw = {"market": "0x" + "ab" * 32, "asset_id": "123", "timestamp": "1786385407185", "hash": "h",
+           "bids": [{"price": "0.40", "size": "10"}, {"price": "0.42", "size": "5"}], "asks": [],
+           "min_order_size": "5", "tick_size": "0.01", "neg_risk": False, "last_trade_price": ""}
+    quote = quote_from_book(parse_book(raw, NOW))
+    assert (quote.price, quote.price_rule) == (None, "none")
+    assert quote.best_bid == 0.42 and quote.best_ask is None and quote.midpoint is None
+    traded = quote_from_book(parse_book({**raw, "last_trade_price": "0.41"}, NOW))
+    assert (traded.price, traded.price_rule) == (0.41, "last_trade")
 
 
 def test_bad_books_are_upstream_errors() -> None:

@@ -542,6 +542,44 @@ def test_set_price_close_reopen_and_add() -> None:
             {"history": []}
 
 
+def test_books_can_404_the_whole_batch_for_one_token_without_a_book() -> None:
+    # The contract leaves open whether /books drops a token without a book or 404s the batch
+    # (§3.8): the stand-in does either.
+    with PolymarketStandIn(markets=200, seed=5) as pm, httpx.Client(base_url=pm.clob_url) as clob:
+        m = next(x for x in pm.catalogue if not x.closed)
+        closed = next(x for x in pm.catalogue if x.closed)
+        good = [{"token_id": t} for t in m.token_ids]
+        unknown = [{"token_id": "1" * 77}]
+        dropped = clob.post("/books", json=good + unknown)
+        assert dropped.status_code == 200 and {b["asset_id"] for b in dropped.json()} == set(m.token_ids)
+        pm.set_books_unknown("404")
+        for batch in (good + unknown, [*good, {"token_id": closed.token_ids[0]}]):
+            refused = clob.post("/books", json=batch)
+            assert refused.status_code == 404
+            assert refused.json() == clob.get("/book", params={"token_id": batch[-1]["token_id"]}).json()
+        assert {b["asset_id"] for b in clob.post("/books", json=good).json()} == set(m.token_ids)
+        assert clob.post("/_standin/books-unknown", json={"mode": "omit"}).json() == {"ok": True}
+        assert len(clob.post("/books", json=good + unknown).json()) == 2
+        assert clob.post("/_standin/books-unknown", json={"mode": "sometimes"}).status_code == 400
+        with pytest.raises(ValueError):
+            PolymarketStandIn(markets=10, books_unknown="drop")
+
+
+def test_a_one_sided_book_that_never_traded() -> None:
+    clock = FrozenClock()
+    with PolymarketStandIn(markets=200, seed=5, clock=clock) as pm, httpx.Client(base_url=pm.clob_url) as clob:
+        m = next(x for x in pm.catalogue if not x.closed)
+        yes, no = m.token_ids
+        assert clob.post(f"/_standin/tokens/{yes}/one-sided").json() == {"ok": True}
+        books = {b["asset_id"]: b for b in clob.post("/books", json=[{"token_id": yes}, {"token_id": no}]).json()}
+        assert books[yes]["bids"] and books[yes]["asks"] == []
+        assert books[no]["bids"] == [] and books[no]["asks"]  # the mirror
+        assert books[yes]["last_trade_price"] == books[no]["last_trade_price"] == ""
+        assert book_hash(books[yes]) == books[yes]["hash"]
+        clock.now += 3600
+        assert clob.get("/book", params={"token_id": yes}).json()["asks"] == []  # stays so
+
+
 # --- faults, counts, control API -------------------------------------------------------------
 
 

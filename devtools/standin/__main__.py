@@ -21,11 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gamma-port", type=int, default=8802)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every Polymarket request")
     parser.add_argument("--step", type=float, default=1.0, help="price time step in seconds (default 1)")
+    parser.add_argument("--books-unknown", choices=("omit", "404"), default="omit",
+                        help="POST /books with a token that has no book: leave it out (default) or 404 the batch")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     pm = PolymarketStandIn(args.markets, args.closed_fraction, args.seed, host=args.host, clob_port=args.clob_port,
-                           gamma_port=args.gamma_port, step=args.step, latency_ms=args.latency_ms)
+                           gamma_port=args.gamma_port, step=args.step, latency_ms=args.latency_ms,
+                           books_unknown=args.books_unknown)
     pm.start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,8 @@
 Choices where upstream behaviour is unconfirmed (each marked "unconfirmed" in the contract):
 * batch endpoints (``/books``, ``/prices``, ``/midpoints``, ``/spreads``, ``/last-trades-prices``,
   ``/batch-prices-history``) silently omit unknown or closed tokens instead of failing the batch;
+  ``/books`` can take the contract's other reading instead (``books_unknown="404"``): one token
+  without a book fails the whole batch with the ``/book`` 404 "No orderbook exists ...";
 * ``/prices`` items without a valid ``side`` fail the batch with 400 "Invalid side";
 * ``next_cursor=LTE=`` gives an empty page, an undecodable cursor 400 ``{"error": "invalid next_cursor"}``;
 * ``/prices-history`` for an unknown token gives ``{"history": []}``; a missing ``market`` 400;
@@ -32,6 +34,8 @@ MAX_BATCH = 500
 MAX_HISTORY_BATCH = 20
 
 NO_BOOK = "No orderbook exists for the requested token id"
+# What ``POST /books`` does with a token that has no book (unconfirmed upstream, §3.8).
+BOOKS_UNKNOWN = ("omit", "404")
 
 
 def error(status: int, message: str) -> ApiError:
@@ -58,9 +62,10 @@ def decode_cursor(cursor: str | None) -> int | None:
 
 
 class ClobViews:
-    def __init__(self, catalogue: Catalogue, data: MarketData) -> None:
+    def __init__(self, catalogue: Catalogue, data: MarketData, books_unknown: str = "omit") -> None:
         self.catalogue = catalogue
         self.data = data
+        self.books_unknown = books_unknown
         self._gets = self._get_routes()
         self._posts = self._post_routes()
 
@@ -239,8 +244,11 @@ class ClobViews:
         return json_response(self.data.book(m, i))
 
     def books(self, payload: Any) -> Response:
-        # Unknown/closed tokens are left out (upstream behaviour unconfirmed); callers join on asset_id.
-        found = (self._open(item["token_id"]) for item in self._token_items(payload))
+        # Unknown/closed tokens are left out, or fail the batch (upstream behaviour unconfirmed);
+        # callers join on asset_id.
+        found = [self._open(item["token_id"]) for item in self._token_items(payload)]
+        if self.books_unknown == "404" and None in found:
+            raise error(404, NO_BOOK)
         return json_response([self.data.book(m, i) for m, i in (f for f in found if f is not None)])
 
     def _price(self, m: Market, i: int, side: str) -> str:

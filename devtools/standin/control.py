@@ -16,6 +16,8 @@ and benchmarks can drive a stand-in running in another process. No Polymarket ro
     POST   /_standin/markets/{condition_id}/reopen
     POST   /_standin/tokens/{token_id}/price       {"price": 0.42, "hold": true}
     POST   /_standin/tokens/{token_id}/release     let a held price walk again
+    POST   /_standin/tokens/{token_id}/one-sided   its market's books one-sided and never traded
+    POST   /_standin/books-unknown                 {"mode": "omit" | "404"}: /books and tokens without a book
     POST   /_standin/history/forget                {"before": unix_s, "token_id": optional}
     POST   /_standin/clock                         {"advance": seconds} -> {"now": ...}
 """
@@ -119,6 +121,12 @@ def _route(pm: PolymarketStandIn, method: str, path: str, query: Query, raw: byt
             return json_response({"ok": True})
         case ("POST", ["tokens", token_id, "release"]):
             pm.release_price(token_id)
+            return json_response({"ok": True})
+        case ("POST", ["tokens", token_id, "one-sided"]):
+            pm.make_one_sided(token_id)
+            return json_response({"ok": True})
+        case ("POST", ["books-unknown"]):
+            pm.set_books_unknown(str(_body(raw).get("mode")))
             return json_response({"ok": True})
         case ("POST", ["history", "forget"]):
             body = _body(raw)

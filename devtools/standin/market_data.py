@@ -134,6 +134,7 @@ class MarketData:
         self._overrides: dict[int, list[Override]] = {}  # market index -> ascending by step
         self._forget_all = 0.0
         self._forget: dict[str, float] = {}  # token id -> forget points before this time
+        self._one_sided: set[int] = set()  # market indexes: tokens[0] bids only, never traded
         self._books: dict[tuple[int, int, int, int], dict] = {}
         self._quotes: dict[tuple[int, int, int], Quote] = {}
 
@@ -227,6 +228,9 @@ class MarketData:
             return cached
         denom, places = m.tick_denom, tick_places(m.tick_denom)
         bids0, asks0 = self._levels(m, q)
+        one_sided = m.index in self._one_sided
+        if one_sided:
+            asks0 = []  # tokens[0] has no asks, so tokens[1] (the mirror) has no bids
         if index == 0:
             bids = [(p, s) for p, s in reversed(bids0)]
             asks = [(p, s) for p, s in reversed(asks0)]
@@ -246,7 +250,7 @@ class MarketData:
             "tick_size": dec(1, places),
             "neg_risk": m.neg_risk,
             # The book pads this to three decimals ("0.430") while /last-trade-price does not.
-            "last_trade_price": f"{last / denom:.3f}",
+            "last_trade_price": "" if one_sided else f"{last / denom:.3f}",
         }
         book["hash"] = book_hash(book)
         if len(self._books) > 50_000:
@@ -331,6 +335,11 @@ class MarketData:
             overrides = [o for o in self._overrides.get(m.index, []) if o.step < k]
             overrides.append(Override(k, ov.value, False))
             self._overrides[m.index] = overrides
+            self._drop_cached(m)
+
+    def make_one_sided(self, m: Market) -> None:
+        with self._lock:
+            self._one_sided.add(m.index)
             self._drop_cached(m)
 
     def forget_history(self, before: float, token_id: str | None = None) -> None:

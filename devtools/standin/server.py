@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import control
 from .catalogue import Catalogue, Market
-from .clob import ClobViews
+from .clob import BOOKS_UNKNOWN, ClobViews
 from .common import Response, json_response
 from .faults import GARBAGE_HTML, Fault, FaultRegistry, RequestLog, RequestRecord
 from .gamma import GammaViews
@@ -185,7 +185,7 @@ class PolymarketStandIn:
     def __init__(self, markets: int = 2000, closed_fraction: float = 0.1, seed: int = 7, *,
                  host: str = "127.0.0.1", clob_port: int = 0, gamma_port: int = 0, step: float = 1.0,
                  latency_ms: float = 0.0, clock: Callable[[], float] | None = None,
-                 anchor: float | None = None) -> None:
+                 anchor: float | None = None, books_unknown: str = "omit") -> None:
         self.host = host
         self._ports = (clob_port, gamma_port)
         self.latency_ms = latency_ms
@@ -194,6 +194,7 @@ class PolymarketStandIn:
         self.catalogue = Catalogue(markets, closed_fraction, seed, anchor)
         self.market_data = MarketData(self.catalogue, self.now, step)
         self.clob = ClobViews(self.catalogue, self.market_data)
+        self.set_books_unknown(books_unknown)
         self.gamma = GammaViews(self.catalogue, self.market_data)
         self.views: dict[str, Callable[[str, str, dict[str, list[str]], bytes], Response]] = {
             "clob": self.clob.handle, "gamma": self.gamma.handle}
@@ -345,6 +346,21 @@ class PolymarketStandIn:
         if token_id is not None:
             self._token(token_id)
         self.market_data.forget_history(before, token_id)
+
+    def set_books_unknown(self, mode: str) -> None:
+        """What ``POST /books`` does with a token that has no book (unknown or closed), one of the
+        two readings of the contract: ``"omit"`` leaves it out of the answer, ``"404"`` fails the
+        whole batch with the 404 ``/book`` gives for it."""
+        if mode not in BOOKS_UNKNOWN:
+            raise ValueError(f"books_unknown must be one of {', '.join(BOOKS_UNKNOWN)}")
+        self.clob.books_unknown = mode
+
+    def make_one_sided(self, token_id: str) -> None:
+        """From now on the token's market has never traded and has one side: ``tokens[0]`` only
+        bids, ``tokens[1]`` (its mirror) only asks, and ``last_trade_price`` is ``""`` in their
+        books (what upstream sends before a first trade is unconfirmed). Only ``/book`` and
+        ``/books`` show this; the other price routes keep the two-sided prices."""
+        self.market_data.make_one_sided(self._token(token_id)[0])
 
     def book(self, token_id: str) -> dict[str, Any]:
         """The current ``/book`` object of an open market's token, without HTTP."""
