@@ -12,13 +12,21 @@
 #   --yes           do not ask for confirmation (required for prod without a terminal)
 #   --config FILE   read names from FILE instead of deploy/<env>.env
 #   --url URL       base URL to verify (default https://<the app's default host name>)
+#
+# The work tree must be clean (git status) unless --force; an untracked deploy/<env>.env, the
+# names file made from the example (git-ignored), does not count.
+# Environment: POSTGRES_ADMIN_PASSWORD (needed by --create), AZURE_OPENAI_API_KEY (optional),
+# HEALTH_ATTEMPTS / HEALTH_INTERVAL_S (health polling, default 30 x 10 s), PYTHON, and
+# PYTEST_ARGS, passed on to `make test` (e.g. PYTEST_ARGS=tests/test_deploy.py runs only that
+# file; the test step says what it ran). deploy.sh's own tests use it to keep the suite out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  # The comment block at the top of this file.
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
   exit 2
 }
 die() { echo "deploy: error: $*" >&2; exit 1; }
@@ -113,6 +121,19 @@ secret_file() {
 
 # --- checks ------------------------------------------------------------------------------------
 
+# What `git status` reports, less untracked names files (deploy/<env>.env): README's first step
+# makes one from the example, and .gitignore keeps it out of git.
+uncommitted_changes() {
+  local line
+  # Outside a git work tree there is nothing to compare with (as before: not a refusal).
+  { git status --porcelain --untracked-files=all 2>/dev/null || true; } | while IFS= read -r line; do
+    if [[ "$line" =~ ^\?\?\ deploy/[a-z0-9-]+\.env$ && "$line" != "?? deploy/example.env" ]]; then
+      continue
+    fi
+    printf '%s\n' "$line"
+  done
+}
+
 preflight() {
   local tool
   for tool in az func curl git; do
@@ -122,12 +143,14 @@ preflight() {
   if [[ -n "${AZ_SUBSCRIPTION:-}" ]]; then
     run az account set --subscription "$AZ_SUBSCRIPTION"
   fi
-  if [[ "$FORCE" -eq 0 && -n "$(git status --porcelain 2>/dev/null)" ]]; then
-    die "uncommitted changes in the work tree; commit them or pass --force"
+  local dirty
+  dirty="$(uncommitted_changes)"
+  if [[ "$FORCE" -eq 0 && -n "$dirty" ]]; then
+    die "uncommitted changes in the work tree; commit them or pass --force:"$'\n'"$dirty"
   fi
   if [[ "$SKIP_TESTS" -eq 0 ]]; then
-    say "running the test suite (make test)"
-    make test || die "tests failed; fix them or pass --skip-tests"
+    say "running the test suite (make test${PYTEST_ARGS:+ PYTEST_ARGS=$PYTEST_ARGS})"
+    make test ${PYTEST_ARGS:+"PYTEST_ARGS=$PYTEST_ARGS"} || die "tests failed; fix them or pass --skip-tests"
   fi
   if [[ "$ENV_NAME" == "prod" && "$YES" -eq 0 ]]; then
     [[ -t 0 ]] || die "refusing to deploy to prod without a terminal to confirm; pass --yes"
@@ -273,7 +296,7 @@ wait_healthy() {
 main() {
   say "environment $ENV_NAME: app $FUNCTION_APP_NAME in $AZ_RESOURCE_GROUP ($AZ_LOCATION)$([[ $DRY_RUN -eq 1 ]] && echo ', dry run')"
   if [[ "$DRY_RUN" -eq 1 ]]; then
-    echo "+ az account show; git status --porcelain; make test (unless --skip-tests)"
+    echo "+ az account show; git status --porcelain; make test${PYTEST_ARGS:+ PYTEST_ARGS=$PYTEST_ARGS} (unless --skip-tests)"
   else
     preflight
   fi

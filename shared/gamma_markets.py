@@ -1,6 +1,6 @@
 """Gamma market rows -> our market records, with the contract's traps handled in one place.
 
-Traps (``shared/polymarket-api.md`` section 4): ``outcomes``, ``outcomePrices`` and
+Traps (``docs/polymarket-api.md`` section 4): ``outcomes``, ``outcomePrices`` and
 ``clobTokenIds`` are JSON arrays inside strings (the prices inside are strings too);
 ``volume``/``liquidity`` are decimal strings while ``volumeNum``/``volume24hr``/``bestBid``...
 are numbers; null fields are omitted, not null; ``active`` stays true on closed markets.

@@ -1,7 +1,7 @@
 """Pure parsing and arithmetic for prices: token ids, CLOB books, the display-price rule,
 history parameters and the history merge. No I/O here (see ``prices`` and ``prices_store``).
 
-Wire facts this relies on (``polymarket-api.md`` §1, §3):
+Wire facts this relies on (``docs/polymarket-api.md`` §1, §3):
 * prices arrive as decimal **strings** (``"0.42"``, sometimes padded: ``"0.430"``); they are
   parsed as ``Decimal`` so midpoints and spreads are exact, and leave as JSON numbers;
 * ``/book`` lists bids ascending and asks descending: the best bid and best ask are the

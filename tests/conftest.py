@@ -4,6 +4,7 @@ and a clean app environment (settings, pool and clients re-created from the test
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
@@ -65,7 +66,14 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if _scanner.leaks:
         print("\nSECRET LEAKED INTO LOGS:\n" + "\n".join(_scanner.leaks[:20]))
         session.exitstatus = 1
-SHARED = ROOT.parent / "shared"
+# The recorded Polymarket payloads the contract (docs/polymarket-api.md) describes, kept in the repo.
+SAMPLES = ROOT / "tests" / "contract" / "samples"
+
+
+def sample(name: str) -> Any:
+    """A recorded payload, parsed; a missing one is an error, never a skip."""
+    return json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+
 
 # Variables the app reads; tests start from none of them set, so the host's env cannot leak in.
 APP_ENV_PREFIXES = ("POSTGRES_", "POLYMARKET_", "AZURE_OPENAI_", "GPT5_", "UPSTREAM_", "MARKETS_",

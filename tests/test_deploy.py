@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -204,6 +206,167 @@ def test_prod_needs_confirmation(deploy) -> None:
 def test_unknown_environment_and_bad_options(deploy) -> None:
     assert deploy("nowhere", "--skip-tests").code != 0
     assert deploy("test", "--bogus").code == 2
+
+
+def test_an_untracked_names_file_is_not_an_uncommitted_change(deploy, repo: Path, served_app: str) -> None:
+    """deploy.sh itself lets deploy/<env>.env through, even where no .gitignore hides it."""
+    (repo / "deploy" / "staging.env").write_text(CONFIG)
+    assert "?? deploy/staging.env" in _git(repo, "status", "--porcelain")
+    run = deploy("test", "--skip-tests", "--url", served_app)
+    assert run.code == 0, run.output
+
+
+# --- the README's Deploying section, as written, in a fresh clone ------------------------------
+
+# A few quick test files for the `make test` step deploy.sh runs: the real Makefile and pytest in
+# the clone, without the whole suite inside this test.
+CLONE_PYTEST_ARGS = "-q -p no:cacheprovider tests/test_standalone.py tests/test_gamma_markets.py"
+MARK = "### README command "
+
+
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, check=True).stdout
+
+
+def readme_deploy_commands() -> list[str]:
+    """The lines of the README's First deploy block, then its later `./deploy.sh dev`, verbatim."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Deploying\n", 1)[1].split("\n## ", 1)[0]
+    flags = re.DOTALL | re.MULTILINE
+    blocks = {
+        title.strip(): [line for code in re.findall(r"^```sh\n(.*?)^```", body, flags)
+                        for line in code.splitlines() if line.strip()]
+        for title, body in re.findall(r"^### ([^\n]+)\n(.*?)(?=^### |\Z)", section, flags)
+    }
+    later = [line for line in blocks["Later deploys"] if re.match(r"\./deploy\.sh dev(\s|$)", line)]
+    return blocks["First deploy"] + later
+
+
+def _without_comment(line: str) -> str:
+    return re.sub(r"\s+#.*$", "", line).strip()
+
+
+def _mirror_venv(venv: Path) -> None:
+    """The interpreter running this test, as the clone's .venv, with the clone's own install stamp
+    (newer than its requirements files, so `make test` installs nothing and touches no shared venv)."""
+    venv.mkdir()
+    prefix = Path(sys.prefix)
+    if prefix != Path(sys.base_prefix):
+        for entry in prefix.iterdir():
+            if entry.name != ".installed":
+                (venv / entry.name).symlink_to(entry)
+    else:
+        (venv / "bin").mkdir()
+        (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / ".installed").touch()
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    """`git clone` of this repository, plus what is changed here and not yet committed (so the test
+    checks this work tree), committed in the clone: a clean tree, as a fresh clone has."""
+    target = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(target)], check=True)
+    subprocess.run(["git", "checkout", "-q", "--detach", _git(ROOT, "rev-parse", "HEAD").strip()],
+                   cwd=target, check=True)
+    changed = [n for n in _git(ROOT, "diff", "--name-only", "--no-renames", "-z", "HEAD").split("\0") if n]
+    for name in changed:
+        if (ROOT / name).exists():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+        else:
+            (target / name).unlink(missing_ok=True)
+    if changed:
+        git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+        subprocess.run([*git, "add", "-A", "--", *changed], cwd=target, check=True)
+        subprocess.run([*git, "commit", "-qm", "uncommitted changes of the work tree"], cwd=target, check=True)
+    _mirror_venv(target / ".venv")
+    assert _git(target, "status", "--porcelain") == ""
+    return target
+
+
+def _clone_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("POSTGRES_", "AZURE_OPENAI_", "MAKE", "MFLAGS"))
+                 and k not in ("PYTHON", "PYTEST_ARGS", "PYTEST_ADDOPTS")}
+    return {
+        **inherited,
+        "PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_AZ_LOG": str(tmp_path / "az.log"),
+        "FAKE_AZ_STATE": str(tmp_path / "az-state.json"),
+        "FAKE_AZ_FUNCTIONS": _all_functions(),
+        "HEALTH_ATTEMPTS": "3",
+        "HEALTH_INTERVAL_S": "0",
+        "CORS_ORIGIN": "https://app.example.com",  # what test_local.sh checks; example.env allows it
+        "PYTEST_ARGS": CLONE_PYTEST_ARGS,
+        **extra,
+    }
+
+
+def _run_script(clone: Path, env: dict[str, str], commands: list[str]) -> subprocess.CompletedProcess[str]:
+    script = "\n".join(["set -euo pipefail", "exec 2>&1"]
+                       + [f"echo {shlex.quote(MARK + str(i))}\n{cmd}" for i, cmd in enumerate(commands)])
+    return subprocess.run(["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL, check=False)
+
+
+def test_readme_deploy_commands_work_in_a_fresh_clone(clone: Path, served_app: str, tmp_path: Path) -> None:
+    commands = readme_deploy_commands()
+    plain = [_without_comment(c) for c in commands]
+    # The documented path, in this order (the exports before anything that needs them).
+    steps = ["cp deploy/example.env deploy/dev.env", "./deploy.sh dev --create --dry-run",
+             "./deploy.sh dev --create", "./deploy.sh dev"]
+    assert [c for c in plain if c in steps] == steps, plain
+    assert plain.index("./deploy.sh dev --create") > max(i for i, c in enumerate(plain) if c.startswith("export "))
+    # Run as written; `--url` only adds where to verify (the app on the local host, not Azure).
+    runnable = [f"{_without_comment(c)} --url {served_app}" if c.startswith("./deploy.sh ") else c
+                for c in commands]
+    result = _run_script(clone, _clone_env(tmp_path), runnable)
+    output = result.stdout
+    assert result.returncode == 0, output[-6000:]
+    parts = dict(zip(plain, re.split(re.escape(MARK) + r"\d+\n", output)[1:], strict=True))
+
+    assert "dry run: nothing was changed" in parts["./deploy.sh dev --create --dry-run"]
+    calls = [json.loads(line) for line in (tmp_path / "az.log").read_text().splitlines()]
+    publishes = [c for c in calls if c[:4] == ["func", "azure", "functionapp", "publish"]]
+    assert publishes == [["func", "azure", "functionapp", "publish", "func-polymarket-api-dev",
+                          "--python", "--build", "remote"]] * 2  # --create, then the later deploy
+    for step in ("./deploy.sh dev --create", "./deploy.sh dev"):
+        out = parts[step]
+        assert "uncommitted changes" not in out
+        assert f"running the test suite (make test PYTEST_ARGS={CLONE_PYTEST_ARGS})" in out
+        # The clone's own tests ran: all passed, none failed or skipped (pytest would list those).
+        summary = re.search(r"^(\d+) passed in [\d.]+s", out, re.MULTILINE)
+        assert summary and int(summary[1]) > 10, out
+        assert "PASS" in out and "FAIL " not in out  # test_local.sh against the app
+        assert f"deployed func-polymarket-api-dev (dev) and verified {served_app}" in out
+    assert "creating resource group rg-polymarket-api-dev" in parts["./deploy.sh dev --create"]
+    # The names file the README makes is git-ignored; the example stays tracked.
+    assert _git(clone, "status", "--porcelain") == ""
+    assert _git(clone, "check-ignore", "deploy/dev.env").strip() == "deploy/dev.env"
+    assert _git(clone, "ls-files", "deploy").split() == ["deploy/example.env"]
+
+
+def test_in_a_clone_anything_but_a_names_file_still_blocks(clone: Path, tmp_path: Path) -> None:
+    env = _clone_env(tmp_path)
+    (clone / "deploy" / "dev.env").write_text((clone / "deploy" / "example.env").read_text())
+    (clone / "deploy" / "dev.env.bak").write_text("x")
+    (clone / "notes.txt").write_text("x")
+    result = _run_script(clone, env, ["./deploy.sh dev"])
+    assert result.returncode != 0
+    assert "uncommitted changes" in result.stdout
+    assert "?? deploy/dev.env.bak" in result.stdout and "?? notes.txt" in result.stdout
+    assert "?? deploy/dev.env\n" not in result.stdout
+    (clone / "deploy" / "dev.env.bak").unlink()
+    (clone / "notes.txt").unlink()
+    # Clean now: it gets past the check, and a failing `make test` stops it before anything is published.
+    failing = _run_script(clone, {**env, "PYTEST_ARGS": "-q tests/test_gamma_markets.py -k no_such_test"},
+                          ["./deploy.sh dev"])
+    assert failing.returncode != 0
+    assert "uncommitted changes" not in failing.stdout
+    assert "tests failed; fix them or pass --skip-tests" in failing.stdout
+    calls = (tmp_path / "az.log").read_text() if (tmp_path / "az.log").exists() else ""
+    assert '"func"' not in calls
 
 
 def test_scripts_are_shellcheck_clean() -> None:

@@ -1,4 +1,4 @@
-"""Parsing Gamma rows, on the real captured payloads in ../shared/polymarket-samples."""
+"""Parsing Gamma rows, on the real captured payloads in ``tests/contract/samples/``."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ from decimal import Decimal
 import pytest
 
 from shared.gamma_markets import BadMarketRow, parse_market
-from tests.conftest import SHARED
-
-SAMPLES = SHARED / "polymarket-samples"
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="../shared/polymarket-samples is not beside the repo")
-
-
-def _load(name: str):
-    return json.loads((SAMPLES / name).read_text())
+from tests.conftest import sample
 
 
 def test_list_rows_decode_json_inside_strings() -> None:
-    rows = _load("gamma_markets.json")
+    rows = sample("gamma_markets.json")
     for row in rows:
         record = parse_market(row)
         assert record.condition_id == row["conditionId"]
@@ -37,18 +30,18 @@ def test_list_rows_decode_json_inside_strings() -> None:
 
 
 def test_keyset_page_rows_parse() -> None:
-    page = _load("gamma_markets_keyset.json")
+    page = sample("gamma_markets_keyset.json")
     assert all(parse_market(row).outcomes for row in page["markets"])
 
 
 def test_tags_become_category_and_tag_slugs() -> None:
-    record = parse_market(_load("gamma_market_include_tag.json"))
+    record = parse_market(sample("gamma_market_include_tag.json"))
     assert record.category == "world affairs"
     assert "geopolitics" in record.tags
 
 
 def test_resolved_market_with_omitted_fields() -> None:
-    row = _load("gamma_market_resolved.json")
+    row = sample("gamma_market_resolved.json")
     record = parse_market(row)
     assert record.closed is True
     assert record.best_bid is None and record.volume_24h is None  # omitted upstream, not zero
@@ -67,12 +60,12 @@ def test_resolved_market_with_omitted_fields() -> None:
     ],
 )
 def test_bad_rows_are_rejected(change: dict) -> None:
-    row = {**_load("gamma_market.json"), **change}
+    row = {**sample("gamma_market.json"), **change}
     with pytest.raises(BadMarketRow):
         parse_market(row)
 
 
 def test_content_hash_is_stable_and_sensitive() -> None:
-    row = _load("gamma_market.json")
+    row = sample("gamma_market.json")
     assert parse_market(row).content_hash() == parse_market(dict(row)).content_hash()
     assert parse_market(row).content_hash() != parse_market({**row, "volume24hr": 1.5}).content_hash()

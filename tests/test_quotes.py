@@ -1,11 +1,9 @@
-"""Quote arithmetic and parsing on the recorded CLOB samples (``shared/polymarket-samples``)."""
+"""Quote arithmetic and parsing on the recorded CLOB samples (``tests/contract/samples/``)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -20,14 +18,9 @@ from shared.quotes import (
     quote_from_book,
     validate_token_id,
 )
-from tests.conftest import SHARED
+from tests.conftest import sample
 
-SAMPLES = SHARED / "polymarket-samples"
 NOW = datetime(2026, 8, 10, tzinfo=UTC)
-
-
-def sample(name: str) -> Any:
-    return json.loads((SAMPLES / name).read_text())
 
 
 def test_live_book_sample_gives_the_quote_the_live_endpoints_gave() -> None:

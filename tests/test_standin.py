@@ -1,7 +1,7 @@
 """The Polymarket stand-in (devtools.standin) over real loopback HTTP.
 
 CLOB reads go through the real py-clob-client-v2 client, Gamma through httpx. Shapes and value
-types are checked against the captured samples in ``shared/polymarket-samples`` (the contract).
+types are checked against the recorded samples in ``tests/contract/samples/`` (the contract, ``docs/polymarket-api.md``).
 """
 
 from __future__ import annotations
@@ -32,17 +32,10 @@ from py_clob_client_v2.utilities import generate_orderbook_summary_hash, parse_r
 
 from devtools.standin import PolymarketStandIn, book_hash
 from devtools.standin.catalogue import Catalogue
+from tests.conftest import sample
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "polymarket-samples"
 DAY = 86_400
-
-
-def sample(name: str) -> Any:
-    path = SAMPLES / name
-    if not path.exists():
-        pytest.skip(f"contract samples not found at {SAMPLES} (shared/ sits next to the repo)")
-    return json.loads(path.read_text())
 
 
 class FrozenClock:

@@ -2,8 +2,8 @@
 
 Not Polymarket and not connected to it. It serves, over two loopback HTTP ports, a deterministic
 catalogue of made-up markets with the routes, value types, error bodies, ordering and paging
-quirks described in ``shared/polymarket-api.md`` (the contract; its samples are the reference),
-prices that move with time, fault injection and request counting.
+quirks described in ``docs/polymarket-api.md`` (the contract; its samples in ``tests/contract/samples/``
+are the reference), prices that move with time, fault injection and request counting.
 
     from devtools.standin import PolymarketStandIn
 

@@ -1,4 +1,4 @@
-"""The CLOB host (``clob.polymarket.com``): routes and wire formats of ``polymarket-api.md`` §2-3.
+"""The CLOB host (``clob.polymarket.com``): routes and wire formats of ``docs/polymarket-api.md`` §2-3.
 
 Choices where upstream behaviour is unconfirmed (each marked "unconfirmed" in the contract):
 * batch endpoints (``/books``, ``/prices``, ``/midpoints``, ``/spreads``, ``/last-trades-prices``,

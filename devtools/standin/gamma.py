@@ -1,4 +1,4 @@
-"""The Gamma host (``gamma-api.polymarket.com``): routes and wire formats of ``polymarket-api.md`` §4.
+"""The Gamma host (``gamma-api.polymarket.com``): routes and wire formats of ``docs/polymarket-api.md`` §4.
 
 Choices where upstream behaviour is unconfirmed: ``limit`` defaults to 100 and is clamped to 100
 on both list endpoints; ``active``/``archived`` filter as plain equality (every market is
