@@ -47,6 +47,19 @@ def within(seconds: float | None) -> Iterator[None]:
         _deadline.reset(token)
 
 
+@contextmanager
+def unbounded() -> Iterator[None]:
+    """No deadline and no fail fast for the enclosed work: a background job that a request
+    started, in a copy of the request's context, outlives the request."""
+    deadline_token = _deadline.set(None)
+    fail_fast_token = _fail_fast.set(False)
+    try:
+        yield
+    finally:
+        _fail_fast.reset(fail_fast_token)
+        _deadline.reset(deadline_token)
+
+
 def remaining(default: float | None = None) -> float | None:
     """Seconds left before the deadline (never below 0), or ``default`` when there is none."""
     deadline = _deadline.get()

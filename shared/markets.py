@@ -553,10 +553,16 @@ class MarketsService:
     def _begin(self, key: str, job: Callable[[], T]) -> tuple[Future[T], deadline.Watch]:
         """Start (or join) a background job, with the watch that reports its failed attempts."""
         watch = deadline.Watch()
+        # The request's context goes along, so its log line counts the job's upstream calls;
+        # its deadline does not: the job outlives the request.
+        context = contextvars.copy_context()
+
+        def run() -> T:
+            with deadline.unbounded(), watch.watching():
+                return job()
 
         def watched() -> T:
-            with watch.watching():
-                return job()
+            return context.run(run)
 
         future, leader = self._flight.begin(key, watched)
         if leader:
@@ -585,14 +591,16 @@ class MarketsService:
     def _forced_refresh(self) -> tuple[str, str | None]:
         """``refresh=true``: (source, stale reason). Waits for the refresh until the request's
         deadline, but not past its first failed attempt, nor past STALE_IF_ERROR_WAIT_S without
-        any answer from Gamma: then the stored catalogue answers at once, stale, while the
+        any answer from Gamma, and not at all while Gamma's latest attempt failed: then the stored catalogue answers at once, stale, while the
         refresh (and its retries) go on in the background."""
         done_before = self._refreshes_done
+        failing = get_gamma().breaker.failing()  # the latest attempt failed: do not wait on another
         future, watch = self._begin("refresh", lambda: self.refresh(min_age_s=0))
         wait_s = get_settings().cache.stale_if_error_wait_s
-        if not watch.wait(future, wait_s, deadline.remaining(LOCK_WAIT_S)):
-            if watch.failure is not None:
-                reason = _failure_reason(watch.failure)
+        if failing is not None or not watch.wait(future, wait_s, deadline.remaining(LOCK_WAIT_S)):
+            failure = watch.failure or failing
+            if failure is not None:
+                reason = _failure_reason(failure)
                 with self._outcome_lock:
                     if self._refreshes_done == done_before:  # what every request says until it ends
                         self._last_failure = reason

@@ -335,6 +335,7 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._probing = False
         self._last_failure: str | None = None  # what opened it: kept in every circuit_open error
+        self._last_error: UpstreamError | None = None
         self.opened_count = 0
 
     @property
@@ -361,6 +362,15 @@ class CircuitBreaker:
             cause = self._last_failure
         raise UpstreamCircuitOpen(self.upstream, "circuit open", cause=cause, retry_after_s=retry_in)
 
+    def failing(self) -> UpstreamError | None:
+        """The last failure while the latest attempt failed (the circuit need not be open yet):
+        a request with stored data then answers it at once instead of trying again."""
+        with self._lock:
+            if self._state() == "open":
+                return UpstreamCircuitOpen(self.upstream, "circuit open", cause=self._last_failure,
+                                           retry_after_s=self._retry_in())
+            return self._last_error if self._failures else None
+
     def _retry_in(self) -> float:
         assert self._opened_at is not None
         return max(0.0, self.cooldown_s - (self._clock() - self._opened_at))
@@ -376,6 +386,7 @@ class CircuitBreaker:
             self._failures += 1
             if not isinstance(error, UpstreamCircuitOpen):
                 self._last_failure = error.summary()
+                self._last_error = error
             if self._opened_at is not None or self._failures >= self.threshold:
                 if self._opened_at is None or self._clock() - self._opened_at >= self.cooldown_s:
                     self.opened_count += 1

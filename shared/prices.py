@@ -588,12 +588,17 @@ class PricesService:
     ) -> tuple[dict[str, Entry], dict[str, Entry], dict[str, UpstreamError]]:
         """Stale-if-error at once: (live, stale, failed) entries for ``tokens``.
 
-        One attempt, within STALE_IF_ERROR_WAIT_S. Where it fails and ``fallback`` has stored
-        data, that answers now and the refresh goes on in the background. Only where nothing
-        is stored does the request retry, within what is left of its deadline.
+        One attempt, within STALE_IF_ERROR_WAIT_S, or none while the CLOB's latest attempt
+        failed. Where that fails and ``fallback`` has stored data, that answers now and the
+        refresh goes on in the background. Only where nothing is stored does the request
+        retry, within what is left of its deadline.
         """
-        with deadline.fail_fast(self.settings.stale_if_error_wait_s):
-            outcomes = self._read(tokens, recheck)
+        failing = get_clob().breaker.failing()
+        if failing is not None:  # the latest attempt failed: do not wait on another one
+            outcomes: dict[str, Outcome] = dict.fromkeys(tokens, failing)
+        else:
+            with deadline.fail_fast(self.settings.stale_if_error_wait_s):
+                outcomes = self._read(tokens, recheck)
         live = {t: o for t, o in outcomes.items() if not isinstance(o, UpstreamError)}
         failed = {t: o for t, o in outcomes.items() if isinstance(o, UpstreamError)}
         stale: dict[str, Entry] = {}
