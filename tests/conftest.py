@@ -67,7 +67,7 @@ SHARED = ROOT.parent / "shared"
 
 # Variables the app reads; tests start from none of them set, so the host's env cannot leak in.
 APP_ENV_PREFIXES = ("POSTGRES_", "POLYMARKET_", "AZURE_OPENAI_", "GPT5_", "UPSTREAM_", "MARKETS_",
-                    "PRICE_", "BOOK_", "SENTIMENT_", "HEALTH_", "LOG_LEVEL")
+                    "PRICE_", "BOOK_", "SENTIMENT_", "HEALTH_", "LOG_LEVEL", "CORS_")
 
 
 @functools.cache
