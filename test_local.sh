@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of a running polymarket-api: ./test_local.sh [BASE_URL]  (default http://localhost:7071)
 # Prints one line per check; exits non-zero when any check fails.
-# CORS_ORIGIN (default http://localhost:3000) is the frontend origin the deployment allows;
-# CORS_ORIGIN=none skips the CORS checks.
+# CORS_ORIGIN (default http://localhost:3000, one of the origins `make run` and `make demo` allow
+# by default) is the frontend origin the deployment allows; CORS_ORIGIN=none skips the CORS checks.
 set -uo pipefail
 
 BASE_URL="${1:-http://localhost:7071}"
@@ -80,7 +80,35 @@ else
   fail "markets: no market in /api/markets?limit=1 to check /api/markets/{id} with"
 fi
 
-# CORS: a preflight from the frontend's origin, and the header on a plain GET.
+# Caching and compression: a page over 1 KB comes gzip-compressed with its own ETag, and that tag
+# revalidates to a 304.
+headers="$(mktemp)"
+body="$(mktemp)"
+path="/api/markets?limit=50"
+status="$(curl -sS -o "$body" -D "$headers" -w '%{http_code}' --max-time 60 -H 'Accept-Encoding: gzip' \
+  "$BASE_URL$path" 2>/dev/null)"
+encoding="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="content-encoding" {print $2}')"
+etag="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="etag" {print $2}')"
+vary="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="vary" {print $2}')"
+if [[ "$status" == "200" && "$encoding" == "gzip" && "$etag" == *-gzip\" && "${vary,,}" == *accept-encoding* ]] \
+    && gzip -dc "$body" 2>/dev/null | python3 -c 'import json,sys; json.load(sys.stdin)' 2>/dev/null; then
+  pass "gzip: GET $path -> $status, $(wc -c <"$body" | tr -d ' ') bytes gzip, ETag $etag"
+else
+  fail "gzip: GET $path -> $status, Content-Encoding '${encoding}', ETag '${etag}', Vary '${vary}'"
+fi
+if [[ -n "$etag" ]]; then
+  status="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 -H 'Accept-Encoding: gzip' \
+    -H "If-None-Match: $etag" "$BASE_URL$path" 2>/dev/null)"
+  if [[ "$status" == "304" ]]; then
+    pass "revalidation: If-None-Match $etag -> 304"
+  else
+    fail "revalidation: If-None-Match $etag -> $status (expected 304)"
+  fi
+fi
+rm -f "$headers" "$body"
+
+# CORS: a preflight from the frontend's origin, the header on a plain GET, and the headers a
+# frontend must read (ETag) exposed to it.
 if [[ "$CORS_ORIGIN" != "none" ]]; then
   headers="$(mktemp)"
   status="$(curl -sS -o /dev/null -D "$headers" -w '%{http_code}' --max-time 30 -X OPTIONS \
@@ -97,6 +125,15 @@ if [[ "$CORS_ORIGIN" != "none" ]]; then
     pass "CORS header on GET from $CORS_ORIGIN"
   else
     fail "CORS header on GET from $CORS_ORIGIN: Access-Control-Allow-Origin '${allowed}'"
+  fi
+  curl -sS -o /dev/null -D "$headers" --max-time 30 -H "Origin: $CORS_ORIGIN" "$BASE_URL/api/markets?limit=1" 2>/dev/null
+  exposed="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="access-control-expose-headers" {print $2}')"
+  allowed="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="access-control-allow-origin" {print $2}')"
+  vary="$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1)=="vary" {print $2}')"
+  if [[ "${exposed,,}" == *etag* && ( "$allowed" == "*" || "${vary,,}" == *origin* ) ]]; then
+    pass "CORS exposes ETag to $CORS_ORIGIN (Access-Control-Expose-Headers: $exposed)"
+  else
+    fail "CORS on GET /api/markets from $CORS_ORIGIN: Expose-Headers '${exposed}', Vary '${vary}'"
   fi
   rm -f "$headers"
 fi

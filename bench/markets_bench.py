@@ -7,7 +7,9 @@ latency on every upstream call, on a throw-away embedded PostgreSQL:
 
 1. a full refresh of the catalogue in this process (seconds, markets/s, peak memory);
 2. the local host in a subprocess, serving from that store; sequential requests over HTTP,
-   p50/p99 for a cached page, a search, and a cold query, beside /api/health in the same run.
+   p50/p99 for a cached page, a search, and a cold query, beside /api/health in the same run;
+   then a cached 500-market page (about 500 KB of JSON) asked for gzip-compressed (as browsers
+   and httpx ask) and uncompressed, with the bytes each puts on the wire.
 
 Prints a table; asserts nothing (figures, not a test).
 """
@@ -41,12 +43,13 @@ SORTS = ["volume", "volume_24h", "liquidity", "end_date", "price_change"]
 
 
 
-def measure(client: httpx.Client, make_url: Callable[[int], str], n: int) -> tuple[float, float, int]:
+def measure(client: httpx.Client, make_url: Callable[[int], str], n: int,
+            headers: dict[str, str] | None = None) -> tuple[float, float, int]:
     latencies, errors = [], 0
     for i in range(n):
         url = make_url(i)
         started = time.perf_counter()
-        response = client.get(url)
+        response = client.get(url, headers=headers)
         latencies.append((time.perf_counter() - started) * 1000)
         errors += response.status_code != 200
     return statistics.median(latencies), percentile(latencies, 0.99), errors
@@ -86,6 +89,13 @@ def main() -> int:
                     client, lambda i: f"{base}/markets?limit=50&q={chr(97 + i % 26)}{chr(97 + (i // 26) % 26)}"
                     f"&sort={rng.choice(SORTS)}&order={rng.choice(['asc', 'desc'])}", args.requests)),
             ]
+            big = f"{base}/markets?limit=500"
+            wire = {}
+            for name, encoding in (("cached 500-market page, gzip", "gzip"),
+                                   ("cached 500-market page, identity", "identity")):
+                with client.stream("GET", big, headers={"Accept-Encoding": encoding}) as raw:
+                    wire[name] = (len(b"".join(raw.iter_raw())), raw.headers.get("Content-Encoding", "identity"))
+                rows.append((name, measure(client, lambda i: big, args.requests, {"Accept-Encoding": encoding})))
         total = first.json()["total"]
 
     print(f"\nmarkets benchmark: {args.markets:,} open markets, +{args.latency_ms:g} ms per upstream call, "
@@ -100,6 +110,8 @@ def main() -> int:
     for name, (p50, p99, errors) in rows:
         ratio = "" if name == "/api/health" else f"   {p50 / health_p50:.2f}x health p50"
         print(f"{name:<40} {p50:>8.2f} {p99:>8.2f} {errors:>7}{ratio}")
+    for name, (size, encoding) in wire.items():
+        print(f"{name}: {size:,} bytes on the wire ({encoding})")
     return 0
 
 

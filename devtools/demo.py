@@ -2,8 +2,10 @@
 
 Starts the Polymarket stand-in and (unless AZURE_OPENAI_ENDPOINT is set) the Azure OpenAI
 stand-in in this process, a throw-away embedded PostgreSQL (simulated markets must never mix
-with ``make run``'s real ones), and the local host. Every API response
-then carries ``"simulated": true`` and ``X-Data-Simulated: true``.
+with ``make run``'s real ones), and the local host. Every API response (304s, the host's own
+404/405 errors and preflights included) then carries ``X-Data-Simulated: true``, and every JSON
+body ``"simulated": true``. CORS is the local host's: the usual local frontend origins unless
+``--cors`` or ``CORS_ALLOWED_ORIGINS`` says otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markets", type=int, default=5000, help="open markets to simulate")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every simulated Polymarket call")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--cors", default=None, help="allowed origins for the local host (overrides Host.CORS)")
+    parser.add_argument("--cors", default=None,
+                        help="allowed origins, comma-separated, '*' or 'none' (default: CORS_ALLOWED_ORIGINS, "
+                             "else " + ", ".join(local_server.LOCAL_CORS_ORIGINS) + ")")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

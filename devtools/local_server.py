@@ -6,8 +6,11 @@ Python v2 programming-model functions the way Core Tools would, closely enough f
 * ``local.settings.json`` ``Values`` go into the environment (the process environment wins);
 * with no ``POSTGRES_HOST``, an embedded PostgreSQL is started (``devtools.embedded_db``);
 * every HTTP trigger is served at ``/<routePrefix>/<route>`` (``host.json``), with Azure route
-  templates (``{id:int}``, ``{name?}``, ``{*rest}``), 404/405 JSON errors and CORS from
-  ``local.settings.json`` ``Host.CORS``;
+  templates (``{id:int}``, ``{name?}``, ``{*rest}``) and 404/405 JSON errors; response bodies
+  and headers pass through untouched (a gzip body stays gzip);
+* CORS for the usual local frontend origins (``LOCAL_CORS_ORIGINS``) unless ``--cors``,
+  ``CORS_ALLOWED_ORIGINS`` or ``Host.CORS`` says otherwise; the choice is also handed to the app
+  as ``CORS_ALLOWED_ORIGINS``, so its own headers and the host's preflights agree;
 * timer triggers run on their NCRONTAB schedules in background threads.
 
 Auth levels are not enforced (Core Tools does not enforce keys locally either). ``devtools/`` is
@@ -54,6 +57,11 @@ log = logging.getLogger("devtools.local_server")
 
 DEFAULT_PORT = 7071
 DEFAULT_ROUTE_PREFIX = "api"
+# The origins `make run` and `make demo` allow when nothing else is configured: the dev servers
+# of the usual frontend tool chains (3000: Next.js, Create React App; 5173: Vite), by name and
+# by address. Local only: the deployed app allows no origin unless CORS_ALLOWED_ORIGINS says so.
+LOCAL_CORS_ORIGINS = ("http://localhost:3000", "http://localhost:5173", "http://127.0.0.1:3000",
+                      "http://127.0.0.1:5173")
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE")
 # Hop-by-hop headers are the server's business, and the body length is recomputed here.
 _DROPPED_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -687,6 +695,10 @@ async def _awaited(awaitable: Any) -> Any:
 # --- requests and responses -----------------------------------------------------------------
 
 
+# What the app puts on every answer in demo mode (shared.http); the host's own answers match it.
+SIMULATED_HEADER = ("X-Data-Simulated", "true")
+
+
 @dataclass(frozen=True)
 class IncomingRequest:
     method: str
@@ -718,9 +730,16 @@ class HostResponse:
         return replace(self, headers=(*self.headers, *extra))
 
 
-def error_response(status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> HostResponse:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return HostResponse(status, (("Content-Type", "application/json"), *headers), body)
+def error_response(status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = (), *,
+                   simulated: bool = False) -> HostResponse:
+    """The host's own JSON error; in demo mode labelled like the app's answers."""
+    document: dict[str, Any] = {"error": {"code": code, "message": message}}
+    labels: tuple[tuple[str, str], ...] = ()
+    if simulated:
+        document["simulated"] = True
+        labels = (SIMULATED_HEADER,)
+    body = json.dumps(document).encode()
+    return HostResponse(status, (("Content-Type", "application/json"), *headers, *labels), body)
 
 
 def _joined(pairs: Iterable[tuple[str, str]], separator: str) -> dict[str, str]:
@@ -755,26 +774,38 @@ def to_host_response(result: Any) -> HostResponse:
 
 @dataclass(frozen=True)
 class CorsPolicy:
-    """Core Tools' CORS: listed origins (or ``*``), any method and header, optional credentials."""
+    """Core Tools' CORS: listed origins (or ``*``), any method and header, optional credentials.
+
+    ``expose_headers`` go in Access-Control-Expose-Headers of the answers the host completes (its
+    own errors, and an app's answers that carry no CORS headers of their own).
+    """
 
     origins: frozenset[str] = frozenset()
     any_origin: bool = False
     credentials: bool = False
     max_age: int = 86400
+    expose_headers: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, spec: str | None, *, credentials: bool = False) -> CorsPolicy | None:
-        """``"http://a, http://b"`` or ``"*"``; None (no CORS at all) for an empty spec."""
+    def parse(cls, spec: str | None, *, credentials: bool = False,
+              expose_headers: Sequence[str] = ()) -> CorsPolicy | None:
+        """``"http://a, http://b"`` or ``"*"``; None (no CORS at all) for an empty spec or ``none``."""
         items = [item.strip().rstrip("/").lower() for item in (spec or "").split(",") if item.strip()]
-        if not items:
+        if not items or items == ["none"]:
             return None
-        return cls(frozenset(i for i in items if i != "*"), "*" in items, credentials)
+        return cls(frozenset(i for i in items if i != "*"), "*" in items, credentials,
+                   expose_headers=tuple(expose_headers))
+
+    @property
+    def wildcard(self) -> bool:
+        """``*`` is sent as such (the same answer for every origin) unless credentials are on."""
+        return self.any_origin and not self.credentials
 
     def allows(self, origin: str) -> bool:
         return self.any_origin or origin.rstrip("/").lower() in self.origins
 
     def _origin_headers(self, origin: str) -> list[tuple[str, str]]:
-        if self.any_origin and not self.credentials:
+        if self.wildcard:
             return [("Access-Control-Allow-Origin", "*")]
         # Browsers refuse "*" with credentials, so echo the origin (and say responses vary by it).
         headers = [("Access-Control-Allow-Origin", origin)]
@@ -783,8 +814,12 @@ class CorsPolicy:
         return headers
 
     def preflight(self, origin: str, method: str, request_headers: str | None) -> HostResponse:
-        """Answer an OPTIONS preflight; like ASP.NET Core, a disallowed origin gets no CORS headers."""
-        headers: list[tuple[str, str]] = [("Vary", "Origin")]
+        """Answer an OPTIONS preflight; like ASP.NET Core, a disallowed origin gets no CORS headers.
+
+        The answer echoes the origin, method and headers asked for, so it varies by all three.
+        """
+        headers: list[tuple[str, str]] = [
+            ("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers")]
         if self.allows(origin):
             headers += self._origin_headers(origin)
             headers.append(("Access-Control-Allow-Methods", method.upper()))
@@ -793,17 +828,41 @@ class CorsPolicy:
             headers.append(("Access-Control-Max-Age", str(self.max_age)))
         return HostResponse(204, tuple(headers))
 
-    def apply(self, response: HostResponse, origin: str) -> HostResponse:
-        """Add CORS headers to an actual response; the app's own Access-Control-Allow-Origin wins."""
-        if not self.allows(origin) or response.header("Access-Control-Allow-Origin") is not None:
+    def apply(self, response: HostResponse, origin: str | None) -> HostResponse:
+        """Add CORS headers to an actual response; the app's own Access-Control-Allow-Origin wins.
+
+        Unless the policy is a plain ``*`` (sent to everyone), what the answer says depends on the
+        Origin, so it says ``Vary: Origin`` even to a request without one: a shared cache could
+        otherwise hand that copy to a browser.
+        """
+        if response.header("Access-Control-Allow-Origin") is not None:
             return response
+        allowed = self.wildcard or (origin is not None and self.allows(origin))
         headers = [(k, v) for k, v in response.headers if k.lower() != "vary"]
         vary = [v.strip() for v in (response.header("Vary") or "").split(",") if v.strip()]
-        if "origin" not in (v.lower() for v in vary) and not (self.any_origin and not self.credentials):
+        if "origin" not in (v.lower() for v in vary) and not self.wildcard:
             vary.append("Origin")
         if vary:
             headers.append(("Vary", ", ".join(vary)))
-        return replace(response, headers=(*headers, *self._origin_headers(origin)))
+        if allowed:
+            headers += self._origin_headers(origin or "*")
+            if self.expose_headers and response.header("Access-Control-Expose-Headers") is None:
+                headers.append(("Access-Control-Expose-Headers", ", ".join(self.expose_headers)))
+        return replace(response, headers=tuple(headers))
+
+
+def resolve_cors(cli: str | None, environ: Mapping[str, str], settings: LocalSettings) -> tuple[str, str]:
+    """The origins the local host allows, and where they came from: ``--cors``, else
+    ``CORS_ALLOWED_ORIGINS`` (process environment or local.settings.json ``Values``), else
+    ``Host.CORS``, else ``LOCAL_CORS_ORIGINS``. ``none`` turns CORS off."""
+    if cli is not None and cli.strip():
+        return cli.strip(), "--cors"
+    configured = (environ.get("CORS_ALLOWED_ORIGINS") or "").strip()
+    if configured:
+        return configured, "CORS_ALLOWED_ORIGINS"
+    if settings.cors:
+        return settings.cors, f"Host.CORS in {settings.path}"
+    return ",".join(LOCAL_CORS_ORIGINS), "the local defaults"
 
 
 # --- HTTP dispatch --------------------------------------------------------------------------
@@ -814,20 +873,27 @@ class HttpDispatcher:
 
     def __init__(
         self, functions: Sequence[HttpFunction], *, cors: CorsPolicy | None = None,
-        invoker: Invoker | None = None,
+        invoker: Invoker | None = None, simulated: bool = False,
     ) -> None:
         self.functions = tuple(functions)
         self.cors = cors
         self.invoker = invoker or Invoker()
+        # Demo mode: the host's own answers (errors, preflights) are labelled as the app's are.
+        self.simulated = simulated
         self._ambiguities_reported: set[tuple[str, str]] = set()
+
+    def host_error(self, status: int, code: str, message: str,
+                   headers: Iterable[tuple[str, str]] = ()) -> HostResponse:
+        return error_response(status, code, message, headers, simulated=self.simulated)
 
     def dispatch(self, request: IncomingRequest) -> HostResponse:
         origin = request.header("Origin")
         requested_method = request.header("Access-Control-Request-Method")
         if self.cors and request.method == "OPTIONS" and origin and requested_method:
-            return self.cors.preflight(origin, requested_method, request.header("Access-Control-Request-Headers"))
+            response = self.cors.preflight(origin, requested_method, request.header("Access-Control-Request-Headers"))
+            return response.with_headers([SIMULATED_HEADER]) if self.simulated else response
         response = self._route(request)
-        if self.cors and origin:
+        if self.cors:
             response = self.cors.apply(response, origin)
         return response
 
@@ -836,13 +902,13 @@ class HttpDispatcher:
         segments = split_path(request.path)
         matches = [(fn, values) for fn in self.functions if (values := fn.template.match(segments)) is not None]
         if not matches:
-            return error_response(404, "not_found", f"no function is registered for {request.path}")
+            return self.host_error(404, "not_found", f"no function is registered for {request.path}")
         candidates = [m for m in matches if m[0].accepts(method)]
         if not candidates and method == "HEAD":
             candidates = [m for m in matches if m[0].accepts("GET")]
         if not candidates:
             allowed = sorted({m for fn, _ in matches for m in (fn.methods or ALL_METHODS)})
-            return error_response(
+            return self.host_error(
                 405, "method_not_allowed", f"{method} is not allowed for {request.path}",
                 (("Allow", ", ".join(allowed)),),
             )
@@ -887,7 +953,7 @@ class HttpDispatcher:
         except Exception:
             # Logged with its traceback; the client only learns that something failed, as in Azure.
             log.exception("function %s failed (invocation %s)", function.name, context.invocation_id)
-            return error_response(500, "internal", "internal error")
+            return self.host_error(500, "internal", "internal error")
 
 
 def invoke_http(
@@ -1040,6 +1106,7 @@ class LocalHost:
         cors: CorsPolicy | str | None = None,
         run_timers: bool = False,
         root: Path | None = None,
+        simulated: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -1050,7 +1117,7 @@ class LocalHost:
                 log.warning("%s: route constraint %r is not checked locally", function.name, constraint)
         self.cors = CorsPolicy.parse(cors) if isinstance(cors, str) else cors
         self.invoker = Invoker(root)
-        self.dispatcher = HttpDispatcher(self.index.http, cors=self.cors, invoker=self.invoker)
+        self.dispatcher = HttpDispatcher(self.index.http, cors=self.cors, invoker=self.invoker, simulated=simulated)
         self.timers = TimerRunner(self.index.timers, self.invoker) if run_timers else None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -1123,7 +1190,7 @@ class LocalHost:
             response = self.dispatcher.dispatch(incoming)
         except Exception:
             log.exception("local host failed on %s %s", request.method, request.path)
-            response = error_response(500, "internal", "internal error")
+            response = self.dispatcher.host_error(500, "internal", "internal error")
         headers = [(k, v) for k, v in response.headers if k.lower() not in _DROPPED_RESPONSE_HEADERS]
         no_body = response.status in (204, 304) or 100 <= response.status < 200
         if not no_body:
@@ -1156,7 +1223,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
     parser.add_argument("--no-timers", action="store_true", help="do not run timer triggers")
     parser.add_argument("--cors", default=None,
-                        help="allowed origins, comma-separated or '*' (overrides Host.CORS)")
+                        help="allowed origins, comma-separated, '*' or 'none' (overrides CORS_ALLOWED_ORIGINS "
+                             "and Host.CORS; default: " + ", ".join(LOCAL_CORS_ORIGINS) + ")")
     parser.add_argument("--cors-credentials", action="store_true", default=None,
                         help="allow credentials in CORS requests (overrides Host.CORSCredentials)")
     parser.add_argument("--root", type=Path, default=Path.cwd(),
@@ -1199,10 +1267,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # Azure requires these app settings (triggers reference them as %NAME%); deploy.sh sets them.
-    from shared.config import TRIGGER_SETTING_DEFAULTS
+    from shared.config import TRIGGER_SETTING_DEFAULTS, ConfigError, parse_cors_origins, read_simulated
 
     for name, value in TRIGGER_SETTING_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+    # One list of origins for the host's preflights and the app's own headers: the app reads it
+    # from CORS_ALLOWED_ORIGINS, so the host hands it the list it answers preflights with.
+    cors_spec, cors_source = resolve_cors(args.cors, os.environ, settings)
+    try:
+        parse_cors_origins(cors_spec)
+        simulated = read_simulated()
+    except ConfigError as error:
+        log.error("%s", error)
+        return 2
+    os.environ["CORS_ALLOWED_ORIGINS"] = cors_spec
 
     from devtools.embedded_db import ensure_database
 
@@ -1215,14 +1294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
-        cors_spec = args.cors if args.cors is not None else settings.cors
         credentials = args.cors_credentials if args.cors_credentials is not None else settings.cors_credentials
         port = args.port if args.port is not None else (settings.local_http_port or DEFAULT_PORT)
         try:
+            app = load_app(args.app)
+            from shared.http import EXPOSED_HEADERS
+
             host = LocalHost(
-                load_app(args.app), host=args.host, port=port, host_json=root / "host.json",
-                cors=CorsPolicy.parse(cors_spec, credentials=credentials),
-                run_timers=not args.no_timers, root=root,
+                app, host=args.host, port=port, host_json=root / "host.json",
+                cors=CorsPolicy.parse(cors_spec, credentials=credentials, expose_headers=EXPOSED_HEADERS),
+                run_timers=not args.no_timers, root=root, simulated=simulated,
             )
         except Exception:
             log.exception("cannot load the functions of %s", args.app)
@@ -1238,7 +1319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("    %s", line)
             if host.cors:
                 origins = "*" if host.cors.any_origin else ", ".join(sorted(host.cors.origins))
-                log.info("CORS allows %s%s", origins, " (with credentials)" if host.cors.credentials else "")
+                log.info("CORS allows %s (from %s)%s", origins, cors_source,
+                         " (with credentials)" if host.cors.credentials else "")
+            else:
+                log.info("CORS is off (from %s)", cors_source)
+            if simulated:
+                log.info("demo mode: the host's own answers are labelled X-Data-Simulated too")
             log.info("listening on %s (Ctrl+C to stop)", host.url)
             host.start_timers()  # after the listing, so runOnStartup output follows it
             while not stopping.wait(0.5):

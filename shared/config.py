@@ -30,6 +30,26 @@ def _none_if_omitted(value: str) -> str | None:
     return None if value == "omit" else value
 
 
+def parse_cors_origins(value: str | None) -> tuple[str, ...]:
+    """``CORS_ALLOWED_ORIGINS``: comma-separated origins, ``*``, or ``none`` (or nothing) for no CORS.
+
+    Origins are compared case-insensitively and without a trailing slash, as the local host does
+    (``devtools.local_server.CorsPolicy``), so the two always agree on what is allowed.
+    """
+    origins = tuple(o.strip().rstrip("/").lower() for o in (value or "").split(",") if o.strip())
+    if origins == ("none",):
+        return ()
+    for origin in origins:
+        if origin != "*" and not urlsplit(origin).netloc:
+            raise ConfigError("CORS_ALLOWED_ORIGINS", f"must list origins like https://app.example, got {origin!r}")
+    return origins
+
+
+def read_simulated(environ: Mapping[str, str] | None = None) -> bool:
+    """``POLYMARKET_SIMULATED`` alone: the local host labels its own answers with it, as the app does."""
+    return _Env(os.environ if environ is None else environ).bool("POLYMARKET_SIMULATED", False)
+
+
 class _Env:
     """Typed readers over an environment mapping; every error names the variable."""
 
@@ -306,12 +326,7 @@ class Settings:
     @cached_property
     def app(self) -> AppSettings:
         level = self._env.choice("LOG_LEVEL", "info", {"debug", "info", "warning", "error"})
-        origins = tuple(
-            o.strip().rstrip("/") for o in (self._env.str("CORS_ALLOWED_ORIGINS") or "").split(",") if o.strip()
-        )
-        for origin in origins:
-            if origin != "*" and not urlsplit(origin).netloc:
-                raise ConfigError("CORS_ALLOWED_ORIGINS", f"must list origins like https://app.example, got {origin!r}")
+        origins = parse_cors_origins(self._env.str("CORS_ALLOWED_ORIGINS"))
         deadline_s = self._env.float("REQUEST_DEADLINE_S", 5.0, minimum=0.5, maximum=120)
         return AppSettings(log_level=level.upper(), cors_origins=origins, request_deadline_s=deadline_s)
 

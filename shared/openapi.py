@@ -504,6 +504,8 @@ def _responses() -> dict[str, Any]:
             "headers": {
                 "ETag": {"$ref": "#/components/headers/ETag"},
                 "Cache-Control": {"$ref": "#/components/headers/CacheControl"},
+                "Vary": {"$ref": "#/components/headers/Vary"},
+                "X-Data-Simulated": {"$ref": "#/components/headers/Simulated"},
             },
         },
         "BadRequest": _error_response("A parameter is malformed or out of range; `parameter` names it",
@@ -539,8 +541,9 @@ def _responses() -> dict[str, Any]:
 
 def _headers() -> dict[str, Any]:
     return {
-        "ETag": {"description": "Tag of this answer, for `If-None-Match`.", "required": True,
-                 "schema": _str(pattern='^"[0-9a-f]+"$')},
+        "ETag": {"description": "Tag of this answer, for `If-None-Match`; a gzip body has its own tag, the "
+                                "same with `-gzip` appended.", "required": True,
+                 "schema": _str(pattern='^"[0-9a-f]+(-gzip)?"$')},
         "CacheControl": {
             "description": "`public, max-age=<seconds left of the TTL>, stale-while-revalidate=<TTL>, "
                            "stale-if-error=86400`.",
@@ -551,6 +554,10 @@ def _headers() -> dict[str, Any]:
         "RetryAfter": {"description": "Seconds to wait before retrying, when known.",
                        "schema": _str(pattern="^[0-9]+$")},
         "Simulated": {"description": "`true` in `make demo` mode: simulated data.", "schema": _str(enum=["true"])},
+        "ContentEncoding": {"description": "`gzip` when the request accepts it and the body is 1 KB or more.",
+                            "schema": _str(enum=["gzip"])},
+        "Vary": {"description": "`Accept-Encoding` on every JSON answer and 304; `Origin` too when CORS is "
+                                "configured for listed origins.", "schema": _str()},
     }
 
 
@@ -574,7 +581,8 @@ def _parameters() -> dict[str, Any]:
             "name": "If-None-Match",
             "in": "header",
             "required": False,
-            "description": "An `ETag` from an earlier answer: 304 with no body while it is current.",
+            "description": "An `ETag` from an earlier answer, identity or gzip (either matches): 304 with no "
+                           "body while it is current.",
             "schema": _str(),
         },
         "Refresh": _bool_param("refresh", False, "Fetch from the source now instead of the cache, when allowed "
@@ -594,7 +602,11 @@ def _response(name: str) -> Schema:
 
 
 def _ok(schema_name: str, description: str, *, cached: bool = True) -> Schema:
-    headers: dict[str, Any] = {"X-Data-Simulated": {"$ref": "#/components/headers/Simulated"}}
+    headers: dict[str, Any] = {
+        "X-Data-Simulated": {"$ref": "#/components/headers/Simulated"},
+        "Content-Encoding": {"$ref": "#/components/headers/ContentEncoding"},
+        "Vary": {"$ref": "#/components/headers/Vary"},
+    }
     if cached:
         headers = {
             "ETag": {"$ref": "#/components/headers/ETag"},
@@ -767,7 +779,9 @@ def _paths() -> dict[str, Any]:
                 "get_openapi_document", "meta", "This document", "The OpenAPI 3.1 description of this API.", [],
                 {
                     "200": {
-                        "description": "The OpenAPI document.",
+                        "description": "The OpenAPI document (the same in demo mode, where only the header says so).",
+                        "headers": {"X-Data-Simulated": {"$ref": "#/components/headers/Simulated"},
+                                    "Content-Encoding": {"$ref": "#/components/headers/ContentEncoding"}},
                         "content": {JSON: {"schema": {"type": "object", "required": ["openapi", "info", "paths"]}}},
                     },
                     "500": _response("InternalError"),
@@ -787,7 +801,9 @@ def _build() -> dict[str, Any]:
             "description": (
                 "All responses are JSON. Errors are `{\"error\": {\"code\", \"message\", \"parameter\"?}}`. "
                 "Cached answers carry a `freshness` object, `ETag` and `Cache-Control`, and answer 304 to a "
-                "matching `If-None-Match`. In demo mode every body has `\"simulated\": true`."
+                "matching `If-None-Match`. JSON bodies of 1 KB or more are gzip-compressed when the request's "
+                "`Accept-Encoding` allows it. In demo mode every answer has `X-Data-Simulated: true` and every "
+                "JSON body `\"simulated\": true`."
             ),
         },
         "servers": [{"url": "/", "description": "This deployment."}],

@@ -77,7 +77,8 @@ def sample(name: str) -> Any:
 
 # Variables the app reads; tests start from none of them set, so the host's env cannot leak in.
 APP_ENV_PREFIXES = ("POSTGRES_", "POLYMARKET_", "AZURE_OPENAI_", "GPT5_", "UPSTREAM_", "MARKETS_",
-                    "PRICE_", "BOOK_", "SENTIMENT_", "HEALTH_", "LOG_LEVEL", "REQUEST_DEADLINE", "STALE_IF_ERROR")
+                    "PRICE_", "BOOK_", "SENTIMENT_", "HEALTH_", "LOG_LEVEL", "REQUEST_DEADLINE", "STALE_IF_ERROR",
+                    "CORS_")
 
 
 @functools.cache

@@ -97,3 +97,20 @@ def test_secrets_stay_out_of_reprs() -> None:
     text = repr(settings.database) + repr(settings.polymarket) + repr(settings.openai)
     for secret in ("hunter2-pg", "0xdeadbeefkey", "sk-xyz"):
         assert secret not in text
+
+
+def test_cors_origins_and_the_simulated_flag() -> None:
+    from shared.config import read_simulated
+
+    assert Settings({}).app.cors_origins == ()  # deployed: no CORS unless configured
+    for value in ("none", "NONE", " ", ""):
+        assert Settings({"CORS_ALLOWED_ORIGINS": value}).app.cors_origins == ()
+    parsed = Settings({"CORS_ALLOWED_ORIGINS": "HTTP://LocalHost:3000/, https://app.example.com ,*"}).app
+    assert parsed.cors_origins == ("http://localhost:3000", "https://app.example.com", "*")
+    for bad in ("localhost:3000", "app.example.com", "null", "none,http://a.example"):
+        with pytest.raises(ConfigError) as error:
+            _ = Settings({"CORS_ALLOWED_ORIGINS": bad}).app
+        assert error.value.variable == "CORS_ALLOWED_ORIGINS"
+    assert read_simulated({}) is False and read_simulated({"POLYMARKET_SIMULATED": "true"}) is True
+    with pytest.raises(ConfigError):
+        read_simulated({"POLYMARKET_SIMULATED": "perhaps"})

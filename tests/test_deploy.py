@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Upstream
+from tests.conftest import ROOT, Upstream, reset_app
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 SECRET_PASSWORD = "pg-S3cret-Passw0rd-9f1c"
@@ -105,10 +105,13 @@ def deploy(repo: Path, tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-def served_app(database_env: dict[str, str], upstream_env: Upstream) -> Iterator[str]:
+def served_app(database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     import function_app
     from devtools.local_server import LocalHost
 
+    # As deploy.sh configures Azure: the platform's CORS list and the app's own setting.
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://app.example.com")
+    reset_app()
     with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json", cors="https://app.example.com") as host:
         yield host.url
 

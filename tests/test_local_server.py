@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,9 +25,11 @@ import pytest
 
 from devtools.embedded_db import ensure_database
 from devtools.local_server import (
+    LOCAL_CORS_ORIGINS,
     CorsPolicy,
     Invoker,
     LocalHost,
+    LocalSettings,
     RouteError,
     RouteTemplate,
     SettingsError,
@@ -36,6 +39,7 @@ from devtools.local_server import (
     invoke_http,
     load_local_settings,
     read_route_prefix,
+    resolve_cors,
     split_path,
 )
 from devtools.ncrontab import CronSchedule, IntervalSchedule, ScheduleError, parse_schedule, resolve_settings
@@ -246,6 +250,69 @@ def test_cors_wildcard_and_credentials() -> None:
     assert CorsPolicy.parse("") is None
 
 
+def _vary(response: httpx.Response) -> set[str]:
+    return {v.strip().lower() for v in response.headers.get("vary", "").split(",") if v.strip()}
+
+
+def test_host_answers_vary_by_origin_and_expose_headers() -> None:
+    policy = CorsPolicy.parse("http://ok.example", expose_headers=("ETag", "X-Data-Simulated"))
+    with LocalHost(sample_app.app, port=0, cors=policy) as host, client(host) as c:
+        for response in (c.get("/api/nope", headers={"Origin": "http://ok.example"}),
+                         c.delete("/api/echo", headers={"Origin": "http://ok.example"}),
+                         c.get("/api/hello", headers={"Origin": "http://ok.example"})):
+            assert response.headers["access-control-allow-origin"] == "http://ok.example"
+            assert response.headers["access-control-expose-headers"] == "ETag, X-Data-Simulated"
+            assert "origin" in _vary(response)
+        # Without an Origin, or from another one: no grant, but the same Vary (caches).
+        for headers in ({}, {"Origin": "http://evil.example"}):
+            for response in (c.get("/api/nope", headers=headers), c.delete("/api/echo", headers=headers),
+                             c.get("/api/hello", headers=headers)):
+                assert "access-control-allow-origin" not in response.headers
+                assert "access-control-expose-headers" not in response.headers
+                assert "origin" in _vary(response)
+        preflight = c.options("/api/hello", headers={"Origin": "http://ok.example",
+                                                     "Access-Control-Request-Method": "GET"})
+        assert {"origin", "access-control-request-method", "access-control-request-headers"} <= _vary(preflight)
+    # "*" is the same answer for everyone: sent with or without an Origin, no Vary needed.
+    with LocalHost(sample_app.app, port=0, cors=CorsPolicy.parse("*")) as host, client(host) as c:
+        for headers in ({}, {"Origin": "http://x.example"}):
+            response = c.get("/api/nope", headers=headers)
+            assert response.headers["access-control-allow-origin"] == "*"
+            assert "origin" not in _vary(response)
+    assert CorsPolicy.parse("none") is None and CorsPolicy.parse(" NONE ") is None
+
+
+def test_demo_mode_labels_the_hosts_own_answers() -> None:
+    with LocalHost(sample_app.app, port=0, cors="http://ok.example", simulated=True) as host, client(host) as c:
+        for response in (c.get("/api/nope"), c.delete("/api/echo"), c.get("/api/boom")):
+            assert response.status_code in (404, 405, 500)
+            assert response.headers["x-data-simulated"] == "true"
+            assert response.json()["simulated"] is True and response.json()["error"]["code"]
+        preflight = c.options("/api/hello", headers={"Origin": "http://ok.example",
+                                                     "Access-Control-Request-Method": "GET"})
+        assert preflight.status_code == 204 and preflight.headers["x-data-simulated"] == "true"
+        # The app's own answers are the app's to label (the real app does, see tests/test_http.py).
+        assert "x-data-simulated" not in c.get("/api/hello").headers
+    with LocalHost(sample_app.app, port=0) as host, client(host) as c:
+        missing = c.get("/api/nope")
+        assert "x-data-simulated" not in missing.headers and "simulated" not in missing.json()
+
+
+def test_cors_origins_come_from_one_setting_with_local_defaults(tmp_path: Path) -> None:
+    nothing = LocalSettings()
+    host_cors = LocalSettings(cors="http://host.example", path=tmp_path / "local.settings.json")
+    assert resolve_cors(None, {}, nothing) == (",".join(LOCAL_CORS_ORIGINS), "the local defaults")
+    assert resolve_cors(None, {"CORS_ALLOWED_ORIGINS": "  "}, nothing)[0] == ",".join(LOCAL_CORS_ORIGINS)
+    assert resolve_cors(None, {}, host_cors)[0] == "http://host.example"
+    assert resolve_cors(None, {"CORS_ALLOWED_ORIGINS": "https://app.example"}, host_cors) == (
+        "https://app.example", "CORS_ALLOWED_ORIGINS")
+    assert resolve_cors("http://cli.example", {"CORS_ALLOWED_ORIGINS": "https://app.example"}, host_cors) == (
+        "http://cli.example", "--cors")
+    assert resolve_cors("none", {}, nothing) == ("none", "--cors")
+    assert set(LOCAL_CORS_ORIGINS) == {"http://localhost:3000", "http://localhost:5173",
+                                       "http://127.0.0.1:3000", "http://127.0.0.1:5173"}
+
+
 # --- timers --------------------------------------------------------------------------------
 
 
@@ -373,3 +440,121 @@ def test_cli_serves_the_app_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     assert "GET /api/hello 200" in output
     assert "SOME_SECRET" in output and "s3cr3t-value" not in output  # names, never values
     assert not (tmp_path / ".devdata" / "pg" / "postmaster.pid").exists()  # the db stopped with it
+
+
+@contextmanager
+def cli_host(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, Callable[[], str]]]:
+    """The local host's command line serving the sample app (no database: POSTGRES_HOST is set)."""
+    port = free_port()
+    log = tmp_path / f"host-{port}.log"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CORS_", "POLYMARKET_"))}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--root", str(tmp_path),
+             "--app", "tests.fixtures.sample_app:app", "--no-timers", *args],
+            cwd=ROOT, env={**base, "POSTGRES_HOST": "127.0.0.1", **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{url}/api/hello", trust_env=False, timeout=1).status_code == 200
+            except httpx.TransportError:
+                return process.poll() is not None
+        assert wait_for(answers, timeout=30) and process.poll() is None, log.read_text()
+        yield url, log.read_text
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _preflight(url: str, origin: str) -> httpx.Response:
+    return httpx.options(f"{url}/api/hello", trust_env=False, timeout=5, headers={
+        "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"})
+
+
+def test_cli_allows_the_local_frontend_origins_by_default(tmp_path: Path) -> None:
+    from shared.http import EXPOSED_HEADERS
+
+    with cli_host(tmp_path) as (url, output):
+        for origin in LOCAL_CORS_ORIGINS:
+            response = _preflight(url, origin)
+            assert response.status_code == 204, origin
+            assert response.headers["access-control-allow-origin"] == origin
+            assert response.headers["access-control-allow-methods"] == "GET"
+            assert response.headers["access-control-allow-headers"] == "if-none-match"
+            assert int(response.headers["access-control-max-age"]) > 0
+            assert "origin" in _vary(response)
+            got = httpx.get(f"{url}/api/nope", headers={"Origin": origin}, trust_env=False, timeout=5)
+            assert got.headers["access-control-allow-origin"] == origin
+            assert got.headers["access-control-expose-headers"] == ", ".join(EXPOSED_HEADERS)
+        for other in ("http://localhost:8080", "https://localhost:3000", "http://example.com"):
+            assert "access-control-allow-origin" not in _preflight(url, other).headers, other
+        # The app is handed the same list, so its own headers agree with the host's preflights.
+        handed = httpx.get(f"{url}/api/cors-setting", trust_env=False, timeout=5).json()["CORS_ALLOWED_ORIGINS"]
+        assert handed.split(",") == list(LOCAL_CORS_ORIGINS)
+        assert "from the local defaults" in output()
+
+
+def test_cli_cors_is_overridden_by_one_setting_then_the_flag(tmp_path: Path) -> None:
+    setting = {"CORS_ALLOWED_ORIGINS": "https://app.example.com"}
+    with cli_host(tmp_path, env=setting) as (url, _):
+        assert _preflight(url, "https://app.example.com").headers["access-control-allow-origin"] == \
+            "https://app.example.com"
+        assert "access-control-allow-origin" not in _preflight(url, "http://localhost:3000").headers
+        assert httpx.get(f"{url}/api/cors-setting", trust_env=False).json()["CORS_ALLOWED_ORIGINS"] == \
+            "https://app.example.com"
+    with cli_host(tmp_path, "--cors", "http://localhost:4200", env=setting) as (url, _):
+        assert _preflight(url, "http://localhost:4200").headers["access-control-allow-origin"] == \
+            "http://localhost:4200"
+        assert "access-control-allow-origin" not in _preflight(url, "https://app.example.com").headers
+        assert httpx.get(f"{url}/api/cors-setting", trust_env=False).json()["CORS_ALLOWED_ORIGINS"] == \
+            "http://localhost:4200"
+    with cli_host(tmp_path, "--cors", "none") as (url, output):
+        assert _preflight(url, "http://localhost:3000").status_code == 405  # no CORS: the route is GET only
+        assert "CORS is off" in output()
+    bad = subprocess.run(
+        [sys.executable, "-m", "devtools.local_server", "--root", str(tmp_path), "--cors", "localhost:3000",
+         "--app", "tests.fixtures.sample_app:app", "--no-timers"],
+        cwd=ROOT, env={**os.environ, "POSTGRES_HOST": "127.0.0.1"}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2 and "CORS_ALLOWED_ORIGINS" in bad.stdout + bad.stderr
+
+
+def test_demo_labels_and_allows_the_default_origins(tmp_path: Path) -> None:
+    """`make demo` as it runs: the host's own answers and the app's 304s are labelled simulated."""
+    port = free_port()
+    log = tmp_path / "demo.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CORS_", "POLYMARKET_"))}
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "devtools.demo", "--port", str(port), "--markets", "60"],
+                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{url}/api/health", trust_env=False, timeout=1).status_code == 200
+            except httpx.TransportError:
+                return process.poll() is not None
+        assert wait_for(answers, timeout=90) and process.poll() is None, log.read_text()
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as c:
+            origin = {"Origin": "http://localhost:5173"}
+            preflight = c.options("/api/markets", headers={**origin, "Access-Control-Request-Method": "GET"})
+            assert preflight.status_code == 204 and preflight.headers["x-data-simulated"] == "true"
+            assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+            for response in (c.get("/api/nope", headers=origin), c.post("/api/markets", headers=origin)):
+                assert response.status_code in (404, 405)
+                assert response.headers["x-data-simulated"] == "true" and response.json()["simulated"] is True
+                assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
+            page = c.get("/api/markets", params={"limit": "20"}, headers=origin)
+            assert page.headers["content-encoding"] == "gzip" and page.json()["simulated"] is True
+            again = c.get("/api/markets", params={"limit": "20"}, headers={**origin, "If-None-Match": page.headers["etag"]})
+            assert again.status_code == 304 and again.headers["x-data-simulated"] == "true"
+            assert {"origin", "accept-encoding"} <= _vary(again)
+            assert again.headers["access-control-allow-origin"] == "http://localhost:5173"
+            document = c.get("/api/openapi.json")
+            assert document.headers["x-data-simulated"] == "true" and "simulated" not in document.json()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

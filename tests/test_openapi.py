@@ -471,5 +471,19 @@ def test_simulated_bodies_match(api: Api, monkeypatch: pytest.MonkeyPatch) -> No
                          (f"{API_PREFIX}/book/{token}", {}), (f"{API_PREFIX}/markets", {"limit": "-1"})):
         response, body = api.get(path, params)
         assert body["simulated"] is True and response.headers["X-Data-Simulated"] == "true"
-    _, document = api.get(f"{API_PREFIX}/openapi.json", expect=200)
-    assert "simulated" not in document
+        if "ETag" in response.headers:  # its 304 is labelled too (and documented so)
+            again, _ = api.get(path, params, headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+            assert again.headers["X-Data-Simulated"] == "true"
+    served, document = api.get(f"{API_PREFIX}/openapi.json", expect=200)
+    assert "simulated" not in document and served.headers["X-Data-Simulated"] == "true"
+
+
+def test_compressed_answers_match(api: Api) -> None:
+    """gzip answers (what httpx and browsers ask for) and their -gzip tags are documented."""
+    path = f"{API_PREFIX}/markets"
+    packed, _ = api.get(path, {"limit": "100"}, headers={"Accept-Encoding": "gzip"}, expect=200)
+    assert packed.headers["Content-Encoding"] == "gzip" and packed.headers["ETag"].endswith('-gzip"')
+    plain, _ = api.get(path, {"limit": "100"}, headers={"Accept-Encoding": "identity"}, expect=200)
+    assert "Content-Encoding" not in plain.headers
+    for tag in (packed.headers["ETag"], plain.headers["ETag"]):
+        api.get(path, {"limit": "100"}, headers={"Accept-Encoding": "gzip", "If-None-Match": tag}, expect=304)

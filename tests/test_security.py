@@ -181,6 +181,44 @@ def test_preflight_is_answered_by_the_host_for_allowed_origins_only(
         assert "access-control-allow-origin" not in denied.headers
 
 
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "http://localhost:5173", "http://127.0.0.1:3000",
+                                    "http://127.0.0.1:5173"])
+def test_the_local_default_origins_get_preflights_and_exposed_headers(
+    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch, origin: str
+) -> None:
+    """The app behind the local host as `make run` sets it up: the host's policy and the app's
+    CORS_ALLOWED_ORIGINS are the same default list."""
+    import function_app
+    from devtools.local_server import LOCAL_CORS_ORIGINS, CorsPolicy, LocalHost
+    from shared.http import EXPOSED_HEADERS
+
+    assert origin in LOCAL_CORS_ORIGINS
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", ",".join(LOCAL_CORS_ORIGINS))
+    reset_app()
+    policy = CorsPolicy.parse(",".join(LOCAL_CORS_ORIGINS), expose_headers=EXPOSED_HEADERS)
+    with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json", cors=policy) as host, \
+            httpx.Client(base_url=host.url, timeout=60, trust_env=False) as client:
+        preflight = client.options("/api/markets", headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"})
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == origin
+        assert preflight.headers["access-control-allow-methods"] == "GET"
+        assert preflight.headers["access-control-allow-headers"] == "if-none-match"
+        assert int(preflight.headers["access-control-max-age"]) >= 600
+        assert "origin" in preflight.headers["vary"].lower()
+        page = client.get("/api/markets", params={"limit": "5"}, headers={"Origin": origin})
+        revalidated = client.get("/api/markets", params={"limit": "5"},
+                                 headers={"Origin": origin, "If-None-Match": page.headers["etag"]})
+        missing = client.get("/api/nowhere", headers={"Origin": origin})
+        assert (page.status_code, revalidated.status_code, missing.status_code) == (200, 304, 404)
+        for response in (page, revalidated, missing):
+            assert response.headers["access-control-allow-origin"] == origin
+            assert response.headers["access-control-expose-headers"] == ", ".join(EXPOSED_HEADERS)
+            assert "origin" in response.headers["vary"].lower()
+        assert "access-control-allow-origin" not in client.options("/api/markets", headers={
+            "Origin": "http://localhost:8080", "Access-Control-Request-Method": "GET"}).headers
+
+
 def test_no_secret_in_any_response_or_log_line(
     api: httpx.Client, upstream_env: Upstream, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
