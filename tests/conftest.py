@@ -265,6 +265,22 @@ def upstream_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
     upstream.stop()
 
 
+@pytest.fixture
+def hostile_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The hostile Polymarket (``devtools.hostile``) over a fresh stand-in; the app's
+    POLYMARKET_* settings point at it. Turn misbehaviours on with ``hostile_env.on(...)``."""
+    from devtools.hostile import HostileUpstream
+    from devtools.standin import PolymarketStandIn
+
+    hostile = HostileUpstream(PolymarketStandIn(markets=200, seed=13)).start()
+    monkeypatch.setenv("POLYMARKET_HOST", hostile.clob_url)
+    monkeypatch.setenv("POLYMARKET_GAMMA_HOST", hostile.gamma_url)
+    reset_app()
+    yield hostile
+    reset_app()
+    hostile.stop()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT_LINES:
         terminalreporter.section("figures")
