@@ -217,7 +217,9 @@ def test_gzip_passes_through_the_local_host_untouched(app_env: Upstream) -> None
         page = json.loads(gzip.decompress(raw))
         assert len(page["markets"]) == min(500, page["total"]) == len(app_env.open_markets())
         head = client.head("/api/markets", params={"limit": "500"}, headers={"Accept-Encoding": "gzip"})
-        assert head.headers["content-length"] == response.headers["content-length"]
+        # The same representation (its age in `freshness` may have moved a digit, so not its length).
+        assert head.content == b"" and head.headers["etag"] == response.headers["etag"]
+        assert head.headers["content-encoding"] == "gzip" and int(head.headers["content-length"]) > 0
         again = client.get("/api/markets", params={"limit": "500"},
                            headers={"Accept-Encoding": "gzip", "If-None-Match": response.headers["etag"]})
         assert again.status_code == 304 and again.headers["etag"] == response.headers["etag"]
