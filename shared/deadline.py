@@ -103,6 +103,7 @@ class Watch:
         self._changed = threading.Condition()
         self.failure: BaseException | None = None  # the latest failed attempt
         self.answered = False  # some attempt of the job got an answer
+        self.started = time.monotonic()
 
     def attempt_failed(self, error: BaseException) -> None:
         with self._changed:
@@ -120,13 +121,12 @@ class Watch:
 
     def wait(self, future: Future[Any], first_answer_s: float, total_s: float | None) -> bool:
         """Wait until ``future`` is done (True), or (False) an attempt failed, or no attempt was
-        answered within ``first_answer_s``, or ``total_s`` passed."""
+        answered within ``first_answer_s`` of the job's start, or ``total_s`` passed."""
         future.add_done_callback(self._wake)
-        started = time.monotonic()
-        stop = None if total_s is None else started + total_s
+        stop = None if total_s is None else time.monotonic() + total_s
         with self._changed:
             while not future.done() and self.failure is None:
-                limit = stop if self.answered else started + first_answer_s
+                limit = stop if self.answered else self.started + first_answer_s
                 if stop is not None and limit is not None:
                     limit = min(limit, stop)
                 left = None if limit is None else limit - time.monotonic()

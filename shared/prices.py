@@ -747,7 +747,11 @@ class PricesService:
         error: UpstreamError | None = None
         clob = get_clob()
         params = PricesHistoryParams(market=token, interval=query.interval, fidelity=query.fidelity)
+        # A request with stored data to fall back on does not wait on a CLOB whose latest attempt failed.
+        failing = clob.breaker.failing() if deadline.is_fail_fast() else None
         try:
+            if failing is not None:
+                raise failing
             upstream = [point for point in parse_history(clob.call(
                 clob.client.get_prices_history, params, expect=dict, about_id=True)) if point[0] <= latest]
         except UpstreamNotFound:
