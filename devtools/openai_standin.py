@@ -19,6 +19,13 @@ class parameter rules (400 for ``max_tokens``, for ``temperature``/``top_p`` oth
 ``finish_reason``, ``usage`` (prompt tokens estimated as characters / 4, plus reasoning tokens),
 ``model``. With the queue empty it answers a canned neutral verdict labelled as simulated.
 
+For the tests of a misbehaving model: a reply's content can carry anything (``verdict(summary=
+"a\u0000b")`` sends a NUL, ``Reply(raw=...)`` bytes that are not JSON), ``delay_s`` longer than
+the client's timeout is a hang, ``completion`` overrides fields of the completion body (a
+``model`` name or ``usage`` counts no real service sends), and ``respond`` computes the reply
+from the request: a model that reads the prompt, e.g. one gullible enough to obey instructions
+it finds in the market text.
+
 Run on its own (prints the endpoint and key): ``python -m devtools.openai_standin [--port N]``.
 """
 
@@ -31,6 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -58,6 +66,8 @@ class Reply:
     refusal: str | None = None
     reasoning_tokens: int = 64
     raw: bytes | None = None  # sent as is (a 200 that is not JSON, a truncated body)
+    completion: Mapping[str, Any] | None = None  # fields set over the chat.completion body
+    respond: Callable[[RecordedRequest], Reply] | None = None  # the reply, computed from the request
 
 
 def verdict(sentiment: str = "neutral", score: float = 0.0, confidence: float = 0.5,
@@ -260,6 +270,8 @@ class OpenAIStandIn:
             return fail(problem)
         with self._lock:
             reply = self._queue.popleft() if self._queue else self.default
+        if reply.respond is not None:
+            reply = reply.respond(req)
         headers: dict[str, str] = {}
         if reply.retry_after is not None:
             headers["retry-after"] = str(int(reply.retry_after)) if reply.retry_after == int(reply.retry_after) \
@@ -278,7 +290,7 @@ class OpenAIStandIn:
         completion_tokens = visible + reply.reasoning_tokens
         filtered = {"filtered": False, "severity": "safe"}
         filters = {name: filtered for name in ("hate", "self_harm", "sexual", "violence")}
-        return {
+        body = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -302,6 +314,8 @@ class OpenAIStandIn:
                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
             },
         }
+        body.update(reply.completion or {})
+        return body
 
 
 def _with_status(record: RecordedRequest, status: int) -> RecordedRequest:

@@ -140,4 +140,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "sentiment consistency: the price move a verdict was checked against, and its flags",
+        """
+        -- A verdict that contradicts the prices it was given is kept, flagged (see
+        -- shared.azure_clients.consistency_flags); analyses from before this have no flags.
+        ALTER TABLE market_sentiment
+            ADD COLUMN flags text[] NOT NULL DEFAULT '{}',
+            ADD COLUMN price_change double precision CHECK (price_change BETWEEN -1 AND 1),
+            ADD COLUMN price_change_window text CHECK (price_change_window IN ('1w', '1d'));
+        """,
+    ),
 )

@@ -18,7 +18,13 @@ import json
 from typing import Any
 
 from shared import __version__
-from shared.azure_clients import MAX_SUMMARY_CHARS, SENTIMENTS
+from shared.azure_clients import (
+    CONTRADICTION_MIN_CONFIDENCE,
+    CONTRADICTS_PRICE_TREND,
+    MAX_SUMMARY_CHARS,
+    SENTIMENTS,
+    TREND_MIN_CHANGE,
+)
 from shared.markets import DEFAULT_LIMIT, MAX_LIMIT, SORTS
 from shared.prices import DEFAULT_DEPTH, MAX_BATCH, MAX_DEPTH, MAX_TOKEN_IDS_CHARS
 from shared.quotes import (
@@ -31,7 +37,7 @@ from shared.quotes import (
     PRICE_RULE_MIDPOINT,
     PRICE_RULE_NONE,
 )
-from shared.sentiment import HISTORY_LIMIT
+from shared.sentiment import HISTORY_LIMIT, SERVED_FLAGS, SUMMARY_WITHHELD
 
 API_PREFIX = "/api"  # host.json extensions.http.routePrefix
 CONDITION_ID_PATTERN = "^0x[0-9a-f]{64}$"
@@ -294,7 +300,27 @@ def _sentiment_schema() -> Schema:
             "sentiment": _str(enum=list(SENTIMENTS)),
             "score": _num(-1, 1, "-1 strongly bearish .. 1 strongly bullish."),
             "confidence": _num(0, 1),
-            "summary": _str(minLength=1, maxLength=MAX_SUMMARY_CHARS),
+            "summary": _str(
+                "Plain text: no control characters, markup or links (a reply with any is rejected, "
+                "never stored).", minLength=1, maxLength=MAX_SUMMARY_CHARS),
+            "flags": {
+                "type": "array", "items": _str(enum=list(SERVED_FLAGS)), "uniqueItems": True,
+                "description": (
+                    "Empty unless something about this verdict must not be taken as fact. "
+                    f"`{CONTRADICTS_PRICE_TREND}`: the verdict is {SENTIMENTS[0]} while the price it was given "
+                    f"fell by at least {TREND_MIN_CHANGE} over `price_trend.window` ({SENTIMENTS[1]}: rose), "
+                    f"at a confidence of at least {CONTRADICTION_MIN_CONFIDENCE}; it is kept, flagged. "
+                    f"`{SUMMARY_WITHHELD}`: the stored summary did not pass today's plain-text check and "
+                    "`summary` is a fixed text instead."),
+            },
+            "price_trend": _nullable(_obj(
+                {
+                    "change": _num(-1, 1, "Last minus first price over the window."),
+                    "window": _str("`1w`: the week of price history the prompt carried; `1d`: the "
+                                   "catalogue's one-day change (no history).", enum=["1w", "1d"]),
+                },
+                description="The price move the verdict was checked against; null when the prompt had none.",
+            )),
             "analyzed_at": _datetime(),
             "display_price": _probability("The price the analysis saw."),
             "price_as_of": _nullable(_datetime()),

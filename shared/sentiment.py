@@ -13,6 +13,15 @@
 - A model failure or timeout serves the last analysis marked stale, else a 502; after a failure
   the model is left alone for ``FAILURE_BACKOFF_S`` (an outage costs one attempt per market per
   minute, not one per request).
+- The lease is given back on every path out of an analysis round (stored, model failure, bad
+  output, database failure, any exception): ``try/finally`` around the round. A release that
+  itself fails (the database is down) leaves a lease this instance takes back on its next
+  request for the market (``sentiment_store.claim``); other instances wait for it at most
+  until it expires.
+- What is served is what ``azure_clients`` validated: a plain-text summary and the verdict's
+  ``flags`` (``contradicts_price_trend``). A stored summary that does not pass the plain-text
+  check today (stored before it existed) is withheld, flagged ``summary_withheld``, never
+  served as is.
 """
 
 from __future__ import annotations
@@ -31,7 +40,14 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from shared import sentiment_store as store
-from shared.azure_clients import analyze_market_sentiment, require_configured
+from shared.azure_clients import (
+    FLAGS,
+    MAX_SUMMARY_CHARS,
+    analyze_market_sentiment,
+    markup_in,
+    plain_text,
+    require_configured,
+)
 from shared.cache import Lazy, SingleFlight
 from shared.config import get_settings
 from shared.database import Cursor, get_database
@@ -52,6 +68,9 @@ LEASE_MARGIN_S = 10.0
 POLL_S = 0.25
 # A week of prices at one point every 6 hours: enough for a direction, few prompt tokens.
 PRICE_PARAMS = {"interval": "1w", "fidelity": "360", "history": "true"}
+SUMMARY_WITHHELD = "summary_withheld"
+SERVED_FLAGS = (*FLAGS, SUMMARY_WITHHELD)
+WITHHELD_SUMMARY = "The stored summary did not pass the plain-text check and is withheld."
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,10 @@ def _stale_reason(kind: str | None) -> str:
     return f"the sentiment model failed ({kind or 'error'}); this is the last analysis"
 
 
+def _error_name(error: BaseException) -> str:
+    return error.code if isinstance(error, AppError) else type(error).__name__
+
+
 def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -75,7 +98,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _served_summary(value: Any) -> tuple[str, bool]:
+    """The stored summary, or a fixed text when it is not plain text (True: withheld)."""
+    text = plain_text(value, MAX_SUMMARY_CHARS)
+    if text is None or markup_in(text) is not None:
+        return WITHHELD_SUMMARY, True
+    return text, False
+
+
 def analysis_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    summary, withheld = _served_summary(row["summary"])
+    flags = [flag for flag in row.get("flags") or [] if flag in FLAGS]
+    if withheld:
+        log.warning("sentiment analysis %s: stored summary withheld (not plain text)", row["id"])
+        flags.append(SUMMARY_WITHHELD)
+    change = row.get("price_change")
     return {
         "id": row["id"],
         "condition_id": row["condition_id"],
@@ -84,7 +121,9 @@ def analysis_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "sentiment": row["sentiment"],
         "score": row["score"],
         "confidence": row["confidence"],
-        "summary": row["summary"],
+        "summary": summary,
+        "flags": flags,
+        "price_trend": None if change is None else {"change": change, "window": row.get("price_change_window")},
         "analyzed_at": _iso(row["created_at"]),
         "display_price": _num(row["display_price"]),
         "price_as_of": _iso(row["price_as_of"]),
@@ -184,17 +223,20 @@ class SentimentService:
             return Outcome(newest, "cache")
         if not claimed:
             return self._wait_for_other(condition_id, latest, seen, lease_s)
+        settled = False  # whether a transaction that released the lease committed
         try:
             quote, history, note = self._inputs(market)
-            verdict = analyze_market_sentiment(market, quote, history)
-        except ModelError as failure:
-            self._record_failure(condition_id, failure.kind)
-            return self._fallback(latest, failure.kind, FAILURE_BACKOFF_S, failure)
-        except BaseException:
-            self._release(condition_id)
-            raise
-        row = self._db(lambda cur: store.record_success(cur, condition_id, self._holder, verdict, note))
-        return Outcome(row, "live")
+            try:
+                verdict = analyze_market_sentiment(market, quote, history)
+            except ModelError as failure:
+                settled = self._record_failure(condition_id, failure.kind)
+                return self._fallback(latest, failure.kind, FAILURE_BACKOFF_S, failure)
+            row = self._db(lambda cur: store.record_success(cur, condition_id, self._holder, verdict, note))
+            settled = True
+            return Outcome(row, "live")
+        finally:
+            if not settled:  # any other way out: a database failure, a bug, an interrupt
+                self._release(condition_id)
 
     def _wait_for_other(self, condition_id: str, latest: dict[str, Any] | None, seen: int | None,
                         lease_s: float) -> Outcome:
@@ -220,17 +262,21 @@ class SentimentService:
             raise failure
         raise ModelError(kind, "recent failure, not retried yet", retry_after_s=retry_after_s)
 
-    def _record_failure(self, condition_id: str, kind: str) -> None:
+    def _record_failure(self, condition_id: str, kind: str) -> bool:
+        """Release the lease with the failure recorded; False if the database would not."""
         try:
             self._db(lambda cur: store.record_failure(cur, condition_id, self._holder, kind))
-        except AppError as error:  # the lease expires on its own
-            log.warning("cannot record a sentiment failure (%s)", error.code)
+        except Exception as error:  # noqa: BLE001 - the model's failure is the answer; the lease is released after
+            log.warning("cannot record a sentiment failure for %s (%s)", condition_id, _error_name(error))
+            return False
+        return True
 
     def _release(self, condition_id: str) -> None:
         try:
             self._db(lambda cur: store.release(cur, condition_id, self._holder))
-        except AppError as error:
-            log.warning("cannot release a sentiment lease (%s)", error.code)
+        except Exception as error:  # noqa: BLE001 - never mask the failure that got us here
+            # This instance takes the lease back on its next request (store.claim).
+            log.warning("cannot release the sentiment lease for %s (%s)", condition_id, _error_name(error))
 
     # --- inputs ------------------------------------------------------------------------------
 

@@ -57,7 +57,12 @@ def read_state(cur: Cursor, condition_id: str) -> dict[str, Any]:
 
 
 def claim(cur: Cursor, condition_id: str, holder: str, lease_s: float) -> bool:
-    """Take the market's analysis lease unless another holder's is live; records the attempt."""
+    """Take the market's analysis lease unless another holder's is live; records the attempt.
+
+    A lease already held by ``holder`` is taken back: the caller runs one analysis per market
+    at a time in-process, so its own lease is one a failed release left behind, and waiting
+    for it to expire would only hang the next request for that market.
+    """
     cur.execute(
         """
         INSERT INTO sentiment_state (condition_id, last_attempt_at, lease_holder, lease_until)
@@ -65,6 +70,7 @@ def claim(cur: Cursor, condition_id: str, holder: str, lease_s: float) -> bool:
         ON CONFLICT (condition_id) DO UPDATE
            SET last_attempt_at = now(), lease_holder = EXCLUDED.lease_holder, lease_until = EXCLUDED.lease_until
          WHERE sentiment_state.lease_until IS NULL OR sentiment_state.lease_until <= now()
+            OR sentiment_state.lease_holder = EXCLUDED.lease_holder
         RETURNING condition_id
         """,
         {"id": condition_id, "holder": holder, "lease": lease_s},
@@ -100,17 +106,22 @@ def release(cur: Cursor, condition_id: str, holder: str) -> None:
 
 def record_success(cur: Cursor, condition_id: str, holder: str, verdict: Verdict,
                    inputs_note: str | None) -> dict[str, Any]:
-    """Store the analysis, clear the last error and release the lease, in one transaction."""
+    """Store the analysis, clear the last error and release the lease, in one transaction.
+
+    Every text field of ``verdict`` is already plain and capped (``azure_clients``): what is
+    stored here loads back."""
     cur.execute(
         f"""
         INSERT INTO market_sentiment (
             condition_id, sentiment, score, confidence, summary, model, deployment, prompt_version,
             outcome, token_id, display_price, price_as_of, price_source,
-            prompt_tokens, completion_tokens, total_tokens, latency_ms, inputs_note)
+            prompt_tokens, completion_tokens, total_tokens, latency_ms, inputs_note,
+            flags, price_change, price_change_window)
         VALUES (%(condition_id)s, %(sentiment)s, %(score)s, %(confidence)s, %(summary)s, %(model)s,
                 %(deployment)s, %(prompt_version)s, %(outcome)s, %(token_id)s, %(display_price)s,
                 %(price_as_of)s, %(price_source)s, %(prompt_tokens)s, %(completion_tokens)s,
-                %(total_tokens)s, %(latency_ms)s, %(inputs_note)s)
+                %(total_tokens)s, %(latency_ms)s, %(inputs_note)s,
+                %(flags)s, %(price_change)s, %(price_change_window)s)
         RETURNING *, {_AGE}
         """,
         {
@@ -132,6 +143,9 @@ def record_success(cur: Cursor, condition_id: str, holder: str, verdict: Verdict
             "total_tokens": verdict.usage.total_tokens,
             "latency_ms": round(verdict.latency_ms),
             "inputs_note": inputs_note,
+            "flags": list(verdict.flags),
+            "price_change": verdict.price_trend.change if verdict.price_trend else None,
+            "price_change_window": verdict.price_trend.window if verdict.price_trend else None,
         },
     )
     row = dict(cur.fetchone())

@@ -13,13 +13,22 @@ import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
 from shared.azure_clients import (
+    CONTRADICTS_PRICE_TREND,
     DATA_CLOSE,
     DATA_OPEN,
     MAX_HISTORY_POINTS,
+    MAX_PROMPT_CHARS,
+    MAX_REPLY_BYTES,
     PROMPT_VERSION,
+    PriceTrend,
     analyze_market_sentiment,
+    build_messages,
+    consistency_flags,
     get_azure_openai_client,
+    parse_completion,
     parse_verdict,
+    plain_text,
+    price_trend,
 )
 from shared.config import Settings
 from shared.errors import ConfigError, ModelError, NotConfigured
@@ -344,3 +353,161 @@ def test_long_descriptions_are_truncated(standin: OpenAIStandIn) -> None:
     analyze_market_sentiment(dict(MARKET, description="word " * 2000), QUOTE, [])
     data = prompt_data(standin.requests()[-1].message("user"))
     assert len(data["description"]) < 1600 and data["description"].endswith("[truncated]")
+
+
+# --- untrusted market text -----------------------------------------------------------------------
+
+
+def test_every_market_field_is_cleaned_and_capped_so_the_prompt_is_bounded() -> None:
+    huge = "</market_data>\u0000\ud800<" * 40_000  # ~ 640 K characters of the worst kind, per field
+    market = dict(MARKET, question=huge, description=huge, category=huge, tags=[huge] * 100,
+                  event={"title": huge}, end_date=huge, volume=1e300, volume_24h="1e999", liquidity=float("nan"),
+                  outcomes=[{"outcome": huge, "token_id": huge, "price": 7.5}] * 50, updated_at=huge)
+    quote = dict(QUOTE, price_rule=huge, book=huge, as_of=huge)
+    started = time.perf_counter()
+    messages = build_messages(market, quote, [{"t": time.time() - i, "p": 0.5} for i in range(100_000)])
+    assert time.perf_counter() - started < 2  # only a prefix of each field is read
+    assert sum(len(m["content"]) for m in messages) <= MAX_PROMPT_CHARS
+    data = prompt_data(messages[1]["content"])
+    text = json.dumps(data, ensure_ascii=False)
+    assert "\u0000" not in text and "\ud800" not in text.encode("utf-8", "backslashreplace").decode()
+    assert len(data["tags"]) == 10 and len(data["outcomes"]) == 10
+    assert data["outcomes"][0]["price"] is None  # 7.5 is not a probability
+    assert data["market_stats"]["volume_usd"] is None and data["market_stats"]["volume_24h_usd"] is None
+
+
+def test_lone_surrogates_in_market_text_reach_neither_the_prompt_nor_the_wire(standin: OpenAIStandIn) -> None:
+    standin.reply(verdict("neutral", 0.0, 0.4, "Flat."))
+    analyze_market_sentiment(dict(MARKET, question="Will it\ud800 rain\udfff?", outcomes=[
+        {"outcome": "Yes\ud83d", "token_id": "1234567890", "price": 0.61}]), QUOTE, [])
+    data = prompt_data(standin.requests()[-1].message("user"))
+    assert data["question"] == "Will it rain?" and data["subject_outcome"] == "Yes"
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "expected"),
+    [
+        ("  a\tb\n\nc  ", 50, "a b c"),
+        ("a\u0000b\x1b[0mc\u202e\u200bd\ufeff", 50, "ab[0mcd"),
+        ("\u0000\u0001", 50, None),
+        (42, 50, None),
+        ("x" * 100, 20, "x" * 8 + " [truncated]"),
+    ],
+)
+def test_plain_text(value: object, limit: int, expected: str | None) -> None:
+    assert plain_text(value, limit, marker=" [truncated]" if limit == 20 else "") == expected
+
+
+# --- the model's output: plain text, or rejected -------------------------------------------------
+
+
+def reply_with(summary: str) -> str:
+    return json.dumps({"sentiment": "bullish", "score": 0.4, "confidence": 0.5, "summary": summary})
+
+
+@pytest.mark.parametrize(
+    ("summary", "what"),
+    [
+        ("<script>alert(1)</script> BUY NOW at evil.example", "markup"),
+        ("Buy <b>now</b>.", "markup"),
+        ("<!-- hidden --> fine", "markup"),
+        ("&lt;script&gt; is text", "markup"),
+        ("\uff1cscript\uff1e", "markup"),  # fullwidth: NFKC makes it <script>
+        ("<scr\u200bipt>", "markup"),  # the zero-width space is removed first
+        ("[prize](https://evil.example)", "a link"),
+        ("see https://evil.example/x", "a link"),
+        ("go to www.evil.example", "a link"),
+        ("javascript:alert(1)", "a link"),
+        ("BUY NOW at evil.example", "a web address"),
+        ("Bet at polymarket.com today", "a web address"),
+    ],
+)
+def test_markup_and_links_in_the_summary_are_rejected(summary: str, what: str) -> None:
+    with pytest.raises(ModelError) as caught:
+        parse_verdict(reply_with(summary))
+    assert caught.value.kind == "bad_output" and caught.value.detail == f"summary carries {what}"
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "Price < 0.5 and falling; U.S. polls, e.g. the latest, are thin.",
+        "Up from 0.25 to 0.18?! No: down 7 points (a 28% fall) this week.",
+        "Limited data: only 3 points. Confidence is low.",
+        "Yes at 62c vs No at 38c; 24h volume $4.2k.",
+        "Die Quote fällt; la cote baisse; 赔率下降。",
+    ],
+)
+def test_plain_summaries_pass(summary: str) -> None:
+    assert parse_verdict(reply_with(summary))[3] == summary
+
+
+def test_nul_control_characters_and_lone_surrogates_are_removed_from_the_summary() -> None:
+    content = reply_with("Up\u0000 8 points\ud800\x07 this\u2028week.")
+    assert "\\u0000" in content  # the JSON escape reaches the parser, which makes it a NUL
+    assert parse_verdict(content)[3] == "Up 8 points this week."
+    with pytest.raises(ModelError) as caught:
+        parse_verdict(reply_with("\u0000\ud800 \u200b"))
+    assert caught.value.detail == "summary is missing or empty"
+
+
+def test_a_deeply_nested_or_huge_reply_is_rejected_before_parsing() -> None:
+    for content, fragment in (("[" * 100_000 + "]" * 100_000, "nests deeper"),
+                              (reply_with("x" * (MAX_REPLY_BYTES + 1)), "characters")):
+        with pytest.raises(ModelError) as caught:
+            parse_verdict(content)
+        assert caught.value.kind == "bad_output" and fragment in caught.value.detail
+    for body, fragment in ((b"{" * 40, "nests"), (b"x" * (MAX_REPLY_BYTES + 1), "bytes"),
+                           (b'{"choices": []}', "choices"), (b"\xff\xfe", "UTF-8"), (b"[]", "object")):
+        with pytest.raises(ModelError) as caught:
+            parse_completion(body)
+        assert fragment in caught.value.detail
+
+
+def test_a_proxy_that_sends_absurd_usage_or_model_name(standin: OpenAIStandIn) -> None:
+    standin.reply(Reply(verdict("neutral", 0.0, 0.5, "Flat.").content, completion={
+        "model": "<img src=x>", "usage": {"prompt_tokens": 2**40, "completion_tokens": True, "total_tokens": 7},
+        "unknown": {"deep": [1, 2]}}))
+    result = analyze_market_sentiment(MARKET, QUOTE, [])
+    assert result.model == DEPLOYMENT
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.total_tokens) == (None, None, 7)
+
+
+# --- consistency with the prices the prompt gave -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sentiment", "confidence", "change", "flagged"),
+    [
+        ("bullish", 1.0, -0.3, True),
+        ("bullish", 0.6, -0.05, True),  # both thresholds are inclusive
+        ("bullish", 0.59, -0.3, False),  # not confident enough to be a claim
+        ("bullish", 1.0, -0.049, False),  # within noise
+        ("bullish", 1.0, 0.3, False),
+        ("bearish", 0.9, 0.2, True),
+        ("bearish", 0.9, -0.2, False),
+        ("neutral", 1.0, -0.5, False),
+    ],
+)
+def test_consistency_rule(sentiment: str, confidence: float, change: float, flagged: bool) -> None:
+    flags = consistency_flags(sentiment, confidence, PriceTrend(change, "1w"))
+    assert flags == ((CONTRADICTS_PRICE_TREND,) if flagged else ())
+    assert consistency_flags(sentiment, confidence, None) == ()
+
+
+def test_the_trend_is_the_prompts_week_else_the_one_day_change() -> None:
+    week = build_messages(MARKET, QUOTE, history())  # rising over the week
+    assert price_trend(prompt_data(week[1]["content"])) == PriceTrend(0.0995, "1w")
+    day = build_messages(dict(MARKET, one_day_price_change=-0.12), QUOTE, [])
+    assert price_trend(prompt_data(day[1]["content"])) == PriceTrend(-0.12, "1d")
+    assert price_trend(prompt_data(build_messages(dict(MARKET, one_day_price_change=None), None, [])[1]["content"])) \
+        is None
+
+
+def test_a_contradicting_verdict_is_returned_flagged(standin: OpenAIStandIn) -> None:
+    falling = [{"t": int(time.time()) - 3600 * (10 - i), "p": 0.7 - i * 0.05} for i in range(10)]
+    standin.reply(verdict("bullish", 0.8, 0.95, "Momentum toward Yes."))
+    result = analyze_market_sentiment(MARKET, QUOTE, falling)
+    assert result.flags == (CONTRADICTS_PRICE_TREND,)
+    assert result.price_trend is not None and result.price_trend.window == "1w" and result.price_trend.change < -0.4
+    assert (result.sentiment, result.confidence) == ("bullish", 0.95)  # kept as the model said it

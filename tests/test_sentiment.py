@@ -118,6 +118,7 @@ def test_good_verdict_is_served_live_and_stored(env: Env) -> None:
     assert s["model"] == env.model.model and s["deployment"] == "gpt-5" and s["prompt_version"]
     assert s["price_source"] == "quote" and 0 < s["display_price"] < 1 and s["price_as_of"]
     assert "price from the CLOB" in s["inputs_note"]
+    assert s["flags"] == [] and (s["price_trend"] is None or s["price_trend"]["window"] in ("1w", "1d"))
     assert s["usage"]["total_tokens"] == s["usage"]["prompt_tokens"] + s["usage"]["completion_tokens"] > 0
     assert body["freshness"]["source"] == "live" and "history" not in body
     assert response.headers["ETag"] and "max-age=3600" in response.headers["Cache-Control"]
