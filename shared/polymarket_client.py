@@ -12,6 +12,7 @@ import logging
 import random
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,9 +23,19 @@ from typing import Any, TypeVar
 import httpcore
 import httpx
 import tenacity
+
+# py_ecc, which py-clob-client-v2 imports for order signing (never done here: reads need no
+# key), raises the recursion limit of the whole process to 100,000 when it is imported
+# (py_ecc/__init__.py). Deep recursion then overflows the C stack, a segfault, long before any
+# RecursionError: the limit goes back to what it was, or to CPython's default when py_ecc was
+# imported before this module (by ``shared.prices``'s import of py_clob_client_v2.clob_types).
+_CPYTHON_RECURSION_LIMIT = 1000
+_recursion_limit = _CPYTHON_RECURSION_LIMIT if "py_ecc" in sys.modules else sys.getrecursionlimit()
 from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.http_helpers import helpers as clob_http
+
+sys.setrecursionlimit(_recursion_limit)
 
 from shared import __version__, deadline
 from shared.cache import Lazy
