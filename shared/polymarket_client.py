@@ -7,14 +7,18 @@ see ``PolyApiException``, httpx exceptions, or upstream bodies.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
+import itertools
 import logging
 import random
+import re
 import socket
 import ssl
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,14 +116,64 @@ def _network_cause(error: BaseException) -> str:
     return "connection lost"
 
 
+# --- bounded bodies ----------------------------------------------------------------------------
+
+# Real payloads nest at most 7 deep (tests/contract/samples); Python's JSON parser recurses once
+# per level, so a body that could nest deeper than this is refused before any parser sees it.
+MAX_JSON_DEPTH = 64
+# A JSON string, or the rest of the body after an unterminated one (the parser stops there):
+# it always matches where it starts, so its cost stays linear whatever the body.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_JSON_CONTAINER = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*[\[{]")  # what json.loads accepts first
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and -1, as signed bytes
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a UTF-8 JSON ``body`` nest, brackets inside strings
+    aside, without parsing it: at least as deep as a parser would recurse on it."""
+    steps = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
+
+
+class _BadBody(Exception):
+    """A body refused while it was read: too large, badly compressed, or nested too deep.
+
+    Not an httpx error on purpose: py-clob-client-v2 turns those into a bare "Request
+    exception!", which would read as a network failure; this one reaches ``ClobApi.call``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _check_json(body: bytes) -> None:
+    # json.loads takes UTF-16 and UTF-32 too (a NUL in the first bytes, or their BOM), where the
+    # scan below would misread escapes; Polymarket sends UTF-8 only.
+    if b"\x00" in body[:4] or body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise _BadBody("body is not UTF-8")
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH or not _JSON_CONTAINER.match(body):
+        return  # cannot nest that deep, or not a JSON array or object: the parser stops at once
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise _BadBody(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
 class _ObservingTransport(httpx.BaseTransport):
-    def __init__(self, inner: httpx.BaseTransport) -> None:
+    """Notes the outcome of each request (see ``_Observed``) and bounds what is read: every body,
+    as sent and decompressed, ends at ``max_body_bytes`` and is checked for nesting before it
+    is handed on (``_BoundedBody``)."""
+
+    def __init__(self, inner: httpx.BaseTransport, max_body_bytes: int) -> None:
         self._inner = inner
+        self._max_body_bytes = max_body_bytes
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if deadline.remaining(1.0) == 0.0:
             _observed.error = "timeout"
             raise httpx.ConnectTimeout("deadline passed before the request was sent", request=request)
+        # The one content coding asked for, decoded in _BoundedBody under the cap: httpx would
+        # decode whatever came, all of it, before anything could see its size.
+        request.headers["Accept-Encoding"] = "gzip"
         try:
             response = self._inner.handle_request(request)
         except httpx.TimeoutException:
@@ -130,22 +184,44 @@ class _ObservingTransport(httpx.BaseTransport):
             _observed.cause = _network_cause(error)
             raise
         _observed.retry_after = response.headers.get("Retry-After")
-        response.stream = _ObservedBody(response.stream)
+        try:
+            response.stream = _BoundedBody(response, self._max_body_bytes)
+        except _BadBody:
+            response.close()  # unread: the connection is dropped, not pooled
+            raise
         return response
 
     def close(self) -> None:
         self._inner.close()
 
 
-class _ObservedBody(httpx.SyncByteStream):
-    """The body is read after ``handle_request`` returns: its failures are noted too."""
+class _BoundedBody(httpx.SyncByteStream):
+    """A response's body, read whole here (the clients read every body whole anyway) within the
+    cap, gzip decoded incrementally with a running cap (a bomb is never inflated past it), then
+    checked for nesting; network failures while reading are noted in ``_observed``."""
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
+    def __init__(self, response: httpx.Response, max_bytes: int) -> None:
+        self._inner = response.stream
+        self._max_bytes = max_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise _BadBody(f"body of {declared} bytes, over the {max_bytes}-byte cap")
+        codings = [c.strip().lower() for c in response.headers.get("Content-Encoding", "").split(",")]
+        codings = [c for c in codings if c not in ("", "identity")]
+        self._decoder: Any = None
+        self._inflated = 0
+        if codings in (["gzip"], ["x-gzip"]):
+            self._decoder = zlib.decompressobj(wbits=31)  # gzip framing only
+            # Handed on decoded: httpx must not decode it again, and the length was the wire's.
+            del response.headers["Content-Encoding"]
+            response.headers.pop("Content-Length", None)
+        elif codings:
+            raise _BadBody(f"unsupported Content-Encoding {','.join(codings)[:40]!r}")
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._inner
+            body = b"".join(self._read())
+            _check_json(body)
         except httpx.TimeoutException:
             _observed.error = "timeout"
             raise
@@ -153,6 +229,36 @@ class _ObservedBody(httpx.SyncByteStream):
             _observed.error = "network"
             _observed.cause = _network_cause(error)
             raise
+        yield body
+
+    def _read(self) -> Iterator[bytes]:
+        wire = 0
+        for chunk in self._inner:
+            wire += len(chunk)
+            if wire > self._max_bytes:
+                raise _BadBody(f"body over the {self._max_bytes}-byte cap")
+            if self._decoder is None:
+                yield chunk
+            else:
+                yield from self._inflate(chunk)
+        if self._decoder is not None and wire and not self._decoder.eof:
+            raise _BadBody("gzip body cut short")
+
+    def _inflate(self, data: bytes) -> Iterator[bytes]:
+        decoder = self._decoder
+        while data:
+            if decoder.eof:
+                raise _BadBody("data after the end of the gzip body")
+            try:
+                # At most one byte past the cap: that byte is enough to know it is over.
+                out = decoder.decompress(data, self._max_bytes - self._inflated + 1)
+            except zlib.error:
+                raise _BadBody("corrupt gzip body") from None
+            self._inflated += len(out)
+            if self._inflated > self._max_bytes:
+                raise _BadBody(f"body over the {self._max_bytes}-byte cap once decompressed")
+            yield out
+            data = decoder.unconsumed_tail or decoder.unused_data
 
     def close(self) -> None:
         self._inner.close()
@@ -230,7 +336,7 @@ def _http_client(settings: PolymarketSettings, base_url: str = "") -> httpx.Clie
         http2=False,
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        transport=_ObservingTransport(_deadline_transport()),
+        transport=_ObservingTransport(_deadline_transport(), settings.max_body_bytes),
         headers={"User-Agent": f"polymarket-api/{__version__}"},
         follow_redirects=False,
     )
@@ -524,6 +630,8 @@ class JsonApi:
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             response = self._http.request(method, path, params=params, json=body, **extra)
+        except _BadBody as error:
+            raise UpstreamBadResponse(self.upstream, f"{error.reason} on {path}") from None
         except httpx.HTTPError as error:
             raise _error_for_transport(self.upstream, _observed.error, type(error).__name__) from None
         if response.status_code != 200:
@@ -602,6 +710,8 @@ class ClobApi:
             count_upstream_call()
             try:
                 result = method(*args)
+            except _BadBody as error:
+                raise UpstreamBadResponse(CLOB, f"{name}: {error.reason}") from None
             except PolyApiException as error:
                 if error.status_code is None:
                     raise _error_for_transport(CLOB, _observed.error, name) from None

@@ -226,3 +226,105 @@ def test_the_recursion_limit_is_put_back_after_py_clob_client_is_imported(first_
     before, after_import, after_clients, py_ecc_loaded = done.stdout.split()
     assert py_ecc_loaded == "True"  # the import the guard is about did happen
     assert int(before) == int(after_import) == int(after_clients) <= 10_000
+
+
+NESTED = [
+    # (host, path switched, API path, the API's answer to expect)
+    ("gamma", "/markets/keyset", "/api/markets", "error"),
+    ("clob", "/book", "/api/book/{a}", "error"),
+    ("clob", "/books", "/api/prices?token_ids={a},{b}", "error"),
+    ("clob", "/prices-history", "/api/price/{a}", "any"),  # the quote comes from /book
+]
+
+
+@pytest.mark.parametrize(("host", "switched", "api", "expect"), NESTED, ids=[f"{h}{p}" for h, p, _, _ in NESTED])
+def test_deeply_nested_json_is_a_bad_body_and_the_worker_lives(
+    serve: Callable[..., App], host: str, switched: str, api: str, expect: str
+) -> None:
+    app = serve(isolated=True)
+    a, b = app.tokens(2)
+    app.hostile.on("deep_nesting", host=host, path=switched, depth=80_000)
+    path, _, query = api.format(a=a, b=b).partition("?")
+    params = dict(pair.split("=") for pair in query.split("&")) if query else {}
+    response, took = app.timed(path, **params)
+    app.assert_alive()
+    if expect == "error" or response.status_code >= 500:
+        assert_documented_error(response)
+    assert took < DEADLINE_S + SLACK_S, took
+    stats = app.upstream_stats(host)
+    assert stats["failures"] >= 1 and stats["last_error_kind"] == "bad_body", stats
+    figure(f"{host} {switched} nested 80,000 deep: {response.status_code} in {took:.2f} s, worker alive")
+
+
+# --- break 9 and huge bodies: gzip bombs, bodies larger than any real page ----------------------
+
+
+BOMB_MB = 200  # ~200 KB of gzip on the wire
+
+
+def test_gzip_answers_within_the_cap_are_served_live(serve: Callable[..., App]) -> None:
+    app = serve()
+    a, b, c, d = app.tokens(4)
+    app.hostile.on("gzip", host="gamma")  # every page of the first load, 100 markets each
+    app.hostile.on("gzip", host="clob")
+    assert len(app.ok("/api/markets", limit="500")["markets"]) > 100
+    for path, params in ((f"/api/book/{a}", {}), ("/api/prices", {"token_ids": f"{b},{c}"}), (f"/api/price/{d}", {})):
+        assert app.ok(path, **params)["freshness"]["source"] == "live", path
+
+
+@pytest.mark.parametrize("where", ["book", "books", "gamma"])
+def test_a_gzip_bomb_is_cut_at_the_cap_and_memory_stays_flat(serve: Callable[..., App], where: str) -> None:
+    app = serve(isolated=True)
+    a, b, c = app.tokens(3)
+    app.ok(f"/api/book/{c}")  # one stored book: its answer turns stale, the others fail
+    time.sleep(1.1)
+    host, path, api, params = {
+        "book": ("clob", "/book", f"/api/book/{a}", {}),
+        "books": ("clob", "/books", "/api/prices", {"token_ids": f"{a},{b},{c}"}),
+        "gamma": ("gamma", "/markets/keyset", "/api/markets", {}),
+    }[where]
+    app.hostile.on("gzip", host=host, path=path, bomb_mb=BOMB_MB)
+    assert app.worker is not None
+    (response, took), growth = app.worker.peak_growth_mb(lambda: app.timed(api, **params))
+    if where == "books":
+        assert_error_or_stale(response)  # c's book is stored: the batch may answer it stale
+    else:
+        assert_documented_error(response)
+    assert took < DEADLINE_S + SLACK_S, took
+    assert growth < RSS_GROWTH_BOUND_MB, f"peak RSS grew {growth:.0f} MB"
+    app.assert_alive()
+    stats = app.upstream_stats(host)
+    assert stats["failures"] >= 1 and stats["last_error_kind"] == "bad_body", stats
+    if where == "book":
+        stale, _ = app.timed(f"/api/book/{c}")  # the same bomb, with a stored book to answer from
+        assert stale.status_code == 200 and stale.json()["freshness"]["source"] == "stale", stale.text
+    figure(f"gzip bomb ({BOMB_MB} MB in ~200 KB) on {host} {path}: {response.status_code} in {took:.2f} s, "
+           f"peak RSS +{growth:.0f} MB")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_the_huge_switch_sends_that_many_megabytes_of_json(hostile_env: Any, chunked: bool) -> None:
+    meter: dict[str, int] = {}
+    hostile_env.on("huge", host="clob", path="/book", mb=2, chunked=chunked, meter=meter)
+    answer = httpx.get(f"{hostile_env.clob_url}/book", params={"token_id": "1"})
+    assert answer.status_code == 200 and len(answer.json()["pad"]) == 2 * 2**20
+    assert ("content-length" in answer.headers) != chunked and meter["bytes"] == len(answer.content)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_huge_body_is_cut_at_the_cap_not_read_whole(serve: Callable[..., App], chunked: bool) -> None:
+    app = serve(isolated=True)
+    (a,) = app.tokens(1)
+    meter: dict[str, int] = {}
+    app.hostile.on("huge", host="clob", path="/book", mb=100, chunked=chunked, meter=meter)
+    assert app.worker is not None
+    (response, took), growth = app.worker.peak_growth_mb(lambda: app.timed(f"/api/book/{a}"))
+    assert_documented_error(response)
+    assert took < DEADLINE_S + SLACK_S, took
+    sent_mb = meter.get("bytes", 0) / 2**20
+    assert sent_mb < 40, f"{sent_mb:.0f} MB of the 100 MB body were sent"  # the cap, plus socket buffers
+    assert growth < RSS_GROWTH_BOUND_MB, f"peak RSS grew {growth:.0f} MB"
+    app.assert_alive()
+    assert app.upstream_stats("clob")["last_error_kind"] == "bad_body"
+    figure(f"100 MB body ({'chunked' if chunked else 'Content-Length'}) on /book: {response.status_code} "
+           f"in {took:.2f} s, {sent_mb:.1f} MB sent before the app hung up, peak RSS +{growth:.0f} MB")
