@@ -45,6 +45,7 @@ from shared import __version__, deadline
 from shared.cache import Lazy
 from shared.config import PolymarketSettings, get_settings
 from shared.errors import (
+    RETRY_AFTER_CAP_S,
     UpstreamBadResponse,
     UpstreamCircuitOpen,
     UpstreamError,
@@ -54,6 +55,7 @@ from shared.errors import (
     UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    bounded_retry_after,
 )
 from shared.observability import count_upstream_call
 
@@ -343,22 +345,27 @@ def _http_client(settings: PolymarketSettings, base_url: str = "") -> httpx.Clie
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), at most
+    ``RETRY_AFTER_CAP_S``: a number too large (``1e308``, or ``1e999``, which is infinity) or a
+    date far ahead is cut to it. None when it says nothing usable: a negative number, NaN, text.
+    A date already past is 0."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return bounded_retry_after(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     current = now if now is not None else time.time()
-    return max(0.0, when.timestamp() - current)
+    return min(max(0.0, when.timestamp() - current), float(RETRY_AFTER_CAP_S))
 
 
 def _error_for_status(upstream: str, status: int, detail: str, retry_after: str | None,

@@ -256,6 +256,46 @@ def test_deeply_nested_json_is_a_bad_body_and_the_worker_lives(
     figure(f"{host} {switched} nested 80,000 deep: {response.status_code} in {took:.2f} s, worker alive")
 
 
+# --- break 4: absurd Retry-After ---------------------------------------------------------------
+
+
+RETRY_AFTERS = [
+    # (what upstream sends, what a client is told): numbers too large and dates far ahead are cut
+    # to an hour; a negative number or NaN means nothing, so the default applies.
+    ("1e999", "3600"),
+    ("1e308", "3600"),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", "3600"),
+    ("-5", "5"),
+    ("nan", "5"),
+]
+
+
+@pytest.mark.parametrize(("sent", "told"), RETRY_AFTERS, ids=[s for s, _ in RETRY_AFTERS])
+def test_an_absurd_retry_after_is_a_503_with_a_small_retry_after(
+    serve: Callable[..., App], sent: str, told: str
+) -> None:
+    app = serve()
+    a, b = app.tokens(2)
+    app.hostile.on("header", host="clob", name="Retry-After", value=sent, status=429)
+    app.hostile.on("header", host="gamma", path="/markets/keyset", name="Retry-After", value=sent, status=429)
+    for path, params in ((f"/api/book/{a}", {}), (f"/api/price/{a}", {}), ("/api/prices", {"token_ids": f"{a},{b}"}),
+                         ("/api/markets", {})):
+        response, took = app.timed(path, **params)
+        assert response.status_code == 503, (path, response.status_code, response.text)
+        assert_documented_error(response)
+        assert response.headers["Retry-After"] == told, (path, response.headers["Retry-After"])
+        assert took < DEADLINE_S + SLACK_S, (path, took)
+
+    # A stored catalogue, then refresh=true against the same 429: stale, saying why, in a few words.
+    app.hostile.clear()
+    app.ok("/api/markets")
+    app.hostile.on("header", host="gamma", path="/markets/keyset", name="Retry-After", value=sent, status=429)
+    body = app.ok("/api/markets", refresh="true")
+    reason = body["freshness"]["stale_reason"]
+    assert body["freshness"]["source"] == "stale" and "429" in reason, body["freshness"]
+    assert not re.search(r"\d{5,}", reason), reason
+
+
 # --- break 9 and huge bodies: gzip bombs, bodies larger than any real page ----------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import time
 from typing import Any
 
@@ -334,6 +335,35 @@ def test_a_refused_connection_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- bounded reads: Retry-After, body caps, gzip, nesting (issue 11) ---------------------------
+
+
+@pytest.mark.parametrize(("value", "seconds", "header"), [
+    ("1e999", 3600, "3600"),  # infinity: as long as allowed
+    ("1e308", 3600, "3600"),
+    ("7200", 3600, "3600"),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", 3600, "3600"),
+    ("Thu, 01 Jan 1970 00:00:00 GMT", 0, "1"),  # already past: at once
+    ("2.5", 2.5, "3"),  # whole seconds, never earlier than asked
+    ("-5", None, "5"),  # means nothing: the default
+    ("nan", None, "5"),
+    ("-inf", None, "5"),
+    ("Mon, 99 Foo 99999 99:99:99 GMT", None, "5"),
+])
+def test_an_absurd_retry_after_is_cut_to_an_hour_or_ignored(value: str, seconds: float | None, header: str) -> None:
+    assert parse_retry_after(value) == seconds
+    error = UpstreamRateLimited("clob", retry_after_s=parse_retry_after(value))
+    assert error.retry_after() == {"Retry-After": header}
+    assert RetryPolicy(3, 0, 10).should_retry(error) == (seconds is None or seconds <= 10)
+
+
+def test_every_retry_after_header_is_a_small_integer() -> None:
+    from shared.errors import ModelError, UpstreamCircuitOpen, retry_after_header
+
+    for seconds in (math.inf, math.nan, -1.0, 1e308, 0.2):
+        assert 1 <= int(retry_after_header(seconds)["Retry-After"]) <= 3600
+        assert 1 <= int(UpstreamRateLimited("gamma", retry_after_s=seconds).retry_after()["Retry-After"]) <= 3600
+        assert 1 <= int(ModelError("rate_limited", retry_after_s=seconds).headers["Retry-After"]) <= 3600
+    assert UpstreamCircuitOpen("clob", retry_after_s=1e308).headers["Retry-After"] == "3600"
 
 
 def _depth(value: Any) -> int:
