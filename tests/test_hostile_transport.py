@@ -296,6 +296,34 @@ def test_an_absurd_retry_after_is_a_503_with_a_small_retry_after(
     assert not re.search(r"\d{5,}", reason), reason
 
 
+# --- break 8, first half: a trickle ------------------------------------------------------------
+
+
+TRICKLE_DEADLINE_S = 2.0
+
+
+@pytest.mark.parametrize("body_only", [True, False], ids=["body", "headers"])
+def test_a_trickling_upstream_is_answered_within_the_request_deadline(
+    serve: Callable[..., App], body_only: bool
+) -> None:
+    app = serve(REQUEST_DEADLINE_S=str(TRICKLE_DEADLINE_S))
+    a, b = app.tokens(2)
+    app.ok(f"/api/book/{b}")  # b has a stored book, a has nothing
+    time.sleep(1.1)  # past the book TTL: an answer for b needs Polymarket, and cannot have it
+    app.hostile.on("trickle", host="gamma", path="/markets/keyset", bytes_per_s=1, body_only=body_only)
+    app.hostile.on("trickle", host="clob", bytes_per_s=1, body_only=body_only)
+    for path, params in (("/api/markets", {}), (f"/api/price/{a}", {}), (f"/api/book/{a}", {}),
+                         ("/api/prices", {"token_ids": f"{a},{b}"}), (f"/api/book/{b}", {})):
+        response, took = app.timed(path, **params)
+        assert took < TRICKLE_DEADLINE_S + SLACK_S, (path, took)
+        assert_error_or_stale(response)
+        if response.status_code == 503:
+            assert int(response.headers["Retry-After"]) >= 1, path
+        figure(f"trickle ({'body' if body_only else 'headers and body'}) {path.split('/')[2]}: "
+               f"{response.status_code} in {took:.2f} s")
+    assert app.ok(f"/api/book/{b}")["freshness"]["source"] == "stale"
+
+
 # --- break 9 and huge bodies: gzip bombs, bodies larger than any real page ----------------------
 
 
