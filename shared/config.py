@@ -22,6 +22,14 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 OPENAI_API_VERSION = "2025-04-01-preview"
+# The largest body read from Polymarket, as sent and once decompressed (UPSTREAM_MAX_BODY_BYTES).
+# Sized from the largest pages the app asks for: a Gamma keyset page of 100 markets with
+# include_tag, ~0.7 MB (the rows in tests/contract/samples are 4.7-7 KB; the stand-in's page is
+# 0.53 MB); POST /books for the batch cap of 100 tokens, ~0.3 MB at the 86 levels of the live
+# sample book (3.1 KB compact, as the CLOB sends), 3.6 MB in theory (100 books of 999 levels, a
+# 0.001 tick); prices-history at interval=max, ~0.13 MB (4,464 points: 31 days at fidelity 10;
+# 0.12 MB from the stand-in). 8 MiB is twice the theoretical /books and over ten times any real page.
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 # "omit": send no reasoning_effort (a deployment of a model that is not a reasoning model).
 _REASONING_EFFORTS = {"omit", "none", "minimal", "low", "medium", "high"}
 
@@ -171,6 +179,7 @@ class PolymarketSettings:
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
     response_deadline_s: float = 10.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     def __repr__(self) -> str:
         return (
@@ -268,6 +277,9 @@ class Settings:
             breaker_cooldown_s=env.float("UPSTREAM_BREAKER_COOLDOWN_S", 30.0, minimum=0.1, maximum=3600),
             # The whole response, not one socket read: a trickling server cannot hold a call.
             response_deadline_s=env.float("UPSTREAM_RESPONSE_DEADLINE_S", 10.0, minimum=0.1, maximum=300),
+            # Compressed and decompressed alike: a body over it is a bad body, never read whole.
+            max_body_bytes=env.int("UPSTREAM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=2**16,
+                                   maximum=2**28),
             simulated=env.bool("POLYMARKET_SIMULATED", False),
         )
 

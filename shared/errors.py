@@ -74,7 +74,7 @@ class ModelError(AppError):
         self.detail = detail
         super().__init__(f"the sentiment model gave no usable answer ({kind})")
         if retry_after_s is not None:
-            self.headers["Retry-After"] = str(max(1, round(retry_after_s)))
+            self.headers.update(retry_after_header(retry_after_s))
 
 
 # --- Polymarket (upstream) failures -------------------------------------------------------
@@ -82,11 +82,23 @@ class ModelError(AppError):
 
 # A 503 caused by Polymarket with no better hint (no Retry-After of its own, no open circuit).
 DEFAULT_RETRY_AFTER_S = 5
+# The longest wait a Retry-After may ask for, whoever sends it: an hour. A longer one from
+# upstream (``1e308``, ``1e999``, a date in 9999) is cut to this, never passed on as it came.
+RETRY_AFTER_CAP_S = 3600
+
+
+def bounded_retry_after(seconds: float | None) -> float | None:
+    """A wait in seconds within [0, RETRY_AFTER_CAP_S] (infinity included: it is cut to the cap);
+    None for no usable wait: None, NaN or negative."""
+    if seconds is None or math.isnan(seconds) or seconds < 0:
+        return None
+    return min(seconds, float(RETRY_AFTER_CAP_S))
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:
-    """``Retry-After`` in whole seconds, at least 1."""
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+    """``Retry-After`` in whole seconds, from 1 to RETRY_AFTER_CAP_S (NaN or negative: the default)."""
+    bounded = bounded_retry_after(seconds)
+    return {"Retry-After": str(max(1, math.ceil(DEFAULT_RETRY_AFTER_S if bounded is None else bounded)))}
 
 
 class UpstreamError(AppError):
@@ -186,9 +198,9 @@ class UpstreamRateLimited(UpstreamError):
 
     def __init__(self, upstream: str, detail: str = "", *, retry_after_s: float | None = None) -> None:
         super().__init__(upstream, detail, status_code=429)
-        self.retry_after_s = retry_after_s
-        if retry_after_s is not None:
-            self.headers["Retry-After"] = str(max(1, round(retry_after_s)))
+        self.retry_after_s = bounded_retry_after(retry_after_s)
+        if self.retry_after_s is not None:
+            self.headers.update(retry_after_header(self.retry_after_s))
 
     def describe(self) -> str:
         return "is rate limiting us"

@@ -7,13 +7,18 @@ see ``PolyApiException``, httpx exceptions, or upstream bodies.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
+import itertools
 import logging
 import random
+import re
 import socket
 import ssl
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,14 +27,25 @@ from typing import Any, TypeVar
 import httpcore
 import httpx
 import tenacity
+
+# py_ecc, which py-clob-client-v2 imports for order signing (never done here: reads need no
+# key), raises the recursion limit of the whole process to 100,000 when it is imported
+# (py_ecc/__init__.py). Deep recursion then overflows the C stack, a segfault, long before any
+# RecursionError: the limit goes back to what it was, or to CPython's default when py_ecc was
+# imported before this module (by ``shared.prices``'s import of py_clob_client_v2.clob_types).
+_CPYTHON_RECURSION_LIMIT = 1000
+_recursion_limit = _CPYTHON_RECURSION_LIMIT if "py_ecc" in sys.modules else sys.getrecursionlimit()
 from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.http_helpers import helpers as clob_http
+
+sys.setrecursionlimit(_recursion_limit)
 
 from shared import __version__, deadline
 from shared.cache import Lazy
 from shared.config import PolymarketSettings, get_settings
 from shared.errors import (
+    RETRY_AFTER_CAP_S,
     UpstreamBadResponse,
     UpstreamCircuitOpen,
     UpstreamError,
@@ -39,6 +55,7 @@ from shared.errors import (
     UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    bounded_retry_after,
 )
 from shared.observability import count_upstream_call
 
@@ -101,14 +118,64 @@ def _network_cause(error: BaseException) -> str:
     return "connection lost"
 
 
+# --- bounded bodies ----------------------------------------------------------------------------
+
+# Real payloads nest at most 7 deep (tests/contract/samples); Python's JSON parser recurses once
+# per level, so a body that could nest deeper than this is refused before any parser sees it.
+MAX_JSON_DEPTH = 64
+# A JSON string, or the rest of the body after an unterminated one (the parser stops there):
+# it always matches where it starts, so its cost stays linear whatever the body.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_JSON_CONTAINER = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*[\[{]")  # what json.loads accepts first
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and -1, as signed bytes
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a UTF-8 JSON ``body`` nest, brackets inside strings
+    aside, without parsing it: at least as deep as a parser would recurse on it."""
+    steps = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
+
+
+class _BadBody(Exception):
+    """A body refused while it was read: too large, badly compressed, or nested too deep.
+
+    Not an httpx error on purpose: py-clob-client-v2 turns those into a bare "Request
+    exception!", which would read as a network failure; this one reaches ``ClobApi.call``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _check_json(body: bytes) -> None:
+    # json.loads takes UTF-16 and UTF-32 too (a NUL in the first bytes, or their BOM), where the
+    # scan below would misread escapes; Polymarket sends UTF-8 only.
+    if b"\x00" in body[:4] or body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise _BadBody("body is not UTF-8")
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH or not _JSON_CONTAINER.match(body):
+        return  # cannot nest that deep, or not a JSON array or object: the parser stops at once
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise _BadBody(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
 class _ObservingTransport(httpx.BaseTransport):
-    def __init__(self, inner: httpx.BaseTransport) -> None:
+    """Notes the outcome of each request (see ``_Observed``) and bounds what is read: every body,
+    as sent and decompressed, ends at ``max_body_bytes`` and is checked for nesting before it
+    is handed on (``_BoundedBody``)."""
+
+    def __init__(self, inner: httpx.BaseTransport, max_body_bytes: int) -> None:
         self._inner = inner
+        self._max_body_bytes = max_body_bytes
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if deadline.remaining(1.0) == 0.0:
             _observed.error = "timeout"
             raise httpx.ConnectTimeout("deadline passed before the request was sent", request=request)
+        # The one content coding asked for, decoded in _BoundedBody under the cap: httpx would
+        # decode whatever came, all of it, before anything could see its size.
+        request.headers["Accept-Encoding"] = "gzip"
         try:
             response = self._inner.handle_request(request)
         except httpx.TimeoutException:
@@ -119,22 +186,44 @@ class _ObservingTransport(httpx.BaseTransport):
             _observed.cause = _network_cause(error)
             raise
         _observed.retry_after = response.headers.get("Retry-After")
-        response.stream = _ObservedBody(response.stream)
+        try:
+            response.stream = _BoundedBody(response, self._max_body_bytes)
+        except _BadBody:
+            response.close()  # unread: the connection is dropped, not pooled
+            raise
         return response
 
     def close(self) -> None:
         self._inner.close()
 
 
-class _ObservedBody(httpx.SyncByteStream):
-    """The body is read after ``handle_request`` returns: its failures are noted too."""
+class _BoundedBody(httpx.SyncByteStream):
+    """A response's body, read whole here (the clients read every body whole anyway) within the
+    cap, gzip decoded incrementally with a running cap (a bomb is never inflated past it), then
+    checked for nesting; network failures while reading are noted in ``_observed``."""
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
+    def __init__(self, response: httpx.Response, max_bytes: int) -> None:
+        self._inner = response.stream
+        self._max_bytes = max_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise _BadBody(f"body of {declared} bytes, over the {max_bytes}-byte cap")
+        codings = [c.strip().lower() for c in response.headers.get("Content-Encoding", "").split(",")]
+        codings = [c for c in codings if c not in ("", "identity")]
+        self._decoder: Any = None
+        self._inflated = 0
+        if codings in (["gzip"], ["x-gzip"]):
+            self._decoder = zlib.decompressobj(wbits=31)  # gzip framing only
+            # Handed on decoded: httpx must not decode it again, and the length was the wire's.
+            del response.headers["Content-Encoding"]
+            response.headers.pop("Content-Length", None)
+        elif codings:
+            raise _BadBody(f"unsupported Content-Encoding {','.join(codings)[:40]!r}")
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._inner
+            body = b"".join(self._read())
+            _check_json(body)
         except httpx.TimeoutException:
             _observed.error = "timeout"
             raise
@@ -142,6 +231,36 @@ class _ObservedBody(httpx.SyncByteStream):
             _observed.error = "network"
             _observed.cause = _network_cause(error)
             raise
+        yield body
+
+    def _read(self) -> Iterator[bytes]:
+        wire = 0
+        for chunk in self._inner:
+            wire += len(chunk)
+            if wire > self._max_bytes:
+                raise _BadBody(f"body over the {self._max_bytes}-byte cap")
+            if self._decoder is None:
+                yield chunk
+            else:
+                yield from self._inflate(chunk)
+        if self._decoder is not None and wire and not self._decoder.eof:
+            raise _BadBody("gzip body cut short")
+
+    def _inflate(self, data: bytes) -> Iterator[bytes]:
+        decoder = self._decoder
+        while data:
+            if decoder.eof:
+                raise _BadBody("data after the end of the gzip body")
+            try:
+                # At most one byte past the cap: that byte is enough to know it is over.
+                out = decoder.decompress(data, self._max_bytes - self._inflated + 1)
+            except zlib.error:
+                raise _BadBody("corrupt gzip body") from None
+            self._inflated += len(out)
+            if self._inflated > self._max_bytes:
+                raise _BadBody(f"body over the {self._max_bytes}-byte cap once decompressed")
+            yield out
+            data = decoder.unconsumed_tail or decoder.unused_data
 
     def close(self) -> None:
         self._inner.close()
@@ -219,29 +338,34 @@ def _http_client(settings: PolymarketSettings, base_url: str = "") -> httpx.Clie
         http2=False,
         timeout=httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        transport=_ObservingTransport(_deadline_transport()),
+        transport=_ObservingTransport(_deadline_transport(), settings.max_body_bytes),
         headers={"User-Agent": f"polymarket-api/{__version__}"},
         follow_redirects=False,
     )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), at most
+    ``RETRY_AFTER_CAP_S``: a number too large (``1e308``, or ``1e999``, which is infinity) or a
+    date far ahead is cut to it. None when it says nothing usable: a negative number, NaN, text.
+    A date already past is 0."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return bounded_retry_after(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     current = now if now is not None else time.time()
-    return max(0.0, when.timestamp() - current)
+    return min(max(0.0, when.timestamp() - current), float(RETRY_AFTER_CAP_S))
 
 
 def _error_for_status(upstream: str, status: int, detail: str, retry_after: str | None,
@@ -513,6 +637,8 @@ class JsonApi:
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             response = self._http.request(method, path, params=params, json=body, **extra)
+        except _BadBody as error:
+            raise UpstreamBadResponse(self.upstream, f"{error.reason} on {path}") from None
         except httpx.HTTPError as error:
             raise _error_for_transport(self.upstream, _observed.error, type(error).__name__) from None
         if response.status_code != 200:
@@ -591,6 +717,8 @@ class ClobApi:
             count_upstream_call()
             try:
                 result = method(*args)
+            except _BadBody as error:
+                raise UpstreamBadResponse(CLOB, f"{name}: {error.reason}") from None
             except PolyApiException as error:
                 if error.status_code is None:
                     raise _error_for_transport(CLOB, _observed.error, name) from None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import math
 import time
 from typing import Any
 
@@ -329,3 +332,127 @@ def test_a_refused_connection_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
         get_gamma().get("/markets/keyset")
     assert caught.value.summary() == "network: connection refused"
     assert str(port) not in caught.value.summary()
+
+
+# --- bounded reads: Retry-After, body caps, gzip, nesting (issue 11) ---------------------------
+
+
+@pytest.mark.parametrize(("value", "seconds", "header"), [
+    ("1e999", 3600, "3600"),  # infinity: as long as allowed
+    ("1e308", 3600, "3600"),
+    ("7200", 3600, "3600"),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", 3600, "3600"),
+    ("Thu, 01 Jan 1970 00:00:00 GMT", 0, "1"),  # already past: at once
+    ("2.5", 2.5, "3"),  # whole seconds, never earlier than asked
+    ("-5", None, "5"),  # means nothing: the default
+    ("nan", None, "5"),
+    ("-inf", None, "5"),
+    ("Mon, 99 Foo 99999 99:99:99 GMT", None, "5"),
+])
+def test_an_absurd_retry_after_is_cut_to_an_hour_or_ignored(value: str, seconds: float | None, header: str) -> None:
+    assert parse_retry_after(value) == seconds
+    error = UpstreamRateLimited("clob", retry_after_s=parse_retry_after(value))
+    assert error.retry_after() == {"Retry-After": header}
+    assert RetryPolicy(3, 0, 10).should_retry(error) == (seconds is None or seconds <= 10)
+
+
+def test_every_retry_after_header_is_a_small_integer() -> None:
+    from shared.errors import ModelError, UpstreamCircuitOpen, retry_after_header
+
+    for seconds in (math.inf, math.nan, -1.0, 1e308, 0.2):
+        assert 1 <= int(retry_after_header(seconds)["Retry-After"]) <= 3600
+        assert 1 <= int(UpstreamRateLimited("gamma", retry_after_s=seconds).retry_after()["Retry-After"]) <= 3600
+        assert 1 <= int(ModelError("rate_limited", retry_after_s=seconds).headers["Retry-After"]) <= 3600
+    assert UpstreamCircuitOpen("clob", retry_after_s=1e308).headers["Retry-After"] == "3600"
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def test_json_depth_is_the_nesting_a_parser_would_recurse_into() -> None:
+    from shared.polymarket_client import MAX_JSON_DEPTH, json_depth
+    from tests.conftest import SAMPLES
+
+    deepest = 0
+    for path in SAMPLES.glob("*.json"):
+        raw = path.read_bytes()
+        assert json_depth(raw) == _depth(json.loads(raw)), path.name
+        deepest = max(deepest, json_depth(raw))
+    assert deepest <= 7 < MAX_JSON_DEPTH  # every real payload, far under the limit
+    assert json_depth(b'["[[[[", {"a": "\\"[[[[\\\\"}, "}}]]"]') == 2  # brackets in strings, escapes
+    assert json_depth(b"[" * 80_000) == 80_000  # never closed: the parser still recurses that deep
+    assert json_depth(b'[1, "no end [[[[[[') == 1  # an unterminated string: the parser stops there
+    assert json_depth(b'"\\' * 100_000) == 0  # a pathological string, still one linear pass
+
+
+BAD_BODIES = {
+    "nested": (b"[" * 50_000 + b"]" * 50_000, None),
+    "nested_object": (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, None),
+    "nested_behind_bom": (b"\xef\xbb\xbf" + b"[" * 50_000 + b"]" * 50_000, None),
+    "utf16": ("[[1]]".encode("utf-16"), None),
+    "unsupported_coding": (b'{"markets": []}', "br"),
+    "corrupt_gzip": (b"\x1f\x8b\x08\x00not gzip at all", "gzip"),
+    "gzip_cut_short": (gzip.compress(b'{"markets": []}')[:-6], "gzip"),
+    "data_after_gzip": (gzip.compress(b'{"markets": []}') + b"more", "gzip"),
+    "over_the_cap": (b'{"pad": "' + b" " * 70_000 + b'"}', None),
+    "over_the_cap_decompressed": (gzip.compress(b'{"pad": "' + b" " * 70_000 + b'"}'), "gzip"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+@pytest.mark.parametrize("host", ["clob", "gamma"])
+def test_a_body_refused_while_read_is_a_bad_body_on_both_clients(
+    hostile_env: Any, monkeypatch: pytest.MonkeyPatch, host: str, case: str
+) -> None:
+    monkeypatch.setenv("UPSTREAM_MAX_BODY_BYTES", str(2**16))  # the smallest cap allowed: 64 KiB
+    reset_app()
+    body, coding = BAD_BODIES[case]
+    hostile_env.on("body", host=host, body=body, status=200)
+    if coding:
+        hostile_env.on("header", host=host, name="Content-Encoding", value=coding)
+    with pytest.raises(UpstreamBadResponse) as caught:  # not a network error, and not retried
+        if host == "clob":
+            clob = get_clob()
+            clob.call(clob.client.get_order_book, "1")
+        else:
+            get_gamma().get("/markets/keyset")
+    assert hostile_env.standin.count(host=host) == 1
+    assert STATS[host].snapshot()["last_error_kind"] == "bad_body"
+    assert caught.value.status == 502 and "sent an unreadable response" in caught.value.message
+
+
+@pytest.mark.parametrize("host", ["clob", "gamma"])
+def test_gzip_and_large_real_pages_are_read_as_before(hostile_env: Any, host: str) -> None:
+    hostile_env.on("gzip", host=host)
+    if host == "clob":
+        clob = get_clob()
+        book = clob.call(clob.client.get_order_book, _a_token(hostile_env))
+        assert book["bids"] or book["asks"]
+    else:
+        page = get_gamma().get("/markets/keyset", {"closed": "false", "limit": 100, "include_tag": "true"})
+        assert len(page["markets"]) == 100
+    assert STATS[host].snapshot()["failures"] == 0
+
+
+def test_an_error_page_is_not_mistaken_for_a_bad_body(hostile_env: Any) -> None:
+    # A 503 HTML page with CSS braces: only a JSON array or object is scanned for nesting.
+    page = "<html><style>" + "a{b{c{" * 40 + "}}}" * 40 + "</style></html>"
+    hostile_env.on("body", host="gamma", body=page, status=503, content_type="text/html")
+    with pytest.raises(UpstreamServerError):
+        get_gamma().get("/markets/keyset")
+
+
+def _a_token(hostile: Any) -> str:
+    import httpx
+
+    rows = httpx.get(f"{hostile.gamma_url}/markets/keyset", params={"closed": "false", "limit": "20"}).json()
+    for row in rows["markets"]:
+        token = json.loads(row["clobTokenIds"])[0]
+        if httpx.get(f"{hostile.clob_url}/book", params={"token_id": token}).status_code == 200:
+            return str(token)
+    raise AssertionError("no token with a book")

@@ -12,6 +12,9 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
   the body becomes that many MB of spaces inside valid-looking JSON, compressed (a gzip bomb).
 * ``trickle``     -- send the answer ``bytes_per_s`` bytes a second (default 1), headers included
   unless ``body_only``.
+* ``huge``        -- a 200 of ``mb`` MB (default 50) of spaces inside valid-looking JSON, written
+  64 KB at a time, with a Content-Length or, with ``chunked``, none (its size is known only once
+  read); ``meter``, a dict, counts in ``meter["bytes"]`` the body bytes written so far.
 """
 
 from __future__ import annotations
@@ -128,3 +131,29 @@ def _trickle(exchange: Exchange, params: dict[str, Any]) -> None:
 
     exchange.send = send
 
+
+@switch("huge")
+def _huge(exchange: Exchange, params: dict[str, Any]) -> None:
+    size = int(float(params.get("mb", 50)) * 2**20)
+    chunked = bool(params.get("chunked", False))
+    meter: dict[str, int] = params.get("meter", {})
+    piece = b" " * (1 << 16)
+    # Spaces inside a JSON string: one piece object, written size // 64 KB times.
+    pieces = [b'{"market":"x","asset_id":"1","bids":[],"asks":[],"pad":"', *[piece] * (size // len(piece)), b'"}']
+    exchange.status = 200
+
+    def send(ex: Exchange, wfile: BinaryIO) -> None:
+        length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {sum(map(len, pieces))}"
+        head = [f"HTTP/1.1 {ex.status} X", f"Content-Type: {ex.content_type}", length,
+                *(f"{k}: {v}" for k, v in ex.headers if k.lower() != "content-length")]
+        wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        meter.setdefault("bytes", 0)
+        for chunk in pieces:
+            if ex.stop.is_set():
+                return
+            wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            meter["bytes"] += len(chunk)
+        if chunked:
+            wfile.write(b"0\r\n\r\n")
+
+    exchange.send = send
