@@ -16,8 +16,8 @@ Python v2 programming-model functions the way Core Tools would, closely enough f
 Auth levels are not enforced (Core Tools does not enforce keys locally either). ``devtools/`` is
 kept out of the deployed package (.funcignore); in Azure the real Functions host does all this.
 
-    python -m devtools.local_server [--port 7071] [--host 127.0.0.1] [--app function_app:app]
-                                    [--no-timers] [--cors ORIGINS] [--cors-credentials] [--root DIR]
+    python -m devtools.funchost [--port 7071] [--host 127.0.0.1] [--app function_app:app]
+                                [--no-timers] [--cors ORIGINS] [--cors-credentials] [--root DIR]
 
 In tests and benchmarks, ``LocalHost(app, port=0)`` serves an app in-process (``with`` it, then use
 ``.url``), and ``invoke_http(app, "GET", "/api/health")`` routes one request without a socket.
@@ -51,9 +51,9 @@ from azure.functions.timer import TimerRequest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request
 
-from devtools.ncrontab import Schedule, ScheduleError, parse_schedule, resolve_settings
+from devtools.funchost.ncrontab import Schedule, ScheduleError, parse_schedule, resolve_settings
 
-log = logging.getLogger("devtools.local_server")
+log = logging.getLogger("devtools.funchost")
 
 DEFAULT_PORT = 7071
 DEFAULT_ROUTE_PREFIX = "api"
@@ -1214,7 +1214,7 @@ class LocalHost:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m devtools.local_server",
+        prog="python -m devtools.funchost",
         description="Serve the Azure Functions app locally, like `func start` (dev-only).",
     )
     parser.add_argument("--port", type=int, default=None,
@@ -1336,7 +1336,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if database is not None:
             database.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

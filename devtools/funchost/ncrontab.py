@@ -1,6 +1,6 @@
 """Timer-trigger schedules as Azure Functions reads them: NCRONTAB and TimeSpan (dev-only).
 
-Used by ``devtools.local_server`` to run timer triggers without Core Tools; ``devtools/`` is
+Used by ``devtools.funchost`` to run timer triggers without Core Tools; ``devtools/`` is
 kept out of the deployed package (.funcignore), where the real Functions host does this.
 
 NCRONTAB has six fields, ``{second} {minute} {hour} {day} {month} {day-of-week}``, each a

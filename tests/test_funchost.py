@@ -24,7 +24,7 @@ import psycopg2
 import pytest
 
 from devtools.embedded_db import ensure_database
-from devtools.local_server import (
+from devtools.funchost import (
     LOCAL_CORS_ORIGINS,
     CorsPolicy,
     Invoker,
@@ -42,7 +42,13 @@ from devtools.local_server import (
     resolve_cors,
     split_path,
 )
-from devtools.ncrontab import CronSchedule, IntervalSchedule, ScheduleError, parse_schedule, resolve_settings
+from devtools.funchost.ncrontab import (
+    CronSchedule,
+    IntervalSchedule,
+    ScheduleError,
+    parse_schedule,
+    resolve_settings,
+)
 from tests.fixtures import sample_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +135,7 @@ def test_head_is_answered_like_get_without_body(http: httpx.Client) -> None:
 def test_handler_exception_is_500_json_without_traceback(
     http: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="devtools.local_server"):
+    with caplog.at_level(logging.ERROR, logger="devtools.funchost"):
         response = http.get("/api/boom")
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
@@ -416,7 +422,7 @@ def test_cli_serves_the_app_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {"SOME_SECRET": "s3cr3t-value"}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--root", str(tmp_path),
+        [sys.executable, "-m", "devtools.funchost", "--port", str(port), "--root", str(tmp_path),
          "--app", "tests.fixtures.sample_app:app", "--no-timers"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -450,7 +456,7 @@ def cli_host(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> I
     base = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CORS_", "POLYMARKET_"))}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--root", str(tmp_path),
+            [sys.executable, "-m", "devtools.funchost", "--port", str(port), "--root", str(tmp_path),
              "--app", "tests.fixtures.sample_app:app", "--no-timers", *args],
             cwd=ROOT, env={**base, "POSTGRES_HOST": "127.0.0.1", **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -514,7 +520,7 @@ def test_cli_cors_is_overridden_by_one_setting_then_the_flag(tmp_path: Path) -> 
         assert _preflight(url, "http://localhost:3000").status_code == 405  # no CORS: the route is GET only
         assert "CORS is off" in output()
     bad = subprocess.run(
-        [sys.executable, "-m", "devtools.local_server", "--root", str(tmp_path), "--cors", "localhost:3000",
+        [sys.executable, "-m", "devtools.funchost", "--root", str(tmp_path), "--cors", "localhost:3000",
          "--app", "tests.fixtures.sample_app:app", "--no-timers"],
         cwd=ROOT, env={**os.environ, "POSTGRES_HOST": "127.0.0.1"}, capture_output=True, text=True, timeout=60,
         check=False,
