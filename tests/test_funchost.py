@@ -169,19 +169,36 @@ def test_route_prefix_from_host_json(tmp_path: Path, document: dict, path: str) 
 
 
 def test_route_templates() -> None:
-    guid = "0f8fad5b-d9cb-469f-a165-70867728950e"
-    template = RouteTemplate("api/orders/{order:guid}/lines/{n:int}")
-    assert template.match(split_path(f"/api/orders/{guid}/lines/3")) == {"order": guid, "n": "3"}
-    assert template.match(split_path("/api/orders/xyz/lines/3")) is None
-    assert template.match(split_path(f"/api/orders/{guid}/lines/99999999999")) is None  # beyond int32
-    assert RouteTemplate("a/{x:range(1,5)}").match(["a", "6"]) is None
-    assert RouteTemplate("a/{x:regex(^\\d{{3}}$)}").match(["a", "123"]) == {"x": "123"}
-    assert RouteTemplate("a/{x:custom}").match(["a", "anything"]) == {"x": "anything"}  # unknown: accepted
-    assert RouteTemplate("a/{x=7}").match(["a"]) == {"x": "7"}
-    assert RouteTemplate("f/{name}.{ext}").match(["f", "report.pdf"]) == {"name": "report", "ext": "pdf"}
-    for bad in ("a/{x", "a/{x}/{x}", "a//b", "{*rest}/a"):
+    template = RouteTemplate("api/markets/{condition_id}/sentiment")
+    assert template.match(split_path("/api/Markets/0xabc/SENTIMENT/")) == {"condition_id": "0xabc"}
+    assert template.match(split_path("/api/markets/0xabc")) is None
+    assert template.match(split_path("/api/markets/0xabc/sentiment/x")) is None
+    assert template.match(["api", "markets", "", "sentiment"]) is None  # a parameter is never empty
+    assert RouteTemplate("").match([]) == {}
+    assert RouteTemplate("api/items/new").precedence < RouteTemplate("api/items/{name}").precedence
+    for bad in ("a/{x", "a/x}", "a/{x}/{X}", "a//b", "a/{x-y}", "f/{name}.{ext}", "a/{{x}}"):
         with pytest.raises(RouteError):
             RouteTemplate(bad)
+
+
+@pytest.mark.parametrize(("route", "what"), [
+    ("items/{id:int}", "a route constraint, {id:int},"),
+    ("orders/{order:guid}/lines", "a route constraint, {order:guid},"),
+    ("whoami/{who?}", "an optional parameter, {who?},"),
+    ("files/{*path}", "a catch-all parameter, {*path},"),
+    ("items/{n=7}", "a parameter default, {n=7},"),
+])
+def test_a_route_the_host_does_not_serve_fails_at_startup(route: str, what: str) -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route=route, methods=["GET"])
+    def refused(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("never served")
+
+    with pytest.raises(RouteError) as error:
+        LocalHost(app, port=0)
+    assert str(error.value).startswith(f"function refused: route 'api/{route}' has {what} which the local host")
+    assert "serves literal segments and {name} parameters" in str(error.value)
 
 
 def test_invoke_http_without_sockets() -> None:
@@ -526,6 +543,19 @@ def test_cli_cors_is_overridden_by_one_setting_then_the_flag(tmp_path: Path) -> 
         check=False,
     )
     assert bad.returncode == 2 and "CORS_ALLOWED_ORIGINS" in bad.stdout + bad.stderr
+
+
+def test_cli_refuses_an_app_with_a_route_it_does_not_serve(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.funchost", "--root", str(tmp_path), "--port", str(free_port()),
+         "--app", "tests.fixtures.sample_app:constrained", "--no-timers"],
+        cwd=ROOT, env={**os.environ, "POSTGRES_HOST": "127.0.0.1"}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "function item_by_id: route 'api/items/{id:int}' has a route constraint, {id:int}," in output
+    assert "Traceback" not in output
 
 
 def test_demo_labels_and_allows_the_default_origins(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ Python v2 programming-model functions the way Core Tools would, closely enough f
 
 * ``local.settings.json`` ``Values`` go into the environment (the process environment wins);
 * with no ``POSTGRES_HOST``, an embedded PostgreSQL is started (``devtools.embedded_db``);
-* every HTTP trigger is served at ``/<routePrefix>/<route>`` (``host.json``), with Azure route
-  templates (``{id:int}``, ``{name?}``, ``{*rest}``) and 404/405 JSON errors; response bodies
-  and headers pass through untouched (a gzip body stays gzip);
+* every HTTP trigger is served at ``/<routePrefix>/<route>`` (``host.json``), its route made of
+  literal and ``{name}`` segments (a route with anything else is refused at start-up, naming the
+  function), with 404/405 JSON errors; response bodies and headers pass through untouched (a
+  gzip body stays gzip);
 * CORS for the usual local frontend origins (``LOCAL_CORS_ORIGINS``) unless ``--cors``,
   ``CORS_ALLOWED_ORIGINS`` or ``Host.CORS`` says otherwise; the choice is also handed to the app
   as ``CORS_ALLOWED_ORIGINS``, so its own headers and the host's preflights agree;

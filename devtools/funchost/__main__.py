@@ -22,6 +22,7 @@ from typing import Any
 
 from devtools.funchost.cors import LOCAL_CORS_ORIGINS, CorsPolicy, resolve_cors
 from devtools.funchost.functions import load_app
+from devtools.funchost.routes import RouteError
 from devtools.funchost.server import LocalHost
 from devtools.funchost.settings import LocalSettings, apply_settings, load_local_settings
 
@@ -123,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cors=CorsPolicy.parse(cors_spec, credentials=credentials, expose_headers=EXPOSED_HEADERS),
                 run_timers=not args.no_timers, root=root, simulated=simulated,
             )
+        except RouteError as error:
+            log.error("cannot serve %s: %s", args.app, error)
+            return 2
         except Exception:
             log.exception("cannot load the functions of %s", args.app)
             return 1

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devtools.funchost.routes import RouteTemplate
+from devtools.funchost.routes import RouteError, RouteTemplate
 from devtools.funchost.settings import DEFAULT_ROUTE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,10 @@ def _app_functions(app: Any) -> list[Any]:
 
 
 def collect_functions(app: Any, route_prefix: str = DEFAULT_ROUTE_PREFIX) -> FunctionIndex:
-    """Index a ``FunctionApp`` (or an iterable of built functions) into what this host can run."""
+    """Index a ``FunctionApp`` (or an iterable of built functions) into what this host can run.
+
+    Raises ``RouteError``, naming the function, for a route this host does not serve.
+    """
     functions = _app_functions(app) if hasattr(app, "get_functions") else list(app)
     http: list[HttpFunction] = []
     timers: list[TimerFunction] = []
@@ -93,9 +96,13 @@ def collect_functions(app: Any, route_prefix: str = DEFAULT_ROUTE_PREFIX) -> Fun
             others = [b.get("type") for b in bindings if b.get("type") not in ("httpTrigger", "http")]
             if others:
                 log.warning("%s: bindings %s are not provided by the local host", name, others)
+            try:
+                template = RouteTemplate(prefixed)
+            except RouteError as error:
+                raise RouteError(f"function {name}: {error}") from None
             http.append(HttpFunction(
                 name=name,
-                template=RouteTemplate(prefixed),
+                template=template,
                 methods=frozenset(str(m).upper() for m in methods) if methods else None,
                 binding_name=trigger["name"],
                 user_function=user_function,

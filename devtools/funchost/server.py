@@ -54,9 +54,6 @@ class LocalHost:
         self.port = port
         self.route_prefix = route_prefix.strip("/") if route_prefix is not None else read_route_prefix(host_json)
         self.index = collect_functions(app, self.route_prefix)
-        for function in self.index.http:
-            for constraint in function.template.unknown_constraints:
-                log.warning("%s: route constraint %r is not checked locally", function.name, constraint)
         self.cors = CorsPolicy.parse(cors) if isinstance(cors, str) else cors
         self.invoker = Invoker(root)
         self.dispatcher = HttpDispatcher(self.index.http, cors=self.cors, invoker=self.invoker, simulated=simulated)
