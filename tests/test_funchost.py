@@ -27,27 +27,25 @@ from devtools.embedded_db import ensure_database
 from devtools.funchost import (
     LOCAL_CORS_ORIGINS,
     CorsPolicy,
+    CronSchedule,
+    IntervalSchedule,
     Invoker,
     LocalHost,
     LocalSettings,
     RouteError,
     RouteTemplate,
+    ScheduleError,
     SettingsError,
     TimerRunner,
     apply_settings,
     collect_functions,
     invoke_http,
     load_local_settings,
+    parse_schedule,
     read_route_prefix,
     resolve_cors,
-    split_path,
-)
-from devtools.funchost.ncrontab import (
-    CronSchedule,
-    IntervalSchedule,
-    ScheduleError,
-    parse_schedule,
     resolve_settings,
+    split_path,
 )
 from tests.fixtures import sample_app
 
@@ -367,36 +365,97 @@ def test_unresolved_schedule_disables_only_that_timer(
     assert "%SCHEDULE%" in caplog.text
 
 
-def test_ncrontab_parsing_and_next_occurrence() -> None:
+def occurrences(expression: str, after: datetime, count: int) -> list[datetime]:
+    schedule = parse_schedule(expression)
+    found = [schedule.next_after(after)]
+    while len(found) < count:
+        found.append(schedule.next_after(found[-1]))
+    return found
+
+
+def test_ncrontab_schedules_are_croniters_with_seconds_first() -> None:
     start = datetime(2025, 1, 1, 0, 0, 0, tzinfo=UTC)  # a Wednesday
+    just_before = start - timedelta(seconds=1)
+    # The app's schedules (shared.config.TRIGGER_SETTING_DEFAULTS): every 5 minutes, hourly at :17.
+    assert occurrences("0 */5 * * * *", just_before, 4) == [start + timedelta(minutes=m) for m in (0, 5, 10, 15)]
+    assert occurrences("0 */5 * * * *", start + timedelta(minutes=3, seconds=59), 1) == [start + timedelta(minutes=5)]
+    assert occurrences("0 17 * * * *", start, 3) == [start + timedelta(hours=h, minutes=17) for h in (0, 1, 2)]
+    # The first field is the second: honoured, and not read as a minute.
+    assert occurrences("30 * * * * *", start, 2) == [start + timedelta(seconds=30), start + timedelta(seconds=90)]
+    assert occurrences("15 30 9 * * *", start, 2) == [datetime(2025, 1, 1, 9, 30, 15, tzinfo=UTC),
+                                                       datetime(2025, 1, 2, 9, 30, 15, tzinfo=UTC)]
     every_15s = CronSchedule.parse("*/15 * * * * *")
     assert every_15s.next_after(start) == start + timedelta(seconds=15)
     assert every_15s.next_after(start + timedelta(seconds=14, microseconds=5)) == start + timedelta(seconds=15)
+    assert every_15s.croniter_expression == "* * * * * */15"  # croniter takes seconds last
 
     weekday_mornings = CronSchedule.parse("0 30 9 * * Mon-Fri")
     assert weekday_mornings.next_after(start) == datetime(2025, 1, 1, 9, 30, tzinfo=UTC)
     assert weekday_mornings.next_after(datetime(2025, 1, 3, 10, 0, tzinfo=UTC)) == datetime(
         2025, 1, 6, 9, 30, tzinfo=UTC)
 
-    lists_and_ranges = CronSchedule.parse("0 0,30 8-10/2 1 jan,JUL *")
-    assert sorted(lists_and_ranges.hours) == [8, 10] and lists_and_ranges.months == {1, 7}
-    assert lists_and_ranges.next_after(datetime(2025, 1, 1, 10, 30, tzinfo=UTC)) == datetime(
-        2025, 7, 1, 8, 0, tzinfo=UTC)
+    lists_and_ranges = "0 0,30 8-10/2 1 jan,JUL *"  # hours 8 and 10, January and July
+    assert occurrences(lists_and_ranges, start, 5) == [
+        datetime(2025, 1, 1, 8, 0, tzinfo=UTC), datetime(2025, 1, 1, 8, 30, tzinfo=UTC),
+        datetime(2025, 1, 1, 10, 0, tzinfo=UTC), datetime(2025, 1, 1, 10, 30, tzinfo=UTC),
+        datetime(2025, 7, 1, 8, 0, tzinfo=UTC)]
 
     friday_13th = CronSchedule.parse("0 0 0 13 * 5")  # NCRONTAB: both day fields must match
     assert friday_13th.next_after(start) == datetime(2025, 6, 13, tzinfo=UTC)
-    assert CronSchedule.parse("0 0 0 * * 7").weekdays == {0}  # 7 is Sunday
-    assert CronSchedule.parse("*/5 * * * *").seconds == {0}  # five fields: at second 0
+    sunday = datetime(2025, 1, 5, tzinfo=UTC)
+    assert occurrences("0 0 0 * * 7", start, 1) == occurrences("0 0 0 * * Sun", start, 1) == [sunday]  # 7 is Sunday
+    assert occurrences("*/5 * * * *", start + timedelta(seconds=3), 1) == [start + timedelta(minutes=5)]  # five fields: second 0
 
     assert parse_schedule("00:05:00") == IntervalSchedule("00:05:00", timedelta(minutes=5))
     assert resolve_settings("%S%", {"S": "0 0 * * * *"}) == "0 0 * * * *"
-    for bad in ("* * * *", "61 * * * * *", "*/0 * * * * *", "5-1 * * * * *", "x * * * * *"):
-        with pytest.raises(ScheduleError):
-            parse_schedule(bad)
     with pytest.raises(ScheduleError):
         CronSchedule.parse("0 0 0 30 2 *").next_after(start)  # 30 February never comes
     with pytest.raises(ScheduleError):
         resolve_settings("%MISSING%", {})
+
+
+@pytest.mark.parametrize(("expression", "error"), [
+    ("* * * *", "needs 6 fields"),
+    ("0 0 0 * * * 2025", "needs 6 fields"),  # croniter would read a seventh field as the year
+    ("61 * * * * *", "the second field, '61', is not valid (it takes 0-59)"),
+    ("0 60 * * * *", "the minute field, '60', is not valid"),
+    ("0 0 24 * * *", "the hour field, '24', is not valid"),
+    ("0 0 0 32 * *", "the day field, '32', is not valid"),
+    ("0 0 0 * 13 *", "the month field, '13', is not valid"),
+    ("0 0 0 * * 8", "the day-of-week field, '8', is not valid"),
+    ("*/0 * * * * *", "the second field, '*/0', is not valid"),
+    ("x * * * * *", "the second field, 'x', is not *, n or a-b"),
+    ("0 0 0 * Mon *", "the month field, 'Mon', is not valid"),
+    ("5-1 * * * * *", "the second field's range '5-1' runs backwards"),  # croniter would wrap it
+    ("0 0 0 * * Fri-Mon", "range 'Fri-Mon' runs backwards"),
+    # croniter's own extensions are not NCRONTAB.
+    ("0 0 0 L * *", "the day field, 'L', is not *, n or a-b"),
+    ("0 0 0 * * 5#3", "the day-of-week field, '5#3', is not *, n or a-b"),
+    ("0 0 0 ? * *", "the day field, '?', is not *, n or a-b"),
+    ("H * * * * *", "the second field, 'H', is not *, n or a-b"),
+])
+def test_invalid_ncrontab_is_refused_naming_the_field(expression: str, error: str) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        parse_schedule(expression)
+    assert f"NCRONTAB {expression!r}" in str(raised.value) and error in str(raised.value)
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("61 * * * * *", ("timer from_setting is disabled: schedule %SCHEDULE%: NCRONTAB '61 * * * * *': "
+                      "the second field, '61', is not valid (it takes 0-59)")),
+    ("0 0 0 30 2 *", "timer from_setting is disabled: schedule %SCHEDULE%: NCRONTAB '0 0 0 30 2 *' never fires"),
+    ("", "timer from_setting is disabled: %SCHEDULE% does not resolve to a value (app setting SCHEDULE is not set)"),
+])
+def test_an_invalid_schedule_disables_its_timer_naming_the_function_and_the_setting(
+    value: str, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = collect_functions(sample_app.app)
+    runner = TimerRunner(index.timers, invoker=Invoker(), environ={"SCHEDULE": value})
+    with caplog.at_level(logging.ERROR):
+        runner.start()
+        runner.stop()
+    assert set(runner.schedules) == {"every_second"}
+    assert error in caplog.text
 
 
 # --- embedded PostgreSQL -------------------------------------------------------------------

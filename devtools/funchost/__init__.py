@@ -12,7 +12,7 @@ Python v2 programming-model functions the way Core Tools would, closely enough f
 * CORS for the usual local frontend origins (``LOCAL_CORS_ORIGINS``) unless ``--cors``,
   ``CORS_ALLOWED_ORIGINS`` or ``Host.CORS`` says otherwise; the choice is also handed to the app
   as ``CORS_ALLOWED_ORIGINS``, so its own headers and the host's preflights agree;
-* timer triggers run on their NCRONTAB schedules in background threads.
+* timer triggers run on their NCRONTAB schedules (computed by croniter) in background threads.
 
 Auth levels are not enforced (Core Tools does not enforce keys locally either). ``devtools/`` is
 kept out of the deployed package (.funcignore); in Azure the real Functions host does all this.
@@ -32,7 +32,7 @@ One concern per module:
 * ``messages``: the host's requests and responses, its JSON errors, converting return values;
 * ``cors``: preflights, CORS headers, where the allowed origins come from;
 * ``dispatch``: one request to one function, without sockets (404, 405, HEAD);
-* ``timers`` (and ``ncrontab``): timer triggers on their schedules;
+* ``timers``: timer schedules (NCRONTAB via croniter, TimeSpan) and running timer triggers;
 * ``server``: ``LocalHost``, serving on a socket;
 * ``__main__``: the command line.
 """
@@ -48,7 +48,6 @@ from devtools.funchost.functions import (
 )
 from devtools.funchost.invocation import InvocationContext, Invoker
 from devtools.funchost.messages import HostResponse, IncomingRequest
-from devtools.funchost.ncrontab import ScheduleError, parse_schedule, resolve_settings
 from devtools.funchost.routes import RouteError, RouteTemplate, split_path
 from devtools.funchost.server import LocalHost
 from devtools.funchost.settings import (
@@ -59,17 +58,27 @@ from devtools.funchost.settings import (
     load_local_settings,
     read_route_prefix,
 )
-from devtools.funchost.timers import TimerRunner, timer_zone
+from devtools.funchost.timers import (
+    CronSchedule,
+    IntervalSchedule,
+    ScheduleError,
+    TimerRunner,
+    parse_schedule,
+    resolve_settings,
+    timer_zone,
+)
 
 __all__ = [
     "DEFAULT_ROUTE_PREFIX",
     "LOCAL_CORS_ORIGINS",
     "CorsPolicy",
+    "CronSchedule",
     "FunctionIndex",
     "HostResponse",
     "HttpDispatcher",
     "HttpFunction",
     "IncomingRequest",
+    "IntervalSchedule",
     "InvocationContext",
     "Invoker",
     "LocalHost",
