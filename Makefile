@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 ## The app on 127.0.0.1:$(PORT), against real Polymarket, on an embedded PostgreSQL
 ## unless POSTGRES_HOST is set.
 run: venv
-	$(BIN)/python -m devtools.local_server --port $(PORT)
+	$(BIN)/python -m devtools.funchost --port $(PORT)
 
 ## The whole test suite (real PostgreSQL, Polymarket stand-in over loopback).
 test: venv

@@ -49,7 +49,7 @@ def percentile(samples: list[float], q: float) -> float:
 def start_local_host(env: dict[str, str], port: int, root: Path) -> subprocess.Popen[bytes]:
     """The local host in a subprocess (its CPU and memory are not the benchmark's)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--no-timers", "--root", str(root)],
+        [sys.executable, "-m", "devtools.funchost", "--port", str(port), "--no-timers", "--root", str(root)],
         cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "warning"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

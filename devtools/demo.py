@@ -18,8 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devtools import local_server
 from devtools.embedded_db import start_embedded
+from devtools.funchost import LOCAL_CORS_ORIGINS
+from devtools.funchost.__main__ import main as serve
 from devtools.openai_standin import OpenAIStandIn
 from devtools.standin import PolymarketStandIn
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cors", default=None,
                         help="allowed origins, comma-separated, '*' or 'none' (default: CORS_ALLOWED_ORIGINS, "
-                             "else " + ", ".join(local_server.LOCAL_CORS_ORIGINS) + ")")
+                             "else " + ", ".join(LOCAL_CORS_ORIGINS) + ")")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         host_args = ["--port", str(args.port), "--root", str(ROOT)]
         if args.cors:
             host_args += ["--cors", args.cors]
-        return local_server.main(host_args)
+        return serve(host_args)
     finally:
         standin.stop()
         if openai is not None:

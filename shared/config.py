@@ -42,7 +42,7 @@ def parse_cors_origins(value: str | None) -> tuple[str, ...]:
     """``CORS_ALLOWED_ORIGINS``: comma-separated origins, ``*``, or ``none`` (or nothing) for no CORS.
 
     Origins are compared case-insensitively and without a trailing slash, as the local host does
-    (``devtools.local_server.CorsPolicy``), so the two always agree on what is allowed.
+    (``devtools.funchost.CorsPolicy``), so the two always agree on what is allowed.
     """
     origins = tuple(o.strip().rstrip("/").lower() for o in (value or "").split(",") if o.strip())
     if origins == ("none",):

@@ -39,7 +39,7 @@ Handler = Callable[[func.HttpRequest], func.HttpResponse]
 # Every response header this app sets that a browser frontend must read and that is not
 # CORS-safelisted (Cache-Control, Content-Type and Content-Length are): without
 # Access-Control-Expose-Headers, ``response.headers.get("ETag")`` is null in JavaScript. The
-# local host exposes the same list on the answers it makes itself (devtools/local_server.py).
+# local host exposes the same list on the answers it makes itself (devtools/funchost/cors.py).
 EXPOSED_HEADERS = ("ETag", "Retry-After", "X-Data-Simulated", "Content-Encoding")
 
 # gzip: JSON bodies from 1 KB (below that the header costs about what it saves). Level 5: on a

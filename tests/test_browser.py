@@ -275,7 +275,7 @@ def test_a_browser_on_another_origin_uses_the_api(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     import function_app
-    from devtools.local_server import LOCAL_CORS_ORIGINS, CorsPolicy, LocalHost, LocalSettings, resolve_cors
+    from devtools.funchost import LOCAL_CORS_ORIGINS, CorsPolicy, LocalHost, LocalSettings, resolve_cors
     from shared.http import EXPOSED_HEADERS
 
     monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
@@ -296,7 +296,7 @@ def test_a_browser_on_another_origin_uses_the_api(
             monkeypatch.setenv("CORS_ALLOWED_ORIGINS", spec)  # and hands the app, as main() does
             reset_app()
             policy = CorsPolicy.parse(spec, expose_headers=EXPOSED_HEADERS)
-            with caplog.at_level(logging.INFO, logger="devtools.local_server"), \
+            with caplog.at_level(logging.INFO, logger="devtools.funchost"), \
                     LocalHost(function_app.app, port=0, host_json=ROOT / "host.json", cors=policy,
                               simulated=True) as host:
                 api = host.url  # http://127.0.0.1:<another port>: another origin than the page's

@@ -47,7 +47,7 @@ class App:
 @pytest.fixture
 def serve(database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., App]]:
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     started: list[tuple[Any, httpx.Client, Upstream]] = []
 

@@ -107,7 +107,7 @@ def deploy(repo: Path, tmp_path: Path) -> Iterator:
 @pytest.fixture
 def served_app(database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     # As deploy.sh configures Azure: the platform's CORS list and the app's own setting.
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://app.example.com")

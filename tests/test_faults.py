@@ -170,7 +170,7 @@ def fault_env(monkeypatch: pytest.MonkeyPatch, upstream: Upstream) -> None:
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., App]]:
     """``serve(**env)``: a small stand-in and the app on the local host, over real HTTP."""
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     started: list[tuple[Any, httpx.Client, Upstream]] = []
 
@@ -522,7 +522,7 @@ def start_instance(tmp_path: Path, name: str, env: dict[str, str]) -> Instance:
     log = tmp_path / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--root", str(root),
+            [sys.executable, "-m", "devtools.funchost", "--port", str(port), "--root", str(root),
              "--no-timers"],
             cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT,
         )

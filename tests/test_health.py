@@ -117,7 +117,7 @@ def test_health_over_real_http_through_the_local_host(
     database_env: dict[str, str], upstream_env: Upstream
 ) -> None:
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json") as host, httpx.Client() as client:
         basic = client.get(f"{host.url}/api/health")

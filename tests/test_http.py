@@ -203,7 +203,7 @@ def test_reused_compression_never_serves_other_bytes() -> None:
 
 def test_gzip_passes_through_the_local_host_untouched(app_env: Upstream) -> None:
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json") as host, \
             httpx.Client(base_url=host.url, trust_env=False, timeout=30) as client:

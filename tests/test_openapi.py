@@ -148,7 +148,7 @@ def configure_model(monkeypatch: pytest.MonkeyPatch, model: OpenAIStandIn) -> No
 def serving(upstream: Upstream, monkeypatch: pytest.MonkeyPatch, *, load_markets: bool = True) -> Iterator[Api]:
     """The app on a LocalHost (port 0), with the model stand-in configured; stops all it starts."""
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
     upstream.clear()

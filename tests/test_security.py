@@ -23,7 +23,7 @@ LEAK_MARKERS = ("Traceback", 'File "', "psycopg2", "httpx.", "PolyApiException",
 @pytest.fixture
 def api(database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://app.example.com")
@@ -168,7 +168,7 @@ def test_preflight_is_answered_by_the_host_for_allowed_origins_only(
     database_env: dict[str, str], upstream_env: Upstream
 ) -> None:
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json", cors="https://app.example.com") as host:
         preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"}
@@ -189,7 +189,7 @@ def test_the_local_default_origins_get_preflights_and_exposed_headers(
     """The app behind the local host as `make run` sets it up: the host's policy and the app's
     CORS_ALLOWED_ORIGINS are the same default list."""
     import function_app
-    from devtools.local_server import LOCAL_CORS_ORIGINS, CorsPolicy, LocalHost
+    from devtools.funchost import LOCAL_CORS_ORIGINS, CorsPolicy, LocalHost
     from shared.http import EXPOSED_HEADERS
 
     assert origin in LOCAL_CORS_ORIGINS

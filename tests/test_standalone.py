@@ -246,4 +246,4 @@ def test_what_the_deployed_app_imports_is_in_requirements_txt() -> None:
 def test_an_undeclared_import_is_caught() -> None:
     declared = declared_distributions() - {"werkzeug"}
     missing = undeclared(imported_modules(), declared)
-    assert any(m.startswith("werkzeug.serving (imported by devtools/local_server.py") for m in missing), missing
+    assert any(m.startswith("werkzeug.serving (imported by devtools/funchost/server.py") for m in missing), missing

@@ -24,25 +24,29 @@ import psycopg2
 import pytest
 
 from devtools.embedded_db import ensure_database
-from devtools.local_server import (
+from devtools.funchost import (
     LOCAL_CORS_ORIGINS,
     CorsPolicy,
+    CronSchedule,
+    IntervalSchedule,
     Invoker,
     LocalHost,
     LocalSettings,
     RouteError,
     RouteTemplate,
+    ScheduleError,
     SettingsError,
     TimerRunner,
     apply_settings,
     collect_functions,
     invoke_http,
     load_local_settings,
+    parse_schedule,
     read_route_prefix,
     resolve_cors,
+    resolve_settings,
     split_path,
 )
-from devtools.ncrontab import CronSchedule, IntervalSchedule, ScheduleError, parse_schedule, resolve_settings
 from tests.fixtures import sample_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,14 +90,14 @@ def test_literal_route_and_query(http: httpx.Client) -> None:
     assert http.get("/API/Hello/").json()["hello"] == "world"
 
 
-def test_route_params_constraints_and_precedence(http: httpx.Client) -> None:
-    assert http.get("/api/items/42").json() == {"by": "id", "id": 42}
+def test_route_params_and_precedence(http: httpx.Client) -> None:
     assert http.get("/api/items/new").json() == {"by": "literal"}  # literal beats {name}
-    assert http.get("/api/items/abc").json() == {"by": "name", "name": "abc"}  # not an int
-    assert http.get("/api/whoami").json()["who"] is None  # optional parameter
-    assert http.get("/api/whoami/bob").json()["who"] == "bob"
-    assert http.get("/api/whoami/b0b").status_code == 404  # alpha constraint
-    assert http.get("/api/files/a/b/c.txt").text == "a/b/c.txt"  # catch-all
+    assert http.get("/api/items/abc").json() == {"by": "name", "name": "abc"}
+    assert http.get("/api/items/42").json() == {"by": "name", "name": "42"}
+    assert http.get("/api/files/report.pdf").text == "report.pdf"
+    # A parameter is one whole, non-empty segment.
+    for path in ("/api/items", "/api/items/a/b", "/api/files/a/b/c.txt"):
+        assert http.get(path).status_code == 404, path
 
 
 def test_post_with_body_headers_and_repeated_params(http: httpx.Client) -> None:
@@ -129,7 +133,7 @@ def test_head_is_answered_like_get_without_body(http: httpx.Client) -> None:
 def test_handler_exception_is_500_json_without_traceback(
     http: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="devtools.local_server"):
+    with caplog.at_level(logging.ERROR, logger="devtools.funchost"):
         response = http.get("/api/boom")
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
@@ -163,24 +167,41 @@ def test_route_prefix_from_host_json(tmp_path: Path, document: dict, path: str) 
 
 
 def test_route_templates() -> None:
-    guid = "0f8fad5b-d9cb-469f-a165-70867728950e"
-    template = RouteTemplate("api/orders/{order:guid}/lines/{n:int}")
-    assert template.match(split_path(f"/api/orders/{guid}/lines/3")) == {"order": guid, "n": "3"}
-    assert template.match(split_path("/api/orders/xyz/lines/3")) is None
-    assert template.match(split_path(f"/api/orders/{guid}/lines/99999999999")) is None  # beyond int32
-    assert RouteTemplate("a/{x:range(1,5)}").match(["a", "6"]) is None
-    assert RouteTemplate("a/{x:regex(^\\d{{3}}$)}").match(["a", "123"]) == {"x": "123"}
-    assert RouteTemplate("a/{x:custom}").match(["a", "anything"]) == {"x": "anything"}  # unknown: accepted
-    assert RouteTemplate("a/{x=7}").match(["a"]) == {"x": "7"}
-    assert RouteTemplate("f/{name}.{ext}").match(["f", "report.pdf"]) == {"name": "report", "ext": "pdf"}
-    for bad in ("a/{x", "a/{x}/{x}", "a//b", "{*rest}/a"):
+    template = RouteTemplate("api/markets/{condition_id}/sentiment")
+    assert template.match(split_path("/api/Markets/0xabc/SENTIMENT/")) == {"condition_id": "0xabc"}
+    assert template.match(split_path("/api/markets/0xabc")) is None
+    assert template.match(split_path("/api/markets/0xabc/sentiment/x")) is None
+    assert template.match(["api", "markets", "", "sentiment"]) is None  # a parameter is never empty
+    assert RouteTemplate("").match([]) == {}
+    assert RouteTemplate("api/items/new").precedence < RouteTemplate("api/items/{name}").precedence
+    for bad in ("a/{x", "a/x}", "a/{x}/{X}", "a//b", "a/{x-y}", "f/{name}.{ext}", "a/{{x}}"):
         with pytest.raises(RouteError):
             RouteTemplate(bad)
 
 
+@pytest.mark.parametrize(("route", "what"), [
+    ("items/{id:int}", "a route constraint, {id:int},"),
+    ("orders/{order:guid}/lines", "a route constraint, {order:guid},"),
+    ("whoami/{who?}", "an optional parameter, {who?},"),
+    ("files/{*path}", "a catch-all parameter, {*path},"),
+    ("items/{n=7}", "a parameter default, {n=7},"),
+])
+def test_a_route_the_host_does_not_serve_fails_at_startup(route: str, what: str) -> None:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route=route, methods=["GET"])
+    def refused(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("never served")
+
+    with pytest.raises(RouteError) as error:
+        LocalHost(app, port=0)
+    assert str(error.value).startswith(f"function refused: route 'api/{route}' has {what} which the local host")
+    assert "serves literal segments and {name} parameters" in str(error.value)
+
+
 def test_invoke_http_without_sockets() -> None:
     functions = collect_functions(sample_app.app, "api").http
-    assert invoke_http(functions, "GET", "/api/items/7").json() == {"by": "id", "id": 7}
+    assert invoke_http(functions, "GET", "/api/items/7").json() == {"by": "name", "name": "7"}
     assert invoke_http(sample_app.app, "GET", "/x/hello", route_prefix="x").status == 200
     assert invoke_http(functions, "PUT", "/api/hello").status == 405
 
@@ -344,36 +365,97 @@ def test_unresolved_schedule_disables_only_that_timer(
     assert "%SCHEDULE%" in caplog.text
 
 
-def test_ncrontab_parsing_and_next_occurrence() -> None:
+def occurrences(expression: str, after: datetime, count: int) -> list[datetime]:
+    schedule = parse_schedule(expression)
+    found = [schedule.next_after(after)]
+    while len(found) < count:
+        found.append(schedule.next_after(found[-1]))
+    return found
+
+
+def test_ncrontab_schedules_are_croniters_with_seconds_first() -> None:
     start = datetime(2025, 1, 1, 0, 0, 0, tzinfo=UTC)  # a Wednesday
+    just_before = start - timedelta(seconds=1)
+    # The app's schedules (shared.config.TRIGGER_SETTING_DEFAULTS): every 5 minutes, hourly at :17.
+    assert occurrences("0 */5 * * * *", just_before, 4) == [start + timedelta(minutes=m) for m in (0, 5, 10, 15)]
+    assert occurrences("0 */5 * * * *", start + timedelta(minutes=3, seconds=59), 1) == [start + timedelta(minutes=5)]
+    assert occurrences("0 17 * * * *", start, 3) == [start + timedelta(hours=h, minutes=17) for h in (0, 1, 2)]
+    # The first field is the second: honoured, and not read as a minute.
+    assert occurrences("30 * * * * *", start, 2) == [start + timedelta(seconds=30), start + timedelta(seconds=90)]
+    assert occurrences("15 30 9 * * *", start, 2) == [datetime(2025, 1, 1, 9, 30, 15, tzinfo=UTC),
+                                                       datetime(2025, 1, 2, 9, 30, 15, tzinfo=UTC)]
     every_15s = CronSchedule.parse("*/15 * * * * *")
     assert every_15s.next_after(start) == start + timedelta(seconds=15)
     assert every_15s.next_after(start + timedelta(seconds=14, microseconds=5)) == start + timedelta(seconds=15)
+    assert every_15s.croniter_expression == "* * * * * */15"  # croniter takes seconds last
 
     weekday_mornings = CronSchedule.parse("0 30 9 * * Mon-Fri")
     assert weekday_mornings.next_after(start) == datetime(2025, 1, 1, 9, 30, tzinfo=UTC)
     assert weekday_mornings.next_after(datetime(2025, 1, 3, 10, 0, tzinfo=UTC)) == datetime(
         2025, 1, 6, 9, 30, tzinfo=UTC)
 
-    lists_and_ranges = CronSchedule.parse("0 0,30 8-10/2 1 jan,JUL *")
-    assert sorted(lists_and_ranges.hours) == [8, 10] and lists_and_ranges.months == {1, 7}
-    assert lists_and_ranges.next_after(datetime(2025, 1, 1, 10, 30, tzinfo=UTC)) == datetime(
-        2025, 7, 1, 8, 0, tzinfo=UTC)
+    lists_and_ranges = "0 0,30 8-10/2 1 jan,JUL *"  # hours 8 and 10, January and July
+    assert occurrences(lists_and_ranges, start, 5) == [
+        datetime(2025, 1, 1, 8, 0, tzinfo=UTC), datetime(2025, 1, 1, 8, 30, tzinfo=UTC),
+        datetime(2025, 1, 1, 10, 0, tzinfo=UTC), datetime(2025, 1, 1, 10, 30, tzinfo=UTC),
+        datetime(2025, 7, 1, 8, 0, tzinfo=UTC)]
 
     friday_13th = CronSchedule.parse("0 0 0 13 * 5")  # NCRONTAB: both day fields must match
     assert friday_13th.next_after(start) == datetime(2025, 6, 13, tzinfo=UTC)
-    assert CronSchedule.parse("0 0 0 * * 7").weekdays == {0}  # 7 is Sunday
-    assert CronSchedule.parse("*/5 * * * *").seconds == {0}  # five fields: at second 0
+    sunday = datetime(2025, 1, 5, tzinfo=UTC)
+    assert occurrences("0 0 0 * * 7", start, 1) == occurrences("0 0 0 * * Sun", start, 1) == [sunday]  # 7 is Sunday
+    assert occurrences("*/5 * * * *", start + timedelta(seconds=3), 1) == [start + timedelta(minutes=5)]  # five fields: second 0
 
     assert parse_schedule("00:05:00") == IntervalSchedule("00:05:00", timedelta(minutes=5))
     assert resolve_settings("%S%", {"S": "0 0 * * * *"}) == "0 0 * * * *"
-    for bad in ("* * * *", "61 * * * * *", "*/0 * * * * *", "5-1 * * * * *", "x * * * * *"):
-        with pytest.raises(ScheduleError):
-            parse_schedule(bad)
     with pytest.raises(ScheduleError):
         CronSchedule.parse("0 0 0 30 2 *").next_after(start)  # 30 February never comes
     with pytest.raises(ScheduleError):
         resolve_settings("%MISSING%", {})
+
+
+@pytest.mark.parametrize(("expression", "error"), [
+    ("* * * *", "needs 6 fields"),
+    ("0 0 0 * * * 2025", "needs 6 fields"),  # croniter would read a seventh field as the year
+    ("61 * * * * *", "the second field, '61', is not valid (it takes 0-59)"),
+    ("0 60 * * * *", "the minute field, '60', is not valid"),
+    ("0 0 24 * * *", "the hour field, '24', is not valid"),
+    ("0 0 0 32 * *", "the day field, '32', is not valid"),
+    ("0 0 0 * 13 *", "the month field, '13', is not valid"),
+    ("0 0 0 * * 8", "the day-of-week field, '8', is not valid"),
+    ("*/0 * * * * *", "the second field, '*/0', is not valid"),
+    ("x * * * * *", "the second field, 'x', is not *, n or a-b"),
+    ("0 0 0 * Mon *", "the month field, 'Mon', is not valid"),
+    ("5-1 * * * * *", "the second field's range '5-1' runs backwards"),  # croniter would wrap it
+    ("0 0 0 * * Fri-Mon", "range 'Fri-Mon' runs backwards"),
+    # croniter's own extensions are not NCRONTAB.
+    ("0 0 0 L * *", "the day field, 'L', is not *, n or a-b"),
+    ("0 0 0 * * 5#3", "the day-of-week field, '5#3', is not *, n or a-b"),
+    ("0 0 0 ? * *", "the day field, '?', is not *, n or a-b"),
+    ("H * * * * *", "the second field, 'H', is not *, n or a-b"),
+])
+def test_invalid_ncrontab_is_refused_naming_the_field(expression: str, error: str) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        parse_schedule(expression)
+    assert f"NCRONTAB {expression!r}" in str(raised.value) and error in str(raised.value)
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("61 * * * * *", ("timer from_setting is disabled: schedule %SCHEDULE%: NCRONTAB '61 * * * * *': "
+                      "the second field, '61', is not valid (it takes 0-59)")),
+    ("0 0 0 30 2 *", "timer from_setting is disabled: schedule %SCHEDULE%: NCRONTAB '0 0 0 30 2 *' never fires"),
+    ("", "timer from_setting is disabled: %SCHEDULE% does not resolve to a value (app setting SCHEDULE is not set)"),
+])
+def test_an_invalid_schedule_disables_its_timer_naming_the_function_and_the_setting(
+    value: str, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = collect_functions(sample_app.app)
+    runner = TimerRunner(index.timers, invoker=Invoker(), environ={"SCHEDULE": value})
+    with caplog.at_level(logging.ERROR):
+        runner.start()
+        runner.stop()
+    assert set(runner.schedules) == {"every_second"}
+    assert error in caplog.text
 
 
 # --- embedded PostgreSQL -------------------------------------------------------------------
@@ -416,7 +498,7 @@ def test_cli_serves_the_app_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {"SOME_SECRET": "s3cr3t-value"}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--root", str(tmp_path),
+        [sys.executable, "-m", "devtools.funchost", "--port", str(port), "--root", str(tmp_path),
          "--app", "tests.fixtures.sample_app:app", "--no-timers"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -450,7 +532,7 @@ def cli_host(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> I
     base = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CORS_", "POLYMARKET_"))}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.local_server", "--port", str(port), "--root", str(tmp_path),
+            [sys.executable, "-m", "devtools.funchost", "--port", str(port), "--root", str(tmp_path),
              "--app", "tests.fixtures.sample_app:app", "--no-timers", *args],
             cwd=ROOT, env={**base, "POSTGRES_HOST": "127.0.0.1", **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -514,12 +596,25 @@ def test_cli_cors_is_overridden_by_one_setting_then_the_flag(tmp_path: Path) -> 
         assert _preflight(url, "http://localhost:3000").status_code == 405  # no CORS: the route is GET only
         assert "CORS is off" in output()
     bad = subprocess.run(
-        [sys.executable, "-m", "devtools.local_server", "--root", str(tmp_path), "--cors", "localhost:3000",
+        [sys.executable, "-m", "devtools.funchost", "--root", str(tmp_path), "--cors", "localhost:3000",
          "--app", "tests.fixtures.sample_app:app", "--no-timers"],
         cwd=ROOT, env={**os.environ, "POSTGRES_HOST": "127.0.0.1"}, capture_output=True, text=True, timeout=60,
         check=False,
     )
     assert bad.returncode == 2 and "CORS_ALLOWED_ORIGINS" in bad.stdout + bad.stderr
+
+
+def test_cli_refuses_an_app_with_a_route_it_does_not_serve(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools.funchost", "--root", str(tmp_path), "--port", str(free_port()),
+         "--app", "tests.fixtures.sample_app:constrained", "--no-timers"],
+        cwd=ROOT, env={**os.environ, "POSTGRES_HOST": "127.0.0.1"}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "function item_by_id: route 'api/items/{id:int}' has a route constraint, {id:int}," in output
+    assert "Traceback" not in output
 
 
 def test_demo_labels_and_allows_the_default_origins(tmp_path: Path) -> None:
