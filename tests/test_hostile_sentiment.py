@@ -75,7 +75,7 @@ class App:
 @pytest.fixture
 def app(database_env: dict[str, str], hostile_env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     model = OpenAIStandIn(api_key=API_KEY, deployment="gpt-5").start()
     for key, value in {

@@ -49,7 +49,7 @@ import sys
 from pathlib import Path
 
 import function_app
-from devtools.local_server import LocalHost
+from devtools.funchost import LocalHost
 
 host = LocalHost(function_app.app, port=0, host_json=Path("host.json")).start()
 print(host.url, flush=True)
@@ -155,7 +155,7 @@ def serve(database_env: dict[str, str], hostile_env: Any, monkeypatch: pytest.Mo
     """``serve(isolated=False, **env)``: the app over real HTTP against the hostile upstream,
     in-process on the local host, or (``isolated=True``) in a worker process of its own."""
     import function_app
-    from devtools.local_server import LocalHost
+    from devtools.funchost import LocalHost
 
     hosts: list[Any] = []
     workers: list[Worker] = []
