@@ -20,6 +20,11 @@ database; upstream history points are stored too, so history survives upstream f
 (it keeps ~31 days). A database failure never fails a quote: samples wait in memory (bounded;
 overflow is counted and logged) and are retried.
 
+Unknown tokens: an id upstream has no book for and nothing stored knows costs one ``/book``
+(or its share of one ``/books``) and no history call, and is remembered as unknown for the
+quote TTL on every path (single, batch, book). A token this instance has never seen has its
+book read first and its history after; a token known to exist gets both at once.
+
 Validation (``quotes``): a bad level or history point is left out; a bad book fails only its
 own token (stale from memory or the database, else 503). Both are counted in deep health
 (``rejected``) with a warning naming the token.
@@ -50,6 +55,7 @@ from shared.cache import Lazy, SingleFlight, TTLCache
 from shared.config import CacheSettings, get_settings
 from shared.database import get_database
 from shared.errors import (
+    DEFAULT_RETRY_AFTER_S,
     AppError,
     BadRequest,
     NotFound,
@@ -59,6 +65,7 @@ from shared.errors import (
     UpstreamNotFound,
     UpstreamRejected,
     UpstreamTimeout,
+    retry_after_header,
 )
 from shared.freshness import Answer, Freshness
 from shared.http import is_uint, parse_bool
@@ -101,6 +108,12 @@ PRUNE_BUDGET_S = 240.0  # the Functions timeout is 5 min; the next run carries o
 
 class BookClosed(NotFound):
     code = "book_closed"
+
+
+# Origins of an entry without a quote (upstream has no book for the token):
+UNKNOWN = "unknown"  # and nothing stored knows it: no history is fetched for it
+UNVERIFIED = "unverified"  # and the database could not be asked (never cached)
+CATALOGUE = "catalogue"  # the markets store knows it (a closed market): its history may have a price
 
 
 class Rejections:
@@ -642,9 +655,11 @@ class PricesService:
                         midpoint=None, best_bid=None, best_ask=None, spread=None, last_trade_price=None,
                         tick_size=None, book="closed", as_of=row["updated_at"],
                     )
-                    resolved[token] = Entry(quote, "catalogue")
+                    resolved[token] = Entry(quote, CATALOGUE)
+                elif token in known:
+                    resolved[token] = Entry(None, CATALOGUE)  # a closed market's token: history may know
                 else:
-                    resolved[token] = Entry(None, "unknown")
+                    resolved[token] = Entry(None, UNVERIFIED if lookup_failed else UNKNOWN)
         for token, entry in resolved.items():
             if not (lookup_failed and entry.quote is None):  # do not remember a guess
                 self.entries.put(token, entry)
@@ -802,7 +817,12 @@ class PricesService:
             cached = self._cached_series(token, query)
             if cached is not None:
                 return cached
-        return self._single.run(("history", token, query), lambda: self._load_series(token, query))
+
+        def load() -> Series:
+            # A fetch that finished between the miss above and this claim has filled the cache.
+            return (None if force else self._cached_series(token, query)) or self._load_series(token, query)
+
+        return self._single.run(("history", token, query), load)
 
     def _load_series(self, token: str, query: HistoryQuery) -> Series:
         end = int(time.time())
@@ -901,24 +921,37 @@ class PricesService:
             "try again shortly", headers=_retry_after([error]),
         )
 
+    def _exists(self, token: str) -> bool:
+        """Whether this instance has seen the token exist: a quote or a book of it, or the
+        catalogue knowing it (an unknown one is never fetched history for)."""
+        hit = self.entries.get(token, allow_expired=True)
+        if hit is not None:
+            return hit[0].quote is not None or hit[0].origin == CATALOGUE
+        info = self.tokens.get(token, allow_expired=True)
+        return self.books.get(token, allow_expired=True) is not None or (info is not None and info[0].known)
+
     def price(self, raw_token: str, params: Mapping[str, str]) -> Answer:
         token = validate_token_id(raw_token)
         with_history = parse_bool(params, "history", True)
         query = parse_history_query(params)
         force = parse_bool(params, "refresh", False) and self._allow_refresh(token)
         series_future: Future[Series] | None = None
-        series = None
-        if with_history:
-            series = None if force else self._cached_series(token, query)
-            if series is None:  # fetch it beside the quote, not after it
-                series_future = self._pool.submit(
-                    contextvars.copy_context().run, self._series_or_stored, token, query, force)
+        series = None if force or not with_history else self._cached_series(token, query)
+        if with_history and series is None and self._exists(token):
+            # Known to exist: its history is fetched beside its quote, not after it.
+            series_future = self._pool.submit(
+                contextvars.copy_context().run, self._series_or_stored, token, query, force)
         entry, source = self._entry(token, force)
-        if series_future is not None:
-            try:
-                series = series_future.result(timeout=deadline.remaining(WAIT_S))
-            except FutureTimeout:
-                series = self._no_series(token, query)
+        if entry.quote is None and entry.origin != CATALOGUE:
+            _no_such_token(token, entry)  # no book and nothing stored: no history call for it
+        if with_history and series is None:
+            if series_future is None:  # never seen before: its book (or storage) just showed it exists
+                series = self._series_or_stored(token, query, force)
+            else:
+                try:
+                    series = series_future.result(timeout=deadline.remaining(WAIT_S))
+                except FutureTimeout:
+                    series = self._no_series(token, query)
         if entry.quote is None:
             entry = self._closed_from_history(token, series)
         elif entry.closed and series is not None and series.points and (
@@ -942,7 +975,8 @@ class PricesService:
         return Answer(body, freshness, etag, self.settings.price_ttl_s)
 
     def _closed_from_history(self, token: str, series: Series | None) -> Entry:
-        """No book and nothing stored: upstream history still proves a (closed) token exists."""
+        """No book, and the catalogue knows the token without a price: upstream's history may
+        have its last one (a token nothing stored knows never gets here: see ``price``)."""
         probe = series if series is not None and series.points else self._series(token, PROBE_QUERY)
         if not probe.points:
             if probe.error is not None:
@@ -1034,9 +1068,9 @@ class PricesService:
                     stale_reason, source = outcome.stale_reason, "stale"
                 else:
                     outcome = live[token]
-            if outcome.quote is None:
+            if outcome.quote is None and outcome.origin != CATALOGUE:
                 raise NotFound(f"unknown token {token}: Polymarket has no order book for it")
-            elif outcome.closed:
+            elif outcome.quote is None or outcome.closed:
                 raise BookClosed(
                     f"the order book of token {token} is closed (market closed or resolved); "
                     f"/api/price/{token} has its last known price"
@@ -1087,6 +1121,17 @@ class PricesService:
 
 
 # --- shapes ----------------------------------------------------------------------------------
+
+
+def _no_such_token(token: str, entry: Entry) -> None:
+    """Raise for a token upstream has no book for and nothing stored knows (or could be asked)."""
+    if entry.origin == UNVERIFIED:
+        raise ServiceUnavailable(
+            f"Polymarket has no order book for token {token}, and whether prices are stored for it cannot "
+            "be checked now (database unavailable); try again shortly",
+            headers=retry_after_header(DEFAULT_RETRY_AFTER_S),
+        )
+    raise NotFound(f"unknown token {token}: Polymarket has no order book for it and nothing is stored for it")
 
 
 def _token_info(row: Mapping[str, Any]) -> TokenInfo:

@@ -1,9 +1,9 @@
-"""The CLOB boundary against the hostile Polymarket, through the HTTP API (issue 11, breaks 5, 6, 7).
+"""The CLOB boundary against the hostile Polymarket, through the HTTP API (issue 11, breaks 5, 6, 7, 14).
 
 Books, levels and history points that break the contract (numbers out of range or overflowing,
 lone surrogates, error bodies with status 200, dates centuries away) are skipped and counted
 when they are items (a level, a point) and fail only their own token when they are the book
-itself; nothing bad is served, stored, or fails to load back.
+itself; nothing bad is served, stored, or fails to load back; unknown ids cost one CLOB call.
 
 The app runs on the local host over real HTTP, on a real PostgreSQL, against a hostile upstream
 whose simulated clock is frozen (books and history stay still while a test compares them).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -320,6 +321,44 @@ def test_history_that_is_not_a_list_is_a_bad_body_and_the_quote_still_answers(ap
     body = app.ok(f"/api/price/{token}", interval="1h")
     assert body["quote"]["price"] is not None and body["history"]["points"] == []
     assert "bad_body" in body["history"]["stale_reason"]
+
+
+# --- break 14: unknown tokens ----------------------------------------------------------------
+
+
+def test_unknown_token_ids_cost_one_clob_call_each_and_none_again_within_the_ttl(app: App) -> None:
+    rng = random.Random(14)
+    ids = [str(rng.randrange(10**75, 10**77)) for _ in range(20)]
+    before = app.clob_calls()
+    for token in ids:  # default parameters: history included
+        response = app.get(f"/api/price/{token}")
+        assert response.status_code == 404 and strict_json(response)["error"]["code"] == "not_found"
+    assert app.clob_calls() - before <= 20
+    assert app.standin.count(host="clob", path="/prices-history") == 0
+    after = app.clob_calls()
+    for token in ids:  # within the TTL: every path answers from the negative cache
+        assert app.get(f"/api/price/{token}").status_code == 404
+        assert app.get(f"/api/price/{token}", history="false", interval="1w").status_code == 404
+        assert app.get(f"/api/book/{token}").status_code == 404
+    batch = app.ok("/api/prices", token_ids=",".join(ids))
+    assert {q["status"] for q in batch["quotes"]} == {"unknown"}
+    assert app.clob_calls() == after
+    # A batch of new unknown ids: one POST /books, then one GET /price answer each from the cache.
+    more = [str(rng.randrange(10**75, 10**77)) for _ in range(20)]
+    batch = app.ok("/api/prices", token_ids=",".join(more))
+    assert {q["status"] for q in batch["quotes"]} == {"unknown"}
+    assert app.clob_calls() == after + 1
+    for token in more:
+        assert app.get(f"/api/price/{token}").status_code == 404
+    assert app.clob_calls() == after + 1
+
+
+def test_an_open_token_never_seen_still_gets_its_history(app: App) -> None:
+    token = app.open_tokens(1, skip=30)[0]
+    body = app.ok(f"/api/price/{token}", interval="1h")
+    assert body["quote"]["book"] == "open" and len(body["history"]["points"]) >= 50
+    assert app.standin.count(host="clob", path="/book") == 1
+    assert app.standin.count(host="clob", path="/prices-history") == 1
 
 
 # --- whatever is stored loads back -----------------------------------------------------------
