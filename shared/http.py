@@ -61,7 +61,9 @@ def _default(value: Any) -> Any:
 
 
 def dumps(body: Any) -> str:
-    return json.dumps(body, default=_default, separators=(",", ":"), ensure_ascii=False)
+    # allow_nan=False: a NaN or an infinity that got past validation raises (a 500 with an
+    # incident id) instead of going out as ``NaN``/``Infinity``, which is not JSON.
+    return json.dumps(body, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _simulated() -> bool:

@@ -387,6 +387,18 @@ def _health_schemas() -> dict[str, Schema]:
             "last_error": _nullable(_str()),
         }
     )
+    rejected = _obj(
+        {
+            "books": _int(0, description="Books refused (a bad field of the book: only its token is affected)."),
+            "book_levels": _int(0, description="Book levels left out (price outside [0, 1], bad size...)."),
+            "history_bodies": _int(0),
+            "history_points": _int(0, description="History points left out (bad time or price)."),
+            "samples": _int(0, description="Samples not stored because they could not be served back."),
+            "last": _nullable(_obj({"kind": _str(), "token_id": _nullable(_str()), "reason": _str(),
+                                    "at": _datetime()})),
+        },
+        description="What Polymarket sent that failed validation and was left out, since the process started.",
+    )
     prices = _obj(
         {
             "cached_quotes": _int(0),
@@ -394,6 +406,7 @@ def _health_schemas() -> dict[str, Schema]:
             "cached_histories": _int(0),
             "quote_ttl_s": _int(1),
             "history_writer": writer,
+            "rejected": rejected,
         }
     )
     deep = {

@@ -19,6 +19,15 @@ that state), written in batches by a background writer so requests never wait on
 database; upstream history points are stored too, so history survives upstream forgetting it
 (it keeps ~31 days). A database failure never fails a quote: samples wait in memory (bounded;
 overflow is counted and logged) and are retried.
+
+Unknown tokens: an id upstream has no book for and nothing stored knows costs one ``/book``
+(or its share of one ``/books``) and no history call, and is remembered as unknown for the
+quote TTL on every path (single, batch, book). A token this instance has never seen has its
+book read first and its history after; a token known to exist gets both at once.
+
+Validation (``quotes``): a bad level or history point is left out; a bad book fails only its
+own token (stale from memory or the database, else 503). Both are counted in deep health
+(``rejected``) with a warning naming the token.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
 
@@ -46,14 +55,17 @@ from shared.cache import Lazy, SingleFlight, TTLCache
 from shared.config import CacheSettings, get_settings
 from shared.database import get_database
 from shared.errors import (
+    DEFAULT_RETRY_AFTER_S,
     AppError,
     BadRequest,
     NotFound,
     ServiceUnavailable,
+    UpstreamBadResponse,
     UpstreamError,
     UpstreamNotFound,
     UpstreamRejected,
     UpstreamTimeout,
+    retry_after_header,
 )
 from shared.freshness import Answer, Freshness
 from shared.http import is_uint, parse_bool
@@ -67,12 +79,13 @@ from shared.quotes import (
     Point,
     Quote,
     book_json,
+    book_token,
     merge_history,
     parse_book,
-    parse_history,
     parse_history_query,
     quote_from_book,
     quote_from_sample,
+    read_history,
     validate_token_id,
 )
 
@@ -95,6 +108,39 @@ PRUNE_BUDGET_S = 240.0  # the Functions timeout is 5 min; the next run carries o
 
 class BookClosed(NotFound):
     code = "book_closed"
+
+
+# Origins of an entry without a quote (upstream has no book for the token):
+UNKNOWN = "unknown"  # and nothing stored knows it: no history is fetched for it
+UNVERIFIED = "unverified"  # and the database could not be asked (never cached)
+CATALOGUE = "catalogue"  # the markets store knows it (a closed market): its history may have a price
+
+
+class Rejections:
+    """What Polymarket sent that failed validation and was left out, per kind, for deep health;
+    each batch of them logs one warning naming the token and the fields (never the values)."""
+
+    KINDS: ClassVar[dict[str, str]] = {
+        "books": "book(s)", "book_levels": "book level(s)", "history_bodies": "price history answer(s)",
+        "history_points": "price history point(s)", "samples": "sample(s) to store",
+    }
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.KINDS, 0)
+        self._last: dict[str, Any] | None = None
+
+    def add(self, kind: str, count: int, token: str | None, reason: str) -> None:
+        if count <= 0:
+            return
+        with self._lock:
+            self._counts[kind] += count
+            self._last = {"kind": kind, "token_id": token, "reason": reason, "at": datetime.now(UTC).isoformat()}
+        log.warning("left out %d bad %s for token %s: %s", count, self.KINDS[kind], token or "(unreadable)", reason)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._counts, "last": self._last}
 
 
 # --- entries ---------------------------------------------------------------------------------
@@ -224,7 +270,9 @@ class SampleWriter:
     recently are skipped, so re-reading an unchanged book writes nothing.
     """
 
-    def __init__(self, max_pending: int = 100_000, batch_size: int = 1_000, interval_s: float = 0.25) -> None:
+    def __init__(self, max_pending: int = 100_000, batch_size: int = 1_000, interval_s: float = 0.25,
+                 rejections: Rejections | None = None) -> None:
+        self.rejections = rejections or Rejections()
         self.max_pending = max_pending
         self.batch_size = batch_size
         self.interval_s = interval_s
@@ -242,9 +290,15 @@ class SampleWriter:
 
     def add(self, samples: Iterable[store.Sample]) -> None:
         dropped = 0
+        now = datetime.now(UTC)
+        refused: list[tuple[str, str]] = []  # (token, why) of samples that could not be served back
         with self._lock:
             for sample in samples:
                 if sample.key in self._pending or self._recent.get(sample.key) is not None:
+                    continue
+                problem = sample.problem(now)
+                if problem is not None:
+                    refused.append((sample.token_id, problem))
                     continue
                 self._pending[sample.key] = sample
             while len(self._pending) > self.max_pending:
@@ -252,6 +306,8 @@ class SampleWriter:
                 dropped += 1
             self.dropped += dropped
             backlog = len(self._pending)
+        if refused:
+            self.rejections.add("samples", len(refused), *refused[0])
         if dropped:
             log.error("price history writer dropped %d samples (queue full, %d total): %s",
                       dropped, self.dropped, self.last_error or "database slow")
@@ -394,7 +450,8 @@ class PricesService:
         self._failures: TTLCache[UpstreamError] = TTLCache(size, 60.0)
         self.flight = BookFlight()
         self._single: SingleFlight[Any] = SingleFlight()
-        self.writer = SampleWriter()
+        self.rejections = Rejections()
+        self.writer = SampleWriter(rejections=self.rejections)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="prices")
         # Refreshes that go on after a request answered stale; bounded, so an outage cannot
         # queue work without limit (a token skipped now is tried by its next request).
@@ -409,6 +466,7 @@ class PricesService:
             "cached_histories": len(self.history),
             "quote_ttl_s": self.settings.price_ttl_s,
             "history_writer": self.writer.stats(),
+            "rejected": self.rejections.stats(),
         }
 
     def close(self) -> None:
@@ -431,6 +489,11 @@ class PricesService:
         tokens, so one unknown token cannot hide the books of the others (see ``_split_books``
         for the bound on calls). Raises UpstreamError when the call for all ``tokens`` failed;
         a half that failed otherwise carries its error per token.
+
+        A book that fails validation is an UpstreamBadResponse for its own token only (so is a
+        200 whose body is an error: the contract's "no book" is a 404). A ``/books`` answer
+        holding a book that does not say readably whose it is cannot tell "left out" from
+        "unreadable": the tokens missing from it are bad_body too, not "no book".
         """
         clob = get_clob()
         # ``fetched_at`` is taken when the answer is in: a book that changed while the request
@@ -443,9 +506,7 @@ class PricesService:
                 raw = clob.call(clob.client.get_order_book, token, expect=dict, about_id=True)
             except UpstreamNotFound:
                 return {token: None}
-            if "error" in raw and "asset_id" not in raw:
-                return {token: None}  # one source reports the no-book error with status 200
-            return {token: parse_book(raw, datetime.now(UTC), token)}
+            return {token: self._parse_book(raw, datetime.now(UTC), token)}
         try:
             raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
                                  expect=list, about_id=True)
@@ -455,12 +516,32 @@ class PricesService:
             return self._split_books(tokens)
         fetched_at = datetime.now(UTC)
         wanted = set(tokens)
-        books: dict[str, Book] = {}
+        found: dict[str, Book | UpstreamError] = {}
+        unreadable = 0
         for item in raw_list:
-            book = parse_book(item, fetched_at)
-            if book.token_id in wanted:  # response order is not guaranteed: join on asset_id
-                books[book.token_id] = book
-        return {token: books.get(token) for token in tokens}
+            token = book_token(item)  # response order is not guaranteed: join on asset_id
+            if token is None:
+                unreadable += 1
+                self.rejections.add("books", 1, None, "a /books answer held a book without a readable asset_id")
+            elif token in wanted and not isinstance(found.get(token), Book):
+                try:
+                    found[token] = self._parse_book(item, fetched_at, token)
+                except UpstreamBadResponse as error:
+                    found[token] = error
+        missing: Book | UpstreamError | None = None
+        if unreadable:
+            missing = UpstreamBadResponse(CLOB, f"{unreadable} unreadable book(s) in a /books answer")
+        return {token: found.get(token, missing) for token in tokens}
+
+    def _parse_book(self, raw: Any, fetched_at: datetime, token: str) -> Book:
+        """``parse_book``, counting the levels it left out, or the book it refused (raised)."""
+        try:
+            book = parse_book(raw, fetched_at, token)
+        except UpstreamBadResponse as error:
+            self.rejections.add("books", 1, token, error.detail)
+            raise
+        self.rejections.add("book_levels", book.rejected_levels, token, book.rejection)
+        return book
 
     def _split_books(self, tokens: list[str]) -> dict[str, Book | UpstreamError | None]:
         """The two halves of a refused batch, each fetched (and split again if refused).
@@ -574,9 +655,11 @@ class PricesService:
                         midpoint=None, best_bid=None, best_ask=None, spread=None, last_trade_price=None,
                         tick_size=None, book="closed", as_of=row["updated_at"],
                     )
-                    resolved[token] = Entry(quote, "catalogue")
+                    resolved[token] = Entry(quote, CATALOGUE)
+                elif token in known:
+                    resolved[token] = Entry(None, CATALOGUE)  # a closed market's token: history may know
                 else:
-                    resolved[token] = Entry(None, "unknown")
+                    resolved[token] = Entry(None, UNVERIFIED if lookup_failed else UNKNOWN)
         for token, entry in resolved.items():
             if not (lookup_failed and entry.quote is None):  # do not remember a guess
                 self.entries.put(token, entry)
@@ -734,14 +817,20 @@ class PricesService:
             cached = self._cached_series(token, query)
             if cached is not None:
                 return cached
-        return self._single.run(("history", token, query), lambda: self._load_series(token, query))
+
+        def load() -> Series:
+            # A fetch that finished between the miss above and this claim has filled the cache.
+            return (None if force else self._cached_series(token, query)) or self._load_series(token, query)
+
+        return self._single.run(("history", token, query), load)
 
     def _load_series(self, token: str, query: HistoryQuery) -> Series:
         end = int(time.time())
         start = end - query.window_s(self.settings.price_history_retention_days)
         # Upstream's clock may run a little ahead of ours: its newest point, stamped a few
         # seconds past ``end``, is kept (dropping it until our clock catches up would make the
-        # last point flicker); points further ahead than the skew allowance are not trusted.
+        # last point flicker); points further ahead than the skew allowance are not trusted
+        # (``read_history`` leaves them out, with every other bad point, and counts them).
         latest = end + int(CLOCK_SKEW_ALLOWANCE.total_seconds())
         upstream: list[Point] = []
         error: UpstreamError | None = None
@@ -752,12 +841,20 @@ class PricesService:
         try:
             if failing is not None:
                 raise failing
-            upstream = [point for point in parse_history(clob.call(
-                clob.client.get_prices_history, params, expect=dict, about_id=True)) if point[0] <= latest]
+            raw = clob.call(clob.client.get_prices_history, params, expect=dict, about_id=True)
         except UpstreamNotFound:
-            upstream = []
+            raw = {"history": []}
         except UpstreamError as failure:
-            error = failure
+            raw, error = None, failure
+        if raw is not None:
+            try:
+                read = read_history(raw, now=end)
+            except UpstreamBadResponse as failure:
+                self.rejections.add("history_bodies", 1, token, failure.detail)
+                error = failure
+            else:
+                upstream = read.points
+                self.rejections.add("history_points", read.rejected, token, read.rejection)
         self._persist_history(token, query, upstream)
         try:
             stored = get_database().run(lambda cur: store.history_points(
@@ -828,24 +925,37 @@ class PricesService:
             "try again shortly", headers=_retry_after([error]),
         )
 
+    def _exists(self, token: str) -> bool:
+        """Whether this instance has seen the token exist: a quote or a book of it, or the
+        catalogue knowing it (an unknown one is never fetched history for)."""
+        hit = self.entries.get(token, allow_expired=True)
+        if hit is not None:
+            return hit[0].quote is not None or hit[0].origin == CATALOGUE
+        info = self.tokens.get(token, allow_expired=True)
+        return self.books.get(token, allow_expired=True) is not None or (info is not None and info[0].known)
+
     def price(self, raw_token: str, params: Mapping[str, str]) -> Answer:
         token = validate_token_id(raw_token)
         with_history = parse_bool(params, "history", True)
         query = parse_history_query(params)
         force = parse_bool(params, "refresh", False) and self._allow_refresh(token)
         series_future: Future[Series] | None = None
-        series = None
-        if with_history:
-            series = None if force else self._cached_series(token, query)
-            if series is None:  # fetch it beside the quote, not after it
-                series_future = self._pool.submit(
-                    contextvars.copy_context().run, self._series_or_stored, token, query, force)
+        series = None if force or not with_history else self._cached_series(token, query)
+        if with_history and series is None and self._exists(token):
+            # Known to exist: its history is fetched beside its quote, not after it.
+            series_future = self._pool.submit(
+                contextvars.copy_context().run, self._series_or_stored, token, query, force)
         entry, source = self._entry(token, force)
-        if series_future is not None:
-            try:
-                series = series_future.result(timeout=deadline.remaining(WAIT_S))
-            except FutureTimeout:
-                series = self._no_series(token, query)
+        if entry.quote is None and entry.origin != CATALOGUE:
+            _no_such_token(token, entry)  # no book and nothing stored: no history call for it
+        if with_history and series is None:
+            if series_future is None:  # never seen before: its book (or storage) just showed it exists
+                series = self._series_or_stored(token, query, force)
+            else:
+                try:
+                    series = series_future.result(timeout=deadline.remaining(WAIT_S))
+                except FutureTimeout:
+                    series = self._no_series(token, query)
         if entry.quote is None:
             entry = self._closed_from_history(token, series)
         elif entry.closed and series is not None and series.points and (
@@ -869,7 +979,8 @@ class PricesService:
         return Answer(body, freshness, etag, self.settings.price_ttl_s)
 
     def _closed_from_history(self, token: str, series: Series | None) -> Entry:
-        """No book and nothing stored: upstream history still proves a (closed) token exists."""
+        """No book, and the catalogue knows the token without a price: upstream's history may
+        have its last one (a token nothing stored knows never gets here: see ``price``)."""
         probe = series if series is not None and series.points else self._series(token, PROBE_QUERY)
         if not probe.points:
             if probe.error is not None:
@@ -961,9 +1072,9 @@ class PricesService:
                     stale_reason, source = outcome.stale_reason, "stale"
                 else:
                     outcome = live[token]
-            if outcome.quote is None:
+            if outcome.quote is None and outcome.origin != CATALOGUE:
                 raise NotFound(f"unknown token {token}: Polymarket has no order book for it")
-            elif outcome.closed:
+            elif outcome.quote is None or outcome.closed:
                 raise BookClosed(
                     f"the order book of token {token} is closed (market closed or resolved); "
                     f"/api/price/{token} has its last known price"
@@ -986,23 +1097,45 @@ class PricesService:
     # --- retention -----------------------------------------------------------------------
 
     def prune(self, *, batch: int = PRUNE_BATCH, budget_s: float = PRUNE_BUDGET_S) -> dict[str, Any]:
-        """Delete samples older than PRICE_HISTORY_RETENTION_DAYS, ``batch`` rows per transaction."""
+        """Delete samples older than PRICE_HISTORY_RETENTION_DAYS, ``batch`` rows per transaction,
+        and first any dated more than a day ahead (``misdated``: age alone would never remove
+        them; written before times were checked)."""
         days = self.settings.price_history_retention_days
         cutoff = datetime.now(UTC) - timedelta(days=days)
         db = get_database()
-        deleted = batches = 0
+        deleted = batches = misdated = 0
         stop_at = time.monotonic() + budget_s
+        while time.monotonic() <= stop_at:
+            removed = db.run(lambda cur: store.delete_misdated(cur, batch))
+            misdated += removed
+            if removed < batch:
+                break
+        if misdated:
+            log.warning("deleted %d price samples dated before 2020 or more than a day ahead", misdated)
         while True:
             removed = db.run(lambda cur: store.delete_older_than(cur, cutoff, batch))
             batches += 1
             deleted += removed
             if removed == 0:
-                return {"deleted": deleted, "batches": batches, "complete": True, "cutoff": cutoff}
+                return {"deleted": deleted, "batches": batches, "complete": True, "cutoff": cutoff,
+                        "misdated": misdated}
             if time.monotonic() > stop_at:
-                return {"deleted": deleted, "batches": batches, "complete": False, "cutoff": cutoff}
+                return {"deleted": deleted, "batches": batches, "complete": False, "cutoff": cutoff,
+                        "misdated": misdated}
 
 
 # --- shapes ----------------------------------------------------------------------------------
+
+
+def _no_such_token(token: str, entry: Entry) -> None:
+    """Raise for a token upstream has no book for and nothing stored knows (or could be asked)."""
+    if entry.origin == UNVERIFIED:
+        raise ServiceUnavailable(
+            f"Polymarket has no order book for token {token}, and whether prices are stored for it cannot "
+            "be checked now (database unavailable); try again shortly",
+            headers=retry_after_header(DEFAULT_RETRY_AFTER_S),
+        )
+    raise NotFound(f"unknown token {token}: Polymarket has no order book for it and nothing is stored for it")
 
 
 def _token_info(row: Mapping[str, Any]) -> TokenInfo:

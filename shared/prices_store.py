@@ -3,19 +3,25 @@ history reads bucketed by fidelity, token lookups, and retention in short batche
 
 Functions take a cursor so the caller decides the transaction. ``price_samples`` has no foreign
 key to the markets tables on purpose: a sample is kept for any token, known or not.
+
+Whatever is stored can be loaded: a sample is checked before it is written (``Sample.problem``),
+and reads leave out rows no check would pass (rows written before these checks existed: a time
+decades ahead, a price of 12 or NaN), so one such row never hides or replaces the good ones.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg2.extras
 
 from shared.database import Cursor
+from shared.quotes import CLOCK_SKEW_ALLOWANCE, EARLIEST_TIME
 
 SOURCE_QUOTE = "quote"
 SOURCE_HISTORY = "upstream_history"
@@ -36,6 +42,18 @@ class Sample:
     @property
     def key(self) -> tuple[str, datetime]:
         return (self.token_id, self.ts)
+
+    def problem(self, now: datetime | None = None) -> str | None:
+        """Why this sample must not be stored (it could not be served back), or None."""
+        latest = (now or datetime.now(UTC)) + CLOCK_SKEW_ALLOWANCE
+        if not EARLIEST_TIME <= self.ts <= latest:
+            return "time outside the sane window"
+        for name in ("price", "midpoint", "best_bid", "best_ask", "spread", "last_trade_price"):
+            value = getattr(self, name)
+            low = -1.0 if name == "spread" else 0.0  # a crossed book has a negative spread
+            if value is not None and not (math.isfinite(value) and low <= value <= 1.0):
+                return f"{name} outside [{low:g}, 1]"
+        return None
 
     def row(self) -> tuple[Any, ...]:
         def d(value: float | None) -> Decimal | None:
@@ -68,11 +86,30 @@ def insert_samples(cur: Cursor, samples: Sequence[Sample]) -> int:
     return len(rows)
 
 
-_LAST_SQL = """
+# The rows ``Sample.problem`` would pass (NaN is above every number in PostgreSQL: BETWEEN
+# leaves it out, as it does infinities).
+_SERVABLE = """
+       ts >= %(earliest)s AND ts <= %(latest)s
+   AND price BETWEEN 0 AND 1
+   AND (midpoint IS NULL OR midpoint BETWEEN 0 AND 1)
+   AND (best_bid IS NULL OR best_bid BETWEEN 0 AND 1)
+   AND (best_ask IS NULL OR best_ask BETWEEN 0 AND 1)
+   AND (spread IS NULL OR spread BETWEEN -1 AND 1)
+   AND (last_trade_price IS NULL OR last_trade_price BETWEEN 0 AND 1)
+"""
+# Retention deletes rows dated further ahead than this: no clock is that far off.
+MISDATED_AHEAD = timedelta(days=1)
+
+
+def _window(latest: datetime | None = None) -> dict[str, datetime]:
+    return {"earliest": EARLIEST_TIME, "latest": latest or datetime.now(UTC) + CLOCK_SKEW_ALLOWANCE}
+
+
+_LAST_SQL = f"""
 SELECT DISTINCT ON (token_id)
        token_id, ts, price, midpoint, best_bid, best_ask, spread, last_trade_price, source
   FROM price_samples
- WHERE token_id = ANY(%s)
+ WHERE token_id = ANY(%(tokens)s) AND {_SERVABLE}
  ORDER BY token_id, (source = 'quote') DESC, ts DESC
 """
 
@@ -85,7 +122,7 @@ def last_samples(cur: Cursor, token_ids: Sequence[str]) -> dict[str, dict[str, A
     """
     if not token_ids:
         return {}
-    cur.execute(_LAST_SQL, (list(token_ids),))
+    cur.execute(_LAST_SQL, {"tokens": list(token_ids), **_window()})
     return {row["token_id"]: dict(row) for row in cur.fetchall()}
 
 
@@ -100,17 +137,17 @@ def history_points(
     ``/prices-history`` is; a sample without one (a one-sided book) contributes its price.
     """
     cur.execute(
-        """
+        f"""
         SELECT t, p FROM (
             SELECT DISTINCT ON (floor(extract(epoch FROM ts) / %(period)s))
                    floor(extract(epoch FROM ts))::bigint AS t, COALESCE(midpoint, price) AS p
               FROM price_samples
-             WHERE token_id = %(token)s AND ts >= %(start)s AND ts <= %(end)s
+             WHERE token_id = %(token)s AND ts >= %(start)s AND ts <= %(end)s AND {_SERVABLE}
              ORDER BY floor(extract(epoch FROM ts) / %(period)s), (source = 'upstream_history') DESC, ts DESC
         ) per_bucket
         ORDER BY t
         """,
-        {"token": token_id, "start": start, "end": end, "period": period_s},
+        {"token": token_id, "start": start, "end": end, "period": period_s, **_window()},
     )
     return [(int(row["t"]), float(row["p"])) for row in cur.fetchall()]
 
@@ -143,5 +180,19 @@ def delete_older_than(cur: Cursor, cutoff: datetime, limit: int) -> int:
          WHERE ctid = ANY(ARRAY(SELECT ctid FROM price_samples WHERE ts < %s LIMIT %s))
         """,
         (cutoff, limit),
+    )
+    return cur.rowcount
+
+
+def delete_misdated(cur: Cursor, limit: int, now: datetime | None = None) -> int:
+    """Delete at most ``limit`` samples dated before 2020 or more than a day ahead (rows written
+    before times were checked: retention by age would keep a row dated 2076 forever). Uses the
+    ``ts`` index; rows with out-of-range prices are left to retention (reads skip them)."""
+    cur.execute(
+        """
+        DELETE FROM price_samples
+         WHERE ctid = ANY(ARRAY(SELECT ctid FROM price_samples WHERE ts < %s OR ts > %s LIMIT %s))
+        """,
+        (EARLIEST_TIME, (now or datetime.now(UTC)) + MISDATED_AHEAD, limit),
     )
     return cur.rowcount

@@ -90,9 +90,9 @@ def test_a_404_is_healthy_only_as_an_answer_about_an_id(
     assert body["checks"]["polymarket_clob"]["error"] == "4xx"
     assert body["checks"]["polymarket_gamma"]["status"] == "ok"
     clob, gamma = body["upstream_stats"]["clob"], body["upstream_stats"]["gamma"]
-    # /book's 404 and the empty /prices-history for the unknown token: healthy answers; the
-    # /ok ping's 404: a failure.
-    assert clob == {**clob, "requests": 3, "failures": 1, "last_error_kind": "4xx"}
+    # /book's 404 for the unknown token (its only call: no history is asked for an id nothing
+    # knows): a healthy answer; the /ok ping's 404: a failure.
+    assert clob == {**clob, "requests": 2, "failures": 1, "last_error_kind": "4xx"}
     assert clob["last_success_at"] is not None and clob["last_error_at"] > clob["last_success_at"]
     # The keyset listing's 404: a failure; the ping that followed: a success.
     assert gamma == {**gamma, "failures": 1, "last_error_kind": "4xx"}

@@ -383,11 +383,23 @@ def test_a_closed_market_known_only_to_the_catalogue_or_upstream_history(app_env
     assert body["quote"]["book"] == "closed" and body["quote"]["price"] is not None
     assert "market catalogue" in body["freshness"]["stale_reason"]
     assert body["token"]["outcome"] == market["outcomes"][0]
-    # Closed before we ever saw it: upstream history (within its ~31 days) proves it existed.
-    old = recently_closed_market(app_env).tokens[1].token_id
-    body = ok(price(old, {"interval": "max"}))
+    # Known to the catalogue without a price of its own: upstream history (within its ~31 days)
+    # has its last price.
+    other = app_env.open_markets()[21]
+    unpriced = other["token_ids"][0]
+    app_env.close_market(other["condition_id"])
+    get_database().run(lambda cur: cur.execute("UPDATE outcome_tokens SET price = NULL WHERE token_id = %s",
+                                               (unpriced,)))
+    body = ok(price(unpriced, {"interval": "max"}))
     assert body["quote"]["book"] == "closed" and "price history" in body["freshness"]["stale_reason"]
     assert body["quote"]["price"] == body["history"]["points"][-1]["p"]
+    # Closed before we ever saw it, and unknown to the catalogue and the database: one /book
+    # read, no history call (issue 11: an id nothing knows costs one upstream call), a 404.
+    old = recently_closed_market(app_env).tokens[1].token_id
+    calls = upstream_total(app_env)
+    response = price(old, {"interval": "max"})
+    assert response.status_code == 404 and body_of(response)["error"]["code"] == "not_found"
+    assert upstream_total(app_env) == calls + 1
 
 
 # --- history ---------------------------------------------------------------------------------

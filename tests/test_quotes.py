@@ -16,11 +16,12 @@ from shared.quotes import (
     parse_history,
     parse_history_query,
     quote_from_book,
+    read_history,
     validate_token_id,
 )
 from tests.conftest import sample
 
-NOW = datetime(2026, 8, 10, tzinfo=UTC)
+NOW = datetime(2026, 8, 17, tzinfo=UTC)  # after every sample's own time (a fetch comes after the book)
 
 
 def test_live_book_sample_gives_the_quote_the_live_endpoints_gave() -> None:
@@ -82,12 +83,57 @@ def test_a_one_sided_book_without_trades_has_no_price_and_rule_none() -> None:
 
 def test_bad_books_are_upstream_errors() -> None:
     raw = sample("clob_book.json")
-    for broken in ({**raw, "bids": [{"price": "x", "size": "1"}]}, {**raw, "asset_id": "0xabc"},
-                   {**raw, "asks": "none"}, ["not", "a", "book"]):
+    # A bad level is an item (left out, see below); a bad field of the book itself fails the book.
+    for broken in ({**raw, "asset_id": "0xabc"}, {**raw, "asks": "none"}, ["not", "a", "book"],
+                   {**raw, "hash": "4f5a\ud800"}, {**raw, "hash": "a\u0000b"}, {**raw, "hash": "h" * 129},
+                   {**raw, "market": "0x" + "zz" * 32}, {**raw, "tick_size": "5"}, {**raw, "tick_size": "0"},
+                   {**raw, "min_order_size": "-1"}, {**raw, "min_order_size": "9e999999999"},
+                   {**raw, "last_trade_price": "12.0"}, {**raw, "last_trade_price": "1e400"},
+                   {**raw, "timestamp": "-5"}, {**raw, "timestamp": "100000000000000000000"},
+                   {**raw, "timestamp": str(int((NOW.timestamp() + 7200) * 1000))}, {**raw, "neg_risk": "yes"},
+                   {**raw, "bids": raw["bids"] * 5000},
+                   {"error": "No orderbook exists for the requested token id"}):  # with status 200
         with pytest.raises(UpstreamBadResponse):
             parse_book(broken, NOW)
     with pytest.raises(UpstreamBadResponse):
         parse_book(raw, NOW, token_id="1")  # a book for another token
+    # Absent optional fields stay absent, as before.
+    book = parse_book({**raw, "hash": "", "market": "", "timestamp": "", "last_trade_price": "",
+                       "tick_size": None}, NOW)
+    assert (book.hash, book.condition_id, book.timestamp, book.last_trade_price, book.tick_size) == (
+        None, None, None, None, None)
+
+
+@pytest.mark.parametrize("level", [{"price": "x", "size": "1"}, {"price": "12.0", "size": "1"},
+                                   {"price": "-5", "size": "1"}, {"price": "9e999999999", "size": "1"},
+                                   {"price": "NaN", "size": "1"}, {"price": 1e400, "size": "1"},
+                                   {"price": True, "size": "1"}, {"price": "0.5", "size": "9e999999999"},
+                                   {"price": "0.5", "size": "-1"}, {"price": "0.5"}, "level", None,
+                                   {"price": "0." + "1" * 60, "size": "1"}])
+def test_a_bad_level_is_left_out_and_counted(level: object) -> None:
+    raw = sample("clob_book.json")
+    good = parse_book(raw, NOW)
+    book = parse_book({**raw, "bids": [*raw["bids"], level], "asks": [level, *raw["asks"]]}, NOW)
+    assert book.bids == good.bids and book.asks == good.asks
+    assert book.rejected_levels == 2 and book.rejection.startswith("bids.")
+    assert quote_from_book(book) == quote_from_book(good)
+
+
+def test_bad_history_points_are_left_out_and_counted() -> None:
+    good = sample("clob_prices_history.json")["history"]
+    now = good[-1]["t"] + 60
+    bad = [{"t": 10**20, "p": 0.5}, {"t": -5, "p": 0.5}, {"t": 1_500_000_000, "p": 0.5}, {"t": now + 31, "p": 0.5},
+           {"t": 3_400_000_000, "p": 0.5}, {"t": good[0]["t"], "p": 12}, {"t": good[0]["t"], "p": -5},
+           {"t": True, "p": 0.5}, {"t": "1786854608", "p": 0.5}, {"t": good[1]["t"] + 1, "p": float("nan")},
+           {"t": good[1]["t"] + 2, "p": float("inf")}, {"t": good[1]["t"] + 3}, "point", None]
+    read = read_history({"history": [*good, *bad]}, now)
+    assert read.points == parse_history({"history": good}, now) and len(read.points) == len(good)
+    assert read.rejected == len(bad) and read.rejection.startswith("history.")
+    skewed = read_history({"history": [*good, {"t": now + 29, "p": 0.5}]}, now)  # within the skew allowance
+    assert skewed.points[-1] == (now + 29, 0.5) and skewed.rejected == 0
+    for body in ({"history": {"t": 1}}, [], {"nohistory": []}, {"history": good * 10_000}):
+        with pytest.raises(UpstreamBadResponse):
+            read_history(body, now)
 
 
 def test_history_sample_and_merge() -> None:

@@ -15,6 +15,13 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
 * ``huge``        -- a 200 of ``mb`` MB (default 50) of spaces inside valid-looking JSON, written
   64 KB at a time, with a Content-Length or, with ``chunked``, none (its size is known only once
   read); ``meter``, a dict, counts in ``meter["bytes"]`` the body bytes written so far.
+* ``book_field``  -- CLOB books (``/book``, each book of a ``/books`` answer): set ``field`` to ``value``
+  (``delete``: remove it); with ``side`` (``bids``/``asks``), in the level at ``level`` (index, default -1:
+  the best, which upstream lists last), or the whole level when ``field`` is None. ``tokens``: only the
+  books of these asset ids; ``raw``: ``value`` is JSON text spliced in as is (``1e400``, ``NaN``).
+* ``history_point`` -- ``/prices-history``: set ``field`` (``t``/``p``) of the points at ``points``
+  (indexes, default [-1], the newest) to ``value``, or the whole point when ``field`` is None; ``append``:
+  a list of points added at the end; ``raw`` as for ``book_field``.
 """
 
 from __future__ import annotations
@@ -157,3 +164,76 @@ def _huge(exchange: Exchange, params: dict[str, Any]) -> None:
             wfile.write(b"0\r\n\r\n")
 
     exchange.send = send
+
+
+# --- CLOB books and history (book_field, history_point) ----------------------------------------
+
+_RAW_MARK = "\u0000hostile-raw-{}\u0000"
+
+
+def _set_json_raw(exchange: Exchange, data: Any, raws: list[str]) -> None:
+    """``set_json``, then each raw marker replaced by its JSON text (a literal json.dumps refuses)."""
+    exchange.set_json(data)
+    for index, text in enumerate(raws):
+        marker = f'"\\u0000hostile-raw-{index}\\u0000"'.encode()  # how set_json writes the mark
+        exchange.body = exchange.body.replace(marker, text.encode())
+
+
+def _value(params: dict[str, Any], raws: list[str]) -> Any:
+    if not params.get("raw"):
+        return params.get("value")
+    raws.append(str(params["value"]))
+    return _RAW_MARK.format(len(raws) - 1)
+
+
+def _edit(target: dict[str, Any], field: Any, params: dict[str, Any], raws: list[str]) -> None:
+    if params.get("delete"):
+        target.pop(field, None)
+    else:
+        target[field] = _value(params, raws)
+
+
+@switch("book_field")
+def _book_field(exchange: Exchange, params: dict[str, Any]) -> None:
+    if exchange.host != "clob" or exchange.status != 200 or exchange.path not in ("/book", "/books"):
+        return
+    data = exchange.json()
+    books = [data] if isinstance(data, dict) else data if isinstance(data, list) else []
+    wanted = params.get("tokens")
+    raws: list[str] = []
+    for book in books:
+        if not isinstance(book, dict) or (wanted is not None and book.get("asset_id") not in wanted):
+            continue
+        side = params.get("side")
+        if side is None:
+            _edit(book, params["field"], params, raws)
+            continue
+        levels = book.get(side)
+        index = int(params.get("level", -1))
+        if not isinstance(levels, list) or not -len(levels) <= index < len(levels):
+            continue
+        if params.get("field") is None:
+            levels[index] = _value(params, raws)
+        elif isinstance(levels[index], dict):
+            _edit(levels[index], params["field"], params, raws)
+    _set_json_raw(exchange, data, raws)
+
+
+@switch("history_point")
+def _history_point(exchange: Exchange, params: dict[str, Any]) -> None:
+    if exchange.host != "clob" or exchange.status != 200 or exchange.path != "/prices-history":
+        return
+    data = exchange.json()
+    points = data.get("history") if isinstance(data, dict) else None
+    if not isinstance(points, list):
+        return
+    raws: list[str] = []
+    for index in params.get("points", [-1]):
+        if not -len(points) <= index < len(points):
+            continue
+        if params.get("field") is None:
+            points[index] = _value(params, raws)
+        elif isinstance(points[index], dict):
+            _edit(points[index], params["field"], params, raws)
+    points.extend(params.get("append", []))
+    _set_json_raw(exchange, data, raws)
