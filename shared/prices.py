@@ -456,7 +456,8 @@ class PricesService:
         # Refreshes that go on after a request answered stale; bounded, so an outage cannot
         # queue work without limit (a token skipped now is tried by its next request).
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prices-refresh")
-        self._refreshing = threading.BoundedSemaphore(MAX_BACKGROUND_REFRESHES)
+        self._background = 0  # refreshes submitted and not yet finished, at most MAX_BACKGROUND_REFRESHES
+        self._background_lock = threading.Lock()
 
     def status(self) -> dict[str, Any]:
         """For /api/health?deep=true: cache sizes and the history writer, without any I/O."""
@@ -703,8 +704,14 @@ class PricesService:
         """Fetch ``tokens`` again in the background, with the full retry policy (no request
         deadline): the next request finds the result in the cache."""
         idle = [t for t in tokens if not self.flight.in_flight(t)]
-        if not idle or not self._refreshing.acquire(blocking=False):
-            return
+        with self._background_lock:
+            if not idle or self._background >= MAX_BACKGROUND_REFRESHES:
+                return
+            self._background += 1
+
+        def done() -> None:
+            with self._background_lock:
+                self._background -= 1
 
         def run() -> None:
             try:
@@ -712,12 +719,17 @@ class PricesService:
             except Exception:  # a background refresh must never kill its thread
                 log.exception("background price refresh failed")
             finally:
-                self._refreshing.release()
+                done()
 
         try:
             self._refresher.submit(run)
         except RuntimeError:  # shut down
-            self._refreshing.release()
+            done()
+
+    def background_refreshes(self) -> int:
+        """Refreshes that requests left to the background and that have not finished yet."""
+        with self._background_lock:
+            return self._background
 
     def _book_fallback(self, tokens: list[str], error: UpstreamError) -> dict[str, Entry | None]:
         """Upstream failed: the last book in memory, kept (marked stale) for one TTL."""
