@@ -8,6 +8,7 @@ see ``PolyApiException``, httpx exceptions, or upstream bodies.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import email.utils
 import itertools
 import logging
@@ -160,6 +161,20 @@ def _check_json(body: bytes) -> None:
         raise _BadBody(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 
+@contextlib.contextmanager
+def _noting_failures() -> Iterator[None]:
+    """Note a timeout or network failure in ``_observed`` before it propagates."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        _observed.error = "timeout"
+        raise
+    except httpx.TransportError as error:
+        _observed.error = "network"
+        _observed.cause = _network_cause(error)
+        raise
+
+
 class _ObservingTransport(httpx.BaseTransport):
     """Notes the outcome of each request (see ``_Observed``) and bounds what is read: every body,
     as sent and decompressed, ends at ``max_body_bytes`` and is checked for nesting before it
@@ -176,15 +191,8 @@ class _ObservingTransport(httpx.BaseTransport):
         # The one content coding asked for, decoded in _BoundedBody under the cap: httpx would
         # decode whatever came, all of it, before anything could see its size.
         request.headers["Accept-Encoding"] = "gzip"
-        try:
+        with _noting_failures():
             response = self._inner.handle_request(request)
-        except httpx.TimeoutException:
-            _observed.error = "timeout"
-            raise
-        except httpx.TransportError as error:
-            _observed.error = "network"
-            _observed.cause = _network_cause(error)
-            raise
         _observed.retry_after = response.headers.get("Retry-After")
         try:
             response.stream = _BoundedBody(response, self._max_body_bytes)
@@ -221,16 +229,9 @@ class _BoundedBody(httpx.SyncByteStream):
             raise _BadBody(f"unsupported Content-Encoding {','.join(codings)[:40]!r}")
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
+        with _noting_failures():  # the body is read after handle_request returned
             body = b"".join(self._read())
             _check_json(body)
-        except httpx.TimeoutException:
-            _observed.error = "timeout"
-            raise
-        except httpx.TransportError as error:
-            _observed.error = "network"
-            _observed.cause = _network_cause(error)
-            raise
         yield body
 
     def _read(self) -> Iterator[bytes]:
