@@ -12,12 +12,17 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
   the body becomes that many MB of spaces inside valid-looking JSON, compressed (a gzip bomb).
 * ``trickle``     -- send the answer ``bytes_per_s`` bytes a second (default 1), headers included
   unless ``body_only``.
+* ``keyset_loop`` -- Gamma ``/markets/keyset``: ``next_cursor`` becomes a fresh random cursor on
+  every page (also the last), one that leads back to the first page: the same rows forever.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
+import json
+import secrets
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -128,3 +133,17 @@ def _trickle(exchange: Exchange, params: dict[str, Any]) -> None:
 
     exchange.send = send
 
+
+
+@switch("keyset_loop")
+def _keyset_loop(exchange: Exchange, params: dict[str, Any]) -> None:
+    if exchange.host != "gamma" or exchange.path != "/markets/keyset" or exchange.status != 200:
+        return
+    data = exchange.json()
+    if not isinstance(data, dict):
+        return
+    # The stand-in's cursor format (devtools.standin.gamma): a key before every market's sort
+    # key, so the next page is the first again; the nonce makes each cursor new.
+    raw = json.dumps({"v": 1, "k": [float("-inf")], "nonce": secrets.token_hex(8)}).encode()
+    data["next_cursor"] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    exchange.set_json(data)
