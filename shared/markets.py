@@ -7,6 +7,13 @@
   fails halfway leaves the previous catalogue whole.
 - Requests never wait on Polymarket when there is data: an expired snapshot is served while
   one background refresh runs (stale-while-revalidate); only an empty store makes them wait.
+- Trust nothing that comes in: each row is validated (``shared.gamma_markets``); a bad row is
+  skipped, counted and named in the log, and its stored version stays; of rows sharing a
+  condition, Gamma or token id the first wins. A bad page, a cursor that loops or a catalogue
+  that shrinks by half fails the refresh; the previous catalogue stays, served stale with the
+  reason. Failed refreshes back off (2 s doubling to 5 min, per instance), so no request can
+  start more than one crawl or load per backoff; a stored row that cannot be loaded is left
+  out of the snapshot and reported, never a failed load.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -30,7 +38,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import deadline
 from shared import markets_store as store
@@ -49,7 +59,7 @@ from shared.errors import (
     retry_after_header,
 )
 from shared.freshness import Answer, Freshness
-from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market
+from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market, row_label
 from shared.http import is_uint, parse_bool
 from shared.polymarket_client import get_gamma
 
@@ -78,8 +88,28 @@ DEFAULT_LIMIT = 50
 # --- the in-memory snapshot ------------------------------------------------------------------
 
 
+class _Unloadable(ValueError):
+    """A stored row that cannot be served (an unreadable date, a number no float holds)."""
+
+
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (Decimal, int, float)) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int, float)):
+        raise _Unloadable("not a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float (a huge numeric inside JSON)
+        raise _Unloadable("number out of range") from None
+    if not math.isfinite(number):
+        raise _Unloadable("number out of range")
+    return number
+
+
+def _date(value: Any) -> datetime | None:
+    if value is not None and not isinstance(value, datetime):  # store.UNREADABLE
+        raise _Unloadable("unreadable timestamp")
+    return value
 
 
 def _market_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +124,7 @@ def _market_json(row: dict[str, Any]) -> dict[str, Any]:
         "event": {"id": row["event_id"], "slug": row["event_slug"], "title": row["event_title"]}
         if row["event_id"]
         else None,
-        "end_date": row["end_date"].isoformat() if row["end_date"] else None,
+        "end_date": end_date.isoformat() if (end_date := _date(row["end_date"])) else None,
         "active": active,
         "closed": bool(row["closed"]) or not row["in_active_set"],
         "accepting_orders": row["accepting_orders"],
@@ -110,11 +140,11 @@ def _market_json(row: dict[str, Any]) -> dict[str, Any]:
             {
                 "outcome": o["outcome"],
                 "token_id": o["token_id"],
-                "price": float(o["price"]) if o["price"] is not None else None,
+                "price": _num(o["price"]),
             }
             for o in row["outcomes"]
         ],
-        "updated_at": row["updated_at"].isoformat(),
+        "updated_at": _date(row["updated_at"]).isoformat(),
     }
     return out
 
@@ -135,7 +165,7 @@ def _item(row: dict[str, Any]) -> _Item:
     if row["category"]:
         tags.add(_slug(row["category"]))
     sort_values = {name: body[column] for name, column in SORTS.items() if name != "end_date"}
-    sort_values["end_date"] = row["end_date"].timestamp() if row["end_date"] else None
+    sort_values["end_date"] = row["end_date"].timestamp() if row["end_date"] else None  # checked above
     return _Item(
         condition_id=row["condition_id"],
         json=body,
@@ -185,15 +215,33 @@ class _Selection:
     tags: list[frozenset[str]] = field(default_factory=list)
 
 
+MAX_ROW_WARNINGS = 20  # per refresh or load: the first rows skipped are named, the rest counted
+
+
 class Snapshot:
-    """An immutable view of the catalogue, with memoised selections per query."""
+    """An immutable view of the catalogue, with memoised selections per query.
+
+    A stored row that cannot be served is left out, counted in ``skipped`` and named in the log:
+    one row never stops the catalogue from loading."""
 
     MAX_SELECTIONS = 64
 
     def __init__(self, rows: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
-        self.items = [_item(row) for row in rows]
+        self.items: list[_Item] = []
+        self.skipped_ids: list[str] = []
+        for row in rows:
+            try:
+                self.items.append(_item(row))
+            except (_Unloadable, TypeError, ValueError, AttributeError, KeyError) as error:
+                self.skipped_ids.append(row.get("condition_id"))
+                if self.skipped <= MAX_ROW_WARNINGS:
+                    log.warning("stored market %s left out of the catalogue: %s", row.get("condition_id"),
+                                error if isinstance(error, _Unloadable) else type(error).__name__)
+        if self.skipped > MAX_ROW_WARNINGS:
+            log.warning("%d more stored markets left out of the catalogue", self.skipped - MAX_ROW_WARNINGS)
         self.by_id = {item.condition_id: item for item in self.items}
-        last_change = max((row["updated_at"] for row in rows), default=None)
+        last_change = max((row["updated_at"] for row in rows if isinstance(row["updated_at"], datetime)),
+                          default=None)
         # Without a recorded refresh (a state row lost or never written) the data's own last
         # change is the honest "as of": never an infinite age.
         self.as_of: datetime | None = (state or {}).get("refreshed_at") or last_change
@@ -203,6 +251,10 @@ class Snapshot:
         self._selections: dict[tuple[Any, ...], _Selection] = {}
         self._filtered: OrderedDict[tuple[Any, ...], _Selection] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_ids)
 
     def age_seconds(self) -> float:
         if self.as_of is None:
@@ -300,14 +352,103 @@ class RefreshResult:
     markets: int = 0
     changed: int = 0
     deactivated: int = 0
-    skipped_rows: int = 0
+    skipped_rows: int = 0  # rows not stored: invalid, duplicate, or refused by the database
     seconds: float = 0.0
+    duplicate_rows: int = 0  # of skipped_rows: a condition, Gamma or token id an earlier row had
+
+
+# A crawl whose pages bring no market it has not seen for this many pages in a row is going in
+# circles (a cursor that changes but leads back): it fails rather than deactivate what it missed.
+MAX_STALE_PAGES = 3
+MAX_PAGE_ROWS = 1_000  # we ask for 100; one source documents 1,000 as Gamma's maximum
+MAX_CURSOR_CHARS = 2_048
+
+
+class BadCatalogue(UpstreamBadResponse):
+    """Gamma answered 200 with something that is not a catalogue page (or not a catalogue).
+    ``cause`` is ours, never upstream text, so it is safe in stale reasons and health."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__("gamma", cause)
+
+    def summary(self) -> str:
+        return f"{self.kind}: {self.cause}"
+
+
+class _KeysetPage(BaseModel):
+    """A keyset page's shape; its rows are validated one by one, so one bad row is one skip."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    markets: Annotated[list[Any], Field(max_length=MAX_PAGE_ROWS)]
+    next_cursor: Annotated[str, Field(max_length=MAX_CURSOR_CHARS)] | None = None
 
 
 @dataclass
 class _Crawl:
-    seen: dict[str, None] = field(default_factory=dict)  # condition ids, in upstream order
+    """What a refresh has seen. The id rule: the first row seen with a condition id, Gamma id
+    or token id wins; a later row repeating one is a duplicate, skipped and counted."""
+
+    seen: dict[str, None] = field(default_factory=dict)  # condition ids stored, in upstream order
     skipped: int = 0
+    duplicates: int = 0
+    ids: set[str] = field(default_factory=set)  # every well-formed condition id, stored or not
+    # Condition ids whose row was skipped: their stored version stays as it was (not deactivated).
+    kept: set[str] = field(default_factory=set)
+    gamma_ids: set[str] = field(default_factory=set)
+    token_ids: set[str] = field(default_factory=set)
+    refused: list[str] = field(default_factory=list)  # condition ids the database refused
+
+    def skip(self, row: Any, problem: str, *, duplicate: bool = False) -> None:
+        self.skipped += 1
+        self.duplicates += duplicate
+        condition_id = _condition_id_of(row)
+        if condition_id is not None and condition_id not in self.seen:
+            self.kept.add(condition_id)
+        if self.skipped <= MAX_ROW_WARNINGS:
+            log.warning("Gamma row skipped (%s): %s", row_label(row), problem)
+
+    def add(self, record: MarketRecord) -> bool:
+        """Take ``record`` unless it repeats an id an earlier row had."""
+        if record.condition_id in self.seen:
+            return False
+        if (record.gamma_id is not None and record.gamma_id in self.gamma_ids) or any(
+            token in self.token_ids for token in record.token_ids()
+        ):
+            return False
+        self.seen[record.condition_id] = None
+        if record.gamma_id is not None:
+            self.gamma_ids.add(record.gamma_id)
+        self.token_ids.update(record.token_ids())
+        return True
+
+    def stored(self) -> list[str]:
+        refused = set(self.refused)
+        return [c for c in self.seen if c not in refused]
+
+    def finish(self) -> None:
+        self.skipped += len(self.refused)
+        self.kept.update(self.refused)
+        if self.skipped > MAX_ROW_WARNINGS:
+            log.warning("%d more Gamma rows skipped", self.skipped - MAX_ROW_WARNINGS)
+
+
+def _condition_id_of(row: Any) -> str | None:
+    value = row.get("conditionId") if isinstance(row, dict) else None
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    return value if CONDITION_ID_RE.match(value) else None
+
+
+def _page(raw: Any, number: int) -> _KeysetPage:
+    try:
+        return _KeysetPage.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False, include_context=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "page"
+        raise BadCatalogue(f"keyset page {number}: {where}: {first['msg']}") from None
 
 
 def _catalogue_pages(crawl: _Crawl) -> Iterator[list[MarketRecord]]:
@@ -315,33 +456,37 @@ def _catalogue_pages(crawl: _Crawl) -> Iterator[list[MarketRecord]]:
     gamma = get_gamma()
     cursor: str | None = None
     cursors: set[str] = set()
-    for _ in range(MAX_PAGES):
+    stale_pages = 0
+    for number in range(1, MAX_PAGES + 1):
         params: dict[str, Any] = {"closed": "false", "limit": PAGE_SIZE, "include_tag": "true"}
         if cursor:
             params["after_cursor"] = cursor
-        page = gamma.get("/markets/keyset", params)
-        if not isinstance(page, dict) or not isinstance(page.get("markets"), list):
-            raise UpstreamBadResponse("gamma", "keyset page without a markets array")
+        page = _page(gamma.get("/markets/keyset", params), number)
         records = []
-        for row in page["markets"]:
+        known = len(crawl.ids)
+        for row in page.markets:
+            if (condition_id := _condition_id_of(row)) is not None:
+                crawl.ids.add(condition_id)
             try:
-                record = parse_market(row) if isinstance(row, dict) else None
+                record = parse_market(row)
             except BadMarketRow as error:
-                log.debug("skipping Gamma row: %s", error)
-                record = None
-            if record is None:
-                crawl.skipped += 1
-            elif record.condition_id not in crawl.seen:
-                crawl.seen[record.condition_id] = None
+                crawl.skip(row, str(error))
+                continue
+            if crawl.add(record):
                 records.append(record)
+            else:
+                crawl.skip(row, "an id an earlier row had (the first row wins)", duplicate=True)
         yield records
-        cursor = page.get("next_cursor")
-        if not cursor or not page["markets"]:
+        cursor = page.next_cursor
+        if not cursor or not page.markets:
             return
-        if not isinstance(cursor, str) or cursor in cursors:
-            raise UpstreamBadResponse("gamma", "keyset cursor repeated")
+        stale_pages = stale_pages + 1 if len(crawl.ids) == known else 0
+        if stale_pages >= MAX_STALE_PAGES:
+            raise BadCatalogue(f"keyset cursor loops: no new market in {MAX_STALE_PAGES} pages in a row")
+        if cursor in cursors:
+            raise BadCatalogue("keyset cursor repeated")
         cursors.add(cursor)
-    raise UpstreamBadResponse("gamma", f"more than {MAX_PAGES} keyset pages")
+    raise BadCatalogue(f"more than {MAX_PAGES} keyset pages")
 
 
 _END = object()
@@ -404,14 +549,19 @@ def _refresh_in_transaction(cur: Cursor, *, min_age_s: float) -> RefreshResult:
     changed = 0
     crawl = _Crawl()
     for records in _prefetched(_catalogue_pages(crawl)):
-        changed += store.upsert_markets(cur, records)
-    seen, skipped = list(crawl.seen), crawl.skipped
+        changed += store.upsert_markets(cur, records, crawl.refused)
+    crawl.finish()
+    seen, skipped = crawl.stored(), crawl.skipped
+    if not seen and skipped:
+        raise BadCatalogue(f"no usable market row ({skipped} skipped)")
     if before and len(seen) < before * MIN_SURVIVING_SHARE:
-        raise UpstreamBadResponse("gamma", f"catalogue shrank from {before} to {len(seen)} markets")
-    deactivated = store.mark_missing_inactive(cur, seen)
+        raise BadCatalogue(f"catalogue shrank from {before} to {len(seen)} markets")
+    # A market whose row was skipped keeps its stored version: a bad row is not a closure.
+    deactivated = store.mark_missing_inactive(cur, [*seen, *crawl.kept])
     store.record_success(cur)
     return RefreshResult(
-        "refreshed", len(seen), changed, deactivated, skipped, round(time.perf_counter() - started, 2)
+        "refreshed", len(seen), changed, deactivated, skipped, round(time.perf_counter() - started, 2),
+        crawl.duplicates,
     )
 
 
@@ -427,6 +577,62 @@ def _failure_reason(error: BaseException) -> str:
 
 # --- the service -----------------------------------------------------------------------------
 
+# After a failed refresh (or load), the next one that requests can start waits this long,
+# doubling per consecutive failure up to the cap; a success resets it. Per instance, in memory.
+BACKOFF_BASE_S = 2.0
+BACKOFF_MAX_S = 300.0
+
+
+class _Backoff:
+    """Consecutive failures push the next attempt out (BACKOFF_BASE_S doubling to BACKOFF_MAX_S)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failures = 0
+        self._not_before = 0.0  # monotonic
+
+    def failed(self, at_least_s: float = 0.0) -> None:
+        """One more failure; ``at_least_s``: the upstream's own Retry-After, honoured up to the cap."""
+        with self._lock:
+            self.failures += 1
+            delay = min(BACKOFF_MAX_S, max(BACKOFF_BASE_S * 2 ** min(self.failures - 1, 30), at_least_s))
+            self._not_before = time.monotonic() + delay
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failures = 0
+            self._not_before = 0.0
+
+    def remaining(self) -> float:
+        return max(0.0, self._not_before - time.monotonic())
+
+
+def _retry_after_s(error: BaseException) -> float:
+    """The Retry-After an upstream failure carries (seconds), or 0."""
+    if not isinstance(error, AppError):
+        return 0.0
+    try:
+        seconds = float(error.headers.get("Retry-After", 0))
+    except ValueError:
+        return 0.0
+    return seconds if math.isfinite(seconds) else 0.0
+
+
+def _load_reason(error: BaseException) -> str:
+    # The class name only: exception text can carry SQL, hosts or values.
+    return f"the catalogue could not be loaded from the database ({type(error).__name__})"
+
+
+def _settle_gc() -> None:
+    """Freeze the live heap (the new snapshot) out of the cyclic GC's scans, but never garbage.
+
+    ``gc.freeze()`` alone made whatever garbage was pending at each load permanent (RSS grew
+    with every reload). Unfreezing what the last load froze, collecting, then freezing what is
+    left keeps the snapshot out of later scans and lets every old snapshot and cycle go."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
 
 @dataclass
 class MarketsService:
@@ -441,6 +647,12 @@ class MarketsService:
     # Counts finished refreshes, so a request's early "stale" cannot overwrite a later outcome.
     _refreshes_done: int = 0
     _outcome_lock: threading.Lock = field(default_factory=threading.Lock)
+    _load_failure: str | None = None  # the last load of the stored catalogue failed
+    _refresh_backoff: _Backoff = field(default_factory=_Backoff)
+    _load_backoff: _Backoff = field(default_factory=_Backoff)
+    _last_refresh: RefreshResult | None = None  # this instance's last completed crawl
+    _failed_at: datetime | None = None  # when this instance's last refresh failed
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)  # one snapshot built at a time
 
     # refresh ------------------------------------------------------------------------------
 
@@ -469,16 +681,27 @@ class MarketsService:
                 db.run(lambda cur: store.record_failure(cur, reason))
             except AppError:
                 pass  # the database is the failure; nothing more to record
+            self._refresh_backoff.failed(_retry_after_s(error))
+            self._failed_at = datetime.now(UTC)
             raise
         self._database_failure = None
         with self._outcome_lock:
             self._refreshes_done += 1
             if result.status == "refreshed":
                 self._last_failure = None
-        if result.status == "refreshed":
-            log.info("markets refreshed: %s", result)
         if result.status != "busy":
-            self._reload()
+            self._refresh_backoff.succeeded()
+        if result.status == "refreshed":
+            self._last_refresh = result
+            if result.skipped_rows:
+                log.warning("markets refreshed, %d Gamma rows skipped: %s", result.skipped_rows, result)
+            else:
+                log.info("markets refreshed: %s", result)
+        if result.status != "busy":
+            # Committed: a failed load leaves the previous snapshot served, stale with the
+            # reason (recorded by _reload), rather than failing a refresh that succeeded.
+            with contextlib.suppress(Exception):
+                self._reload()
         return result
 
     def _database_down(self, error: DatabaseUnavailable) -> None:
@@ -487,45 +710,86 @@ class MarketsService:
         log.warning("markets catalogue not checked: %s", self._database_failure)
 
     def _reload(self) -> Snapshot:
+        """Load the stored catalogue into a new snapshot. A failure is recorded (log, deep
+        health, the stale reason of what is served) and raised; the old snapshot stays."""
+        with self._reload_lock:
+            try:
+                snapshot, state = self._load()
+            except DatabaseUnavailable as error:
+                self._database_down(error)
+                raise
+            except Exception as error:
+                self._load_failure = _load_reason(error)
+                self._load_backoff.failed()
+                log.exception("markets catalogue load failed: %s", self._load_failure)
+                raise
+            self._load_failure = None
+            self._load_backoff.succeeded()
+            if snapshot.skipped_ids:
+                self._mark_for_rewrite(snapshot.skipped_ids)
+            self._state = state
+            self._database_failure = None
+            if snapshot.items:
+                previous = self._snapshot
+                self._snapshot = snapshot
+                # Older than what is now served: our failed refresh's catalogue, or our failure.
+                older = previous.as_of if previous is not None else self._failed_at
+                if snapshot.as_of and older and snapshot.as_of > older:
+                    # A newer catalogue than the one our failed refresh kept (another instance, or
+                    # the timer, refreshed): that failure no longer describes what is served.
+                    self._last_failure = None
+                    self._refresh_backoff.succeeded()
+                del previous
+            _settle_gc()
+            return snapshot
+
+    @staticmethod
+    def _mark_for_rewrite(condition_ids: list[str]) -> None:
+        """Rows the load left out are rewritten from Gamma's next (validated) row for them."""
+        try:
+            get_database().run(lambda cur: store.mark_for_rewrite(cur, condition_ids))
+        except Exception as error:  # noqa: BLE001 - they stay left out; the next load tries again
+            log.warning("could not mark %d unloadable markets for rewrite (%s)", len(condition_ids),
+                        type(error).__name__)
+
+    def _load(self) -> tuple[Snapshot, dict[str, Any] | None]:
         def work(cur: Cursor) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
             return store.load_markets(cur, INACTIVE_WINDOW_DAYS), store.read_state(cur)
 
         # A snapshot is millions of long-lived objects without cycles. Building it with the
-        # cyclic GC paused, then freezing it out of future collections, stops every later
-        # allocation burst from paying for a full scan of it (tens of ms per search otherwise).
-        # Freed snapshots are still reclaimed by reference counting.
+        # cyclic GC paused, then freezing it out of future collections (_settle_gc), stops
+        # every later allocation burst from paying for a full scan of it (tens of ms per search
+        # otherwise). Freed snapshots are still reclaimed by reference counting.
         gc.disable()
         try:
             rows, state = get_database().run(work)
-            snapshot = Snapshot(rows, state)
+            return Snapshot(rows, state), state
         finally:
             gc.enable()
-        gc.freeze()
-        self._state = state
-        self._database_failure = None
-        if snapshot.items:
-            previous = self._snapshot
-            self._snapshot = snapshot
-            if previous is not None and snapshot.as_of and previous.as_of and snapshot.as_of > previous.as_of:
-                # A newer catalogue than the one our failed refresh kept (another instance, or
-                # the timer, refreshed): that failure no longer describes what is served.
-                self._last_failure = None
-        return snapshot
 
     def _revalidate(self) -> None:
-        """Background: adopt a newer catalogue from the database, or refresh from Gamma."""
+        """Background: adopt a newer catalogue from the database, or refresh from Gamma; each
+        only once its backoff after a failure has passed. Failures are recorded, never lost."""
         ttl = get_settings().cache.markets_ttl_s
         try:
             state = get_database().run(store.read_state)
         except DatabaseUnavailable as error:
             self._database_down(error)
             return
+        except Exception:
+            log.exception("markets revalidation failed")
+            return
         self._database_failure = None
         current = self._snapshot
-        if state and state["refreshed_at"] and current and current.as_of and state["refreshed_at"] > current.as_of:
-            self._reload()  # another instance (or the timer) refreshed
+        if (state and state["refreshed_at"] and current and current.as_of and state["refreshed_at"] > current.as_of
+                and not self._load_backoff.remaining()):
+            # Another instance (or the timer) refreshed. A failed load is recorded by _reload.
+            with contextlib.suppress(Exception):
+                self._reload()
             if self._snapshot and self._snapshot.age_seconds() < ttl:
                 return
+        if self._refresh_backoff.remaining():
+            return
         # A failure is recorded by refresh() and shows as stale freshness; requests keep the old data.
         with contextlib.suppress(Exception):
             self.refresh(min_age_s=ttl)
@@ -537,6 +801,8 @@ class MarketsService:
         snapshot = self._reload()
         source = "cache"
         while not snapshot.items:
+            if self._refresh_backoff.remaining() and self._last_failure:
+                raise ServiceUnavailable(f"no market data is available yet: {self._last_failure}")
             result = self.refresh(min_age_s=0)
             if result.status != "busy":
                 snapshot = self._snapshot or snapshot
@@ -569,9 +835,31 @@ class MarketsService:
             self._watches[key] = watch
         return future, self._watches.get(key, watch)
 
+    def _first_load_allowed(self) -> None:
+        """Raises 503 while a failed first load backs off, unless another instance has stored a
+        catalogue since (checked at most every 2 s): that one is loaded, without a crawl."""
+        wait_s = max(self._refresh_backoff.remaining(), self._load_backoff.remaining())
+        reason = self._last_failure or self._load_failure
+        if not wait_s or not reason:
+            return
+        if not self._load_backoff.remaining() and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + 2.0
+            try:
+                state = get_database().run(store.read_state)
+            except AppError:
+                state = None
+            if state and state["refreshed_at"]:
+                return
+        raise ServiceUnavailable(f"no market data is available yet: {reason}; the next attempt is in "
+                                 f"{math.ceil(wait_s)} s", headers=retry_after_header(wait_s))
+
     def _load_first(self) -> tuple[Snapshot, str]:
         """The first load runs in the background (it may crawl all of Gamma); the request waits
-        for it only until its deadline, then answers 503 while the load goes on."""
+        for it only until its deadline, then answers 503 while the load goes on. After a failed
+        first load, requests answer 503 at once until the backoff has passed: failing requests
+        never start one crawl each."""
+        if not self._flight.in_flight("first-load"):
+            self._first_load_allowed()
         future, watch = self._begin("first-load", self._first_load)
         try:
             return future.result(timeout=deadline.remaining(LOCK_WAIT_S))
@@ -587,6 +875,13 @@ class MarketsService:
                     "still being retried", headers=failure.retry_after()) from None
             raise ServiceUnavailable("the market catalogue is being loaded; try again shortly",
                                      headers=retry_after_header(DEFAULT_RETRY_AFTER_S)) from None
+        except ServiceUnavailable:
+            raise
+        except Exception as error:  # the stored catalogue could not be read (logged by _reload)
+            raise ServiceUnavailable(
+                f"no market data is available yet: {self._load_failure or _failure_reason(error)}",
+                headers=retry_after_header(max(self._load_backoff.remaining(), DEFAULT_RETRY_AFTER_S)),
+            ) from error
 
     def _forced_refresh(self) -> tuple[str, str | None]:
         """``refresh=true``: (source, stale reason). Waits for the refresh until the request's
@@ -595,6 +890,13 @@ class MarketsService:
         refresh (and its retries) go on in the background."""
         done_before = self._refreshes_done
         failing = get_gamma().breaker.failing()  # the latest attempt failed: do not wait on another
+        if self._refresh_backoff.remaining() and not self._flight.in_flight("refresh"):
+            # A refresh failed moments ago: none starts before its backoff has passed.
+            reason = _failure_reason(failing) if failing is not None else (
+                self._last_failure or "the last catalogue refresh failed")
+            with self._outcome_lock:
+                self._last_failure = reason
+            return "stale", reason
         future, watch = self._begin("refresh", lambda: self.refresh(min_age_s=0))
         wait_s = get_settings().cache.stale_if_error_wait_s
         if failing is not None or not watch.wait(future, wait_s, deadline.remaining(LOCK_WAIT_S)):
@@ -611,6 +913,8 @@ class MarketsService:
             return "cache", None  # Gamma answers, the crawl is long: it finishes in the background
         error = future.exception()
         if error is None:
+            if self._load_failure is not None:  # stored, but this instance still serves the old one
+                return "stale", self._load_failure
             return ("live" if future.result().status == "refreshed" else "cache"), None
         if isinstance(error, (UpstreamError, ServiceUnavailable)):
             return "stale", _failure_reason(error)
@@ -643,7 +947,7 @@ class MarketsService:
 
     def _freshness(self, snapshot: Snapshot, source: str, reason: str | None = None) -> Freshness:
         age = snapshot.age_seconds()
-        reason = reason or self._database_failure or self._last_failure
+        reason = reason or self._database_failure or self._last_failure or self._load_failure
         state = self._state or {}
         if reason is None and state.get("last_error_at") and (
             state.get("refreshed_at") is None or state["last_error_at"] > state["refreshed_at"]
@@ -656,13 +960,22 @@ class MarketsService:
     def status(self) -> dict[str, Any]:
         """For /api/health?deep=true: this instance's catalogue, without any I/O."""
         snapshot = self._snapshot
+        last = self._last_refresh
+        retry_in = max(self._refresh_backoff.remaining(), self._load_backoff.remaining())
         return {
             "loaded": snapshot is not None,
             "as_of": snapshot.as_of.isoformat() if snapshot and snapshot.as_of else None,
             "age_seconds": round(snapshot.age_seconds(), 1) if snapshot else None,
             "markets": len(snapshot.items) if snapshot else 0,
             "refreshing": self._flight.in_flight("revalidate") or self._flight.in_flight("refresh"),
-            "last_error": self._database_failure or self._last_failure,
+            "last_error": self._database_failure or self._last_failure or self._load_failure,
+            # This instance's last completed crawl: Gamma rows not stored (invalid, duplicate ids).
+            "skipped_rows": last.skipped_rows if last else 0,
+            "duplicate_rows": last.duplicate_rows if last else 0,
+            # Stored rows the last load could not serve (left out of the catalogue).
+            "unloadable_rows": snapshot.skipped if snapshot else 0,
+            "failures_in_a_row": max(self._refresh_backoff.failures, self._load_backoff.failures),
+            "retry_in_s": round(retry_in, 1) if retry_in else None,
         }
 
     # queries ------------------------------------------------------------------------------
@@ -701,13 +1014,18 @@ class MarketsService:
             freshness = self._freshness(snapshot, "cache" if freshness.source == "stale" else freshness.source)
         if row is None:
             raise NotFound(f"no market with condition_id {condition_id}")
-        body = _market_json(row)
-        body.update(
-            description=row["description"],
-            enable_order_book=row["enable_order_book"],
-            neg_risk=row["neg_risk"],
-            tick_size=_num(row["tick_size"]),
-        )
+        try:
+            body = _market_json(row)
+            body.update(
+                description=row["description"],
+                enable_order_book=row["enable_order_book"],
+                neg_risk=row["neg_risk"],
+                tick_size=_num(row["tick_size"]),
+            )
+        except _Unloadable as error:
+            log.warning("stored market %s cannot be served: %s", condition_id, error)
+            raise NotFound(f"market {condition_id} is stored with a value that cannot be served; it is left "
+                           "out until Polymarket sends it again") from None
         etag = hashlib.sha1(f"{condition_id}|{row['updated_at']}|{row['in_active_set']}".encode()).hexdigest()
         return Answer({"market": body}, freshness, etag, get_settings().cache.markets_ttl_s)
 

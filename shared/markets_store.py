@@ -5,14 +5,19 @@ Functions take a cursor so the caller decides the transaction (a whole refresh i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg2
+import psycopg2.extensions
 import psycopg2.extras
 
 from shared.database import Cursor
 from shared.gamma_markets import MarketRecord
+
+log = logging.getLogger("polymarket_api.markets")
 
 MARKETS_DATASET = "markets"
 # Arbitrary constant: the advisory lock every instance takes to refresh the catalogue.
@@ -34,14 +39,59 @@ def _market_row(record: MarketRecord) -> tuple[Any, ...]:
     return tuple(values[c] for c in _MARKET_COLUMNS)
 
 
-def upsert_markets(cur: Cursor, records: Sequence[MarketRecord]) -> int:
-    """Insert or update a page of markets in two round trips; returns how many changed.
+def upsert_markets(cur: Cursor, records: Sequence[MarketRecord], rejected: list[str] | None = None) -> int:
+    """Insert or update a page of markets in a few round trips; returns how many changed.
 
     Unchanged rows (same content hash, still active) are not written, so a refresh with the
-    same data changes nothing.
+    same data changes nothing. Records are validated (``shared.gamma_markets``) and carry
+    distinct ids; a Gamma id or token id still held by a stored market outside this page
+    passes to the page's market (the current crawl wins over older rows). Should the database
+    refuse a page anyway, it is written row by row and each refused row is skipped, its
+    condition id appended to ``rejected``: one row never fails the page.
     """
     if not records:
         return 0
+    cur.execute("SAVEPOINT markets_page")
+    try:
+        changed = _write_page(cur, records)
+    except _ROW_ERRORS:
+        cur.execute("ROLLBACK TO SAVEPOINT markets_page")
+        changed = 0
+        for record in records:
+            cur.execute("SAVEPOINT markets_row")
+            try:
+                changed += _write_page(cur, [record])
+            except _ROW_ERRORS as error:
+                cur.execute("ROLLBACK TO SAVEPOINT markets_row")
+                log.warning("market %s skipped: the database refused it (%s)", record.condition_id,
+                            type(error).__name__)
+                if rejected is not None:
+                    rejected.append(record.condition_id)
+            else:
+                cur.execute("RELEASE SAVEPOINT markets_row")
+    cur.execute("RELEASE SAVEPOINT markets_page")
+    return changed
+
+
+# A row the database (or the driver, before sending) cannot take; never a lost connection or a
+# timeout (OperationalError), which must fail the refresh.
+_ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, ValueError)
+
+
+def _write_page(cur: Cursor, records: Sequence[MarketRecord]) -> int:
+    gamma_ids = [(r.condition_id, r.gamma_id) for r in records if r.gamma_id is not None]
+    if gamma_ids:
+        # 'released': the market that gave its id up is rewritten when Gamma next sends it.
+        psycopg2.extras.execute_values(
+            cur,
+            """
+            UPDATE markets AS m SET gamma_id = NULL, content_hash = 'released'
+              FROM (VALUES %s) AS p (condition_id, gamma_id)
+             WHERE m.gamma_id = p.gamma_id AND m.condition_id <> p.condition_id
+            """,
+            gamma_ids,
+            page_size=len(gamma_ids),
+        )
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATABLE)
     changed = psycopg2.extras.execute_values(
         cur,
@@ -65,8 +115,19 @@ def upsert_markets(cur: Cursor, records: Sequence[MarketRecord]) -> int:
         for o in r.outcomes
     ]
     if changed_ids:
-        # Outcomes follow their market: rewrite them only for markets that changed.
-        cur.execute("DELETE FROM outcome_tokens WHERE condition_id = ANY(%s)", (list(changed_ids),))
+        # Outcomes follow their market: rewrite them only for markets that changed. A token id
+        # another stored market still holds passes to this one (that market is rewritten later).
+        tokens = [o[2] for o in outcome_rows if o[2] is not None]
+        cur.execute(
+            """
+            DELETE FROM outcome_tokens WHERE condition_id = ANY(%s);
+            WITH released AS (
+                UPDATE outcome_tokens SET token_id = NULL WHERE token_id = ANY(%s) RETURNING condition_id
+            )
+            UPDATE markets SET content_hash = 'released' WHERE condition_id IN (SELECT condition_id FROM released)
+            """,
+            (list(changed_ids), tokens),
+        )
     if outcome_rows:
         psycopg2.extras.execute_values(
             cur,
@@ -87,6 +148,11 @@ def mark_missing_inactive(cur: Cursor, seen: Sequence[str]) -> int:
         (list(seen),),
     )
     return cur.rowcount
+
+
+def mark_for_rewrite(cur: Cursor, condition_ids: Sequence[str]) -> None:
+    """The next refresh rewrites these markets even if Gamma's row is unchanged."""
+    cur.execute("UPDATE markets SET content_hash = 'unloadable' WHERE condition_id = ANY(%s)", (list(condition_ids),))
 
 
 def active_count(cur: Cursor) -> int:
@@ -157,10 +223,37 @@ SELECT m.condition_id, m.gamma_id, m.slug, m.question, m.category, m.tags, m.eve
 """
 
 
+class Unreadable:
+    """A stored value the driver cannot turn into Python (a timestamp in year 10000 or BC)."""
+
+    def __repr__(self) -> str:
+        return "UNREADABLE"
+
+
+UNREADABLE = Unreadable()
+
+
+def _timestamptz_or_unreadable(value: str | None, cur: Any) -> Any:
+    try:
+        return psycopg2.extensions.PYDATETIMETZ(value, cur)
+    except (ValueError, OverflowError, psycopg2.DataError):
+        return UNREADABLE
+
+
+# Registered per cursor: one bad value marks its row, instead of failing the whole fetch.
+_TOLERANT_TIMESTAMPTZ = psycopg2.extensions.new_type(
+    psycopg2.extensions.PYDATETIMETZ.values, "TIMESTAMPTZ_OR_UNREADABLE", _timestamptz_or_unreadable
+)
+
+
 def load_markets(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]:
-    """The active set plus markets that left it within the window (list views, no descriptions)."""
+    """The active set plus markets that left it within the window (list views, no descriptions).
+
+    A timestamp Python cannot hold comes back as ``UNREADABLE``; the caller skips that row.
+    """
     # A plain cursor: building 50,000 dicts with zip() is several times cheaper than RealDictRow.
     with cur.connection.cursor() as plain:
+        psycopg2.extensions.register_type(_TOLERANT_TIMESTAMPTZ, plain)
         plain.execute(
             _SUMMARY_SQL.format(extra="")
             + " WHERE m.in_active_set OR m.updated_at > now() - make_interval(days => %s)",
@@ -171,6 +264,8 @@ def load_markets(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]
 
 
 def get_market(cur: Cursor, condition_id: str) -> dict[str, Any] | None:
+    """One market with its detail fields; unreadable timestamps as in ``load_markets``."""
+    psycopg2.extensions.register_type(_TOLERANT_TIMESTAMPTZ, cur)
     cur.execute(
         _SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
         + " WHERE m.condition_id = %s",

@@ -376,6 +376,15 @@ def _health_schemas() -> dict[str, Schema]:
             "markets": _int(0),
             "refreshing": {"type": "boolean"},
             "last_error": _nullable(_str()),
+            "skipped_rows": _int(0, description="Gamma rows this instance's last refresh did not store: "
+                                 "invalid (a value out of its rule), a duplicate id, or refused by the database."),
+            "duplicate_rows": _int(0, description="Of `skipped_rows`: rows repeating a condition, Gamma or "
+                                   "token id an earlier row had (the first row wins)."),
+            "unloadable_rows": _int(0, description="Stored markets the last load could not serve (left out, "
+                                    "rewritten from Gamma's next row for them)."),
+            "failures_in_a_row": _int(0, description="Consecutive failed refreshes (or loads) of this instance."),
+            "retry_in_s": _nullable(_num(0, description="Backoff after failures: no refresh (or load) that "
+                                         "requests can start before this many seconds.")),
         }
     )
     writer = _obj(

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 import azure.functions as func
@@ -429,3 +430,22 @@ def test_missing_refresh_record_still_gives_a_finite_age(app_env: Upstream) -> N
     assert response.status_code == 200
     freshness = body_of(response)["freshness"]
     assert freshness["as_of"] is not None and 0 <= freshness["age_seconds"] < 3600
+
+
+def test_a_row_the_database_refuses_is_skipped_not_the_page(app_env: Upstream) -> None:
+    """The last line behind validation: a record the database cannot take (built here without
+    the parser, so nothing caught it) is skipped and named; the rest of its page is written."""
+    import dataclasses
+
+    from shared import markets_store
+    from shared.gamma_markets import parse_market
+
+    answer = app_env.standin.views["gamma"]("GET", KEYSET, {"limit": ["5"], "closed": ["false"]}, b"")
+    page = [parse_market(row) for row in json.loads(answer.body)["markets"]]
+    bad = [dataclasses.replace(page[1], question="a\u0000b"), dataclasses.replace(page[3], volume=Decimal("1e200000"))]
+    records = [page[0], bad[0], page[2], bad[1], page[4]]
+    refused: list[str] = []
+    changed = get_database().run(lambda cur: markets_store.upsert_markets(cur, records, refused))
+    assert changed == 3 and refused == [page[1].condition_id, page[3].condition_id]
+    stored = get_database().query("SELECT condition_id FROM markets ORDER BY condition_id")
+    assert {row["condition_id"] for row in stored} == {page[i].condition_id for i in (0, 2, 4)}

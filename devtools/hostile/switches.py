@@ -22,12 +22,17 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
 * ``history_point`` -- ``/prices-history``: set ``field`` (``t``/``p``) of the points at ``points``
   (indexes, default [-1], the newest) to ``value``, or the whole point when ``field`` is None; ``append``:
   a list of points added at the end; ``raw`` as for ``book_field``.
+* ``keyset_loop`` -- Gamma ``/markets/keyset``: ``next_cursor`` becomes a fresh random cursor on
+  every page (also the last), one that leads back to the first page: the same rows forever.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
+import json
+import secrets
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -237,3 +242,17 @@ def _history_point(exchange: Exchange, params: dict[str, Any]) -> None:
             _edit(points[index], params["field"], params, raws)
     points.extend(params.get("append", []))
     _set_json_raw(exchange, data, raws)
+
+
+@switch("keyset_loop")
+def _keyset_loop(exchange: Exchange, params: dict[str, Any]) -> None:
+    if exchange.host != "gamma" or exchange.path != "/markets/keyset" or exchange.status != 200:
+        return
+    data = exchange.json()
+    if not isinstance(data, dict):
+        return
+    # The stand-in's cursor format (devtools.standin.gamma): a key before every market's sort
+    # key, so the next page is the first again; the nonce makes each cursor new.
+    raw = json.dumps({"v": 1, "k": [float("-inf")], "nonce": secrets.token_hex(8)}).encode()
+    data["next_cursor"] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    exchange.set_json(data)
