@@ -40,8 +40,12 @@ def parse_cors_origins(value: str | None) -> tuple[str, ...]:
     if origins == ("none",):
         return ()
     for origin in origins:
-        if origin != "*" and not urlsplit(origin).netloc:
-            raise ConfigError("CORS_ALLOWED_ORIGINS", f"must list origins like https://app.example, got {origin!r}")
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            netloc = ""
+        if origin != "*" and not netloc:
+            raise ConfigError("CORS_ALLOWED_ORIGINS", "must list origins like https://app.example, or * or none")
     return origins
 
 
@@ -51,7 +55,9 @@ def read_simulated(environ: Mapping[str, str] | None = None) -> bool:
 
 
 class _Env:
-    """Typed readers over an environment mapping; every error names the variable."""
+    """Typed readers over an environment mapping. Every error names the variable and what it
+    expects, never the value: a misplaced secret (a password pasted into the wrong setting) must
+    not reach a log line or an HTTP 500 body."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -85,9 +91,9 @@ class _Env:
         try:
             parsed = int(value)
         except ValueError:
-            raise ConfigError(name, f"must be an integer, got {value!r}") from None
+            raise ConfigError(name, f"must be an integer between {minimum} and {maximum}") from None
         if not minimum <= parsed <= maximum:
-            raise ConfigError(name, f"must be between {minimum} and {maximum}, got {parsed}")
+            raise ConfigError(name, f"must be between {minimum} and {maximum}")
         return parsed
 
     def float(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
@@ -97,9 +103,9 @@ class _Env:
         try:
             parsed = float(value)
         except ValueError:
-            raise ConfigError(name, f"must be a number, got {value!r}") from None
+            raise ConfigError(name, f"must be a number between {minimum:g} and {maximum:g}") from None
         if not minimum <= parsed <= maximum:
-            raise ConfigError(name, f"must be between {minimum} and {maximum}, got {parsed}")
+            raise ConfigError(name, f"must be between {minimum:g} and {maximum:g}")
         return parsed
 
     def bool(self, name: str, default: bool) -> bool:
@@ -111,19 +117,22 @@ class _Env:
             return True
         if lowered in _FALSE:
             return False
-        raise ConfigError(name, f"must be true or false, got {value!r}")
+        raise ConfigError(name, "must be true or false")
 
     def url(self, name: str, default: str) -> str:
         value = self.str(name, default) or default
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise ConfigError(name, "must be an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
+            raise ConfigError(name, "must be an http(s) URL")
         return value.rstrip("/")
 
     def choice(self, name: str, default: str, choices: set[str]) -> str:
         value = (self.str(name, default) or default).lower()
         if value not in choices:
-            raise ConfigError(name, f"must be one of {', '.join(sorted(choices))}, got {value!r}")
+            raise ConfigError(name, f"must be one of {', '.join(sorted(choices))}")
         return value
 
 
@@ -237,7 +246,7 @@ class Settings:
         pool_min = env.int("POSTGRES_POOL_MIN", 5, minimum=0, maximum=100)
         pool_max = env.int("POSTGRES_POOL_MAX", 20, minimum=1, maximum=500)
         if pool_max < pool_min:
-            raise ConfigError("POSTGRES_POOL_MAX", f"must be at least POSTGRES_POOL_MIN ({pool_min})")
+            raise ConfigError("POSTGRES_POOL_MAX", "must be at least POSTGRES_POOL_MIN")
         return DatabaseSettings(
             host=env.str("POSTGRES_HOST"),
             port=env.int("POSTGRES_PORT", 5432, minimum=1, maximum=65535),
