@@ -148,6 +148,10 @@ class DatabaseSettings:
     pool_max: int
     pool_timeout_s: float
     connect_timeout_s: int
+    # Set per transaction (SET LOCAL), so they hold through PgBouncer's transaction pooling.
+    statement_timeout_s: float = 10.0
+    lock_timeout_s: float = 5.0
+    idle_in_transaction_timeout_s: float = 10.0
 
     @property
     def configured(self) -> bool:
@@ -258,6 +262,14 @@ class Settings:
             pool_max=pool_max,
             pool_timeout_s=env.float("POSTGRES_POOL_TIMEOUT_S", 5.0, minimum=0.1, maximum=60),
             connect_timeout_s=env.int("POSTGRES_CONNECT_TIMEOUT_S", 5, minimum=1, maximum=60),
+            # A statement running longer is cancelled by the server (503 database_unavailable);
+            # a server that cannot even answer is cut off by the client 2 s later (database.py).
+            statement_timeout_s=env.float("POSTGRES_STATEMENT_TIMEOUT_S", 10.0, minimum=0.1, maximum=600),
+            lock_timeout_s=env.float("POSTGRES_LOCK_TIMEOUT_S", 5.0, minimum=0.1, maximum=600),
+            # A process that stalls inside a transaction cannot keep its locks longer than this.
+            idle_in_transaction_timeout_s=env.float(
+                "POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_S", 10.0, minimum=1, maximum=3600
+            ),
         )
 
     @cached_property
