@@ -18,6 +18,8 @@ from shared.errors import ConfigError
 
 KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
 PGBOUNCER_PORT = 6432
+# host.json's functionTimeout is 5 min: a refresh must end (and roll back) well within it.
+MAX_REFRESH_DEADLINE_S = 280
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -229,6 +231,7 @@ class CacheSettings:
     price_refresh_min_interval_s: int
     price_history_ttl_s: int
     stale_if_error_wait_s: float = 1.0
+    markets_refresh_deadline_s: float = 240.0
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,12 @@ class Settings:
             # With stored data to answer from, the longest a request waits on Polymarket (one
             # attempt, no retries) before answering stale.
             stale_if_error_wait_s=env.float("STALE_IF_ERROR_WAIT_S", 1.0, minimum=0.1, maximum=30),
+            # The longest one catalogue refresh may hold its transaction (and the refresh lock):
+            # a full 50,000-market crawl takes about 45 s. Below host.json's 5 min functionTimeout,
+            # with room for the rollback, so the timer's refresh ends by itself.
+            markets_refresh_deadline_s=env.float(
+                "MARKETS_REFRESH_DEADLINE_S", 240.0, minimum=1, maximum=MAX_REFRESH_DEADLINE_S
+            ),
         )
 
     @cached_property

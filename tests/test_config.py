@@ -8,6 +8,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import ConfigError
+from tests.conftest import ROOT
 
 
 def test_defaults_with_empty_environment() -> None:
@@ -218,3 +219,15 @@ def test_a_bad_setting_answers_500_without_its_value_in_the_body_or_the_log(
     # The app section falls back to its defaults in the HTTP layer (the local host refuses to start).
     assert answered_500 == set(rejected_values()) - {"CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "REQUEST_DEADLINE_S"}
 
+
+def test_the_refresh_deadline_fits_in_the_functions_timeout() -> None:
+    """The timer's refresh must end (and roll back) before Azure stops the function."""
+    from shared.config import MAX_REFRESH_DEADLINE_S
+
+    hours, minutes, seconds = (int(part) for part in json.loads(
+        (ROOT / "host.json").read_text())["functionTimeout"].split(":"))
+    function_timeout_s = hours * 3600 + minutes * 60 + seconds
+    assert Settings({}).cache.markets_refresh_deadline_s == 240
+    assert MAX_REFRESH_DEADLINE_S + 15 <= function_timeout_s
+    with pytest.raises(ConfigError, match="MARKETS_REFRESH_DEADLINE_S"):
+        _ = Settings({"MARKETS_REFRESH_DEADLINE_S": str(function_timeout_s)}).cache

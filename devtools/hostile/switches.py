@@ -12,6 +12,8 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
   the body becomes that many MB of spaces inside valid-looking JSON, compressed (a gzip bomb).
 * ``trickle``     -- send the answer ``bytes_per_s`` bytes a second (default 1), headers included
   unless ``body_only``.
+* ``later_pages`` -- apply switch ``then`` (with the other params) only to requests with an
+  ``after_cursor``: Gamma keyset pages after the first (a refresh that stalls halfway).
 """
 
 from __future__ import annotations
@@ -128,3 +130,9 @@ def _trickle(exchange: Exchange, params: dict[str, Any]) -> None:
 
     exchange.send = send
 
+
+
+@switch("later_pages")
+def _later_pages(exchange: Exchange, params: dict[str, Any]) -> None:
+    if "after_cursor" in exchange.query:
+        SWITCHES[params["then"]](exchange, {k: v for k, v in params.items() if k != "then"})
