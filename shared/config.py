@@ -18,6 +18,8 @@ from shared.errors import ConfigError
 
 KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
 PGBOUNCER_PORT = 6432
+# host.json's functionTimeout is 5 min: a refresh must end (and roll back) well within it.
+MAX_REFRESH_DEADLINE_S = 280
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -48,8 +50,12 @@ def parse_cors_origins(value: str | None) -> tuple[str, ...]:
     if origins == ("none",):
         return ()
     for origin in origins:
-        if origin != "*" and not urlsplit(origin).netloc:
-            raise ConfigError("CORS_ALLOWED_ORIGINS", f"must list origins like https://app.example, got {origin!r}")
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            netloc = ""
+        if origin != "*" and not netloc:
+            raise ConfigError("CORS_ALLOWED_ORIGINS", "must list origins like https://app.example, or * or none")
     return origins
 
 
@@ -59,7 +65,9 @@ def read_simulated(environ: Mapping[str, str] | None = None) -> bool:
 
 
 class _Env:
-    """Typed readers over an environment mapping; every error names the variable."""
+    """Typed readers over an environment mapping. Every error names the variable and what it
+    expects, never the value: a misplaced secret (a password pasted into the wrong setting) must
+    not reach a log line or an HTTP 500 body."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -93,9 +101,9 @@ class _Env:
         try:
             parsed = int(value)
         except ValueError:
-            raise ConfigError(name, f"must be an integer, got {value!r}") from None
+            raise ConfigError(name, f"must be an integer between {minimum} and {maximum}") from None
         if not minimum <= parsed <= maximum:
-            raise ConfigError(name, f"must be between {minimum} and {maximum}, got {parsed}")
+            raise ConfigError(name, f"must be between {minimum} and {maximum}")
         return parsed
 
     def float(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
@@ -105,9 +113,9 @@ class _Env:
         try:
             parsed = float(value)
         except ValueError:
-            raise ConfigError(name, f"must be a number, got {value!r}") from None
+            raise ConfigError(name, f"must be a number between {minimum:g} and {maximum:g}") from None
         if not minimum <= parsed <= maximum:
-            raise ConfigError(name, f"must be between {minimum} and {maximum}, got {parsed}")
+            raise ConfigError(name, f"must be between {minimum:g} and {maximum:g}")
         return parsed
 
     def bool(self, name: str, default: bool) -> bool:
@@ -119,19 +127,22 @@ class _Env:
             return True
         if lowered in _FALSE:
             return False
-        raise ConfigError(name, f"must be true or false, got {value!r}")
+        raise ConfigError(name, "must be true or false")
 
     def url(self, name: str, default: str) -> str:
         value = self.str(name, default) or default
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise ConfigError(name, "must be an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
+            raise ConfigError(name, "must be an http(s) URL")
         return value.rstrip("/")
 
     def choice(self, name: str, default: str, choices: set[str]) -> str:
         value = (self.str(name, default) or default).lower()
         if value not in choices:
-            raise ConfigError(name, f"must be one of {', '.join(sorted(choices))}, got {value!r}")
+            raise ConfigError(name, f"must be one of {', '.join(sorted(choices))}")
         return value
 
 
@@ -147,6 +158,10 @@ class DatabaseSettings:
     pool_max: int
     pool_timeout_s: float
     connect_timeout_s: int
+    # Set per transaction (SET LOCAL), so they hold through PgBouncer's transaction pooling.
+    statement_timeout_s: float = 10.0
+    lock_timeout_s: float = 5.0
+    idle_in_transaction_timeout_s: float = 10.0
 
     @property
     def configured(self) -> bool:
@@ -225,6 +240,7 @@ class CacheSettings:
     price_refresh_min_interval_s: int
     price_history_ttl_s: int
     stale_if_error_wait_s: float = 1.0
+    markets_refresh_deadline_s: float = 240.0
 
 
 @dataclass(frozen=True)
@@ -246,7 +262,7 @@ class Settings:
         pool_min = env.int("POSTGRES_POOL_MIN", 5, minimum=0, maximum=100)
         pool_max = env.int("POSTGRES_POOL_MAX", 20, minimum=1, maximum=500)
         if pool_max < pool_min:
-            raise ConfigError("POSTGRES_POOL_MAX", f"must be at least POSTGRES_POOL_MIN ({pool_min})")
+            raise ConfigError("POSTGRES_POOL_MAX", "must be at least POSTGRES_POOL_MIN")
         return DatabaseSettings(
             host=env.str("POSTGRES_HOST"),
             port=env.int("POSTGRES_PORT", 5432, minimum=1, maximum=65535),
@@ -258,6 +274,14 @@ class Settings:
             pool_max=pool_max,
             pool_timeout_s=env.float("POSTGRES_POOL_TIMEOUT_S", 5.0, minimum=0.1, maximum=60),
             connect_timeout_s=env.int("POSTGRES_CONNECT_TIMEOUT_S", 5, minimum=1, maximum=60),
+            # A statement running longer is cancelled by the server (503 database_unavailable);
+            # a server that cannot even answer is cut off by the client 2 s later (database.py).
+            statement_timeout_s=env.float("POSTGRES_STATEMENT_TIMEOUT_S", 10.0, minimum=0.1, maximum=600),
+            lock_timeout_s=env.float("POSTGRES_LOCK_TIMEOUT_S", 5.0, minimum=0.1, maximum=600),
+            # A process that stalls inside a transaction cannot keep its locks longer than this.
+            idle_in_transaction_timeout_s=env.float(
+                "POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_S", 10.0, minimum=1, maximum=3600
+            ),
         )
 
     @cached_property
@@ -333,6 +357,12 @@ class Settings:
             # With stored data to answer from, the longest a request waits on Polymarket (one
             # attempt, no retries) before answering stale.
             stale_if_error_wait_s=env.float("STALE_IF_ERROR_WAIT_S", 1.0, minimum=0.1, maximum=30),
+            # The longest one catalogue refresh may hold its transaction (and the refresh lock):
+            # a full 50,000-market crawl takes about 45 s. Below host.json's 5 min functionTimeout,
+            # with room for the rollback, so the timer's refresh ends by itself.
+            markets_refresh_deadline_s=env.float(
+                "MARKETS_REFRESH_DEADLINE_S", 240.0, minimum=1, maximum=MAX_REFRESH_DEADLINE_S
+            ),
         )
 
     @cached_property

@@ -53,6 +53,12 @@ class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
 
 
+class DatabaseTimeout(DatabaseUnavailable):
+    """The database did not finish in time: the server cancelled a statement or a lock wait past
+    its limit, or it did not answer at all and the client gave up on it. The same documented 503
+    (``database_unavailable``) as any other database failure."""
+
+
 class NotConfigured(ServiceUnavailable):
     """An optional feature whose settings are not set (e.g. Azure OpenAI for sentiment)."""
 

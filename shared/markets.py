@@ -46,7 +46,7 @@ from shared import deadline
 from shared import markets_store as store
 from shared.cache import Lazy, SingleFlight
 from shared.config import get_settings
-from shared.database import Cursor, get_database
+from shared.database import Cursor, Database, bound_transaction, get_database
 from shared.errors import (
     DEFAULT_RETRY_AFTER_S,
     AppError,
@@ -56,6 +56,7 @@ from shared.errors import (
     ServiceUnavailable,
     UpstreamBadResponse,
     UpstreamError,
+    UpstreamTimeout,
     retry_after_header,
 )
 from shared.freshness import Answer, Freshness
@@ -549,7 +550,12 @@ def _refresh_in_transaction(cur: Cursor, *, min_age_s: float) -> RefreshResult:
     changed = 0
     crawl = _Crawl()
     for records in _prefetched(_catalogue_pages(crawl)):
+        if deadline.remaining() == 0.0:  # pages came, but slowly: nothing more is written
+            raise _refresh_deadline_passed()
         changed += store.upsert_markets(cur, records, crawl.refused)
+        left = deadline.remaining()
+        if left is not None:  # the server ends a stalled refresh by its deadline too
+            bound_transaction(cur, left)
     crawl.finish()
     seen, skipped = crawl.stored(), crawl.skipped
     if not seen and skipped:
@@ -563,6 +569,27 @@ def _refresh_in_transaction(cur: Cursor, *, min_age_s: float) -> RefreshResult:
         "refreshed", len(seen), changed, deactivated, skipped, round(time.perf_counter() - started, 2),
         crawl.duplicates,
     )
+
+
+def _refresh_deadline_passed() -> UpstreamTimeout:
+    limit_s = get_settings().cache.markets_refresh_deadline_s
+    return UpstreamTimeout("gamma", "catalogue refresh deadline passed",
+                           cause=f"the refresh passed its {limit_s:g} s deadline")
+
+
+def _bounded_refresh(db: Database, min_age_s: float) -> RefreshResult:
+    """The refresh transaction, never longer than MARKETS_REFRESH_DEADLINE_S: Gamma calls are
+    cut at the deadline, no page is written past it, and PostgreSQL (statement, lock and idle
+    timeouts) and the client (database.py's watchdog) end the transaction by it too, so the
+    refresh lock is free again within seconds of it, whatever stalls."""
+    limit_s = get_settings().cache.markets_refresh_deadline_s
+    with deadline.within(limit_s):
+        try:
+            return db.run(lambda cur: _refresh_in_transaction(cur, min_age_s=min_age_s), timeout_s=limit_s)
+        except UpstreamError as error:
+            if deadline.remaining() == 0.0:
+                raise _refresh_deadline_passed() from error
+            raise
 
 
 def _failure_reason(error: BaseException) -> str:
@@ -663,7 +690,7 @@ class MarketsService:
         self._last_attempt = time.monotonic()
         db = get_database()
         try:
-            result = db.run(lambda cur: _refresh_in_transaction(cur, min_age_s=min_age))
+            result = _bounded_refresh(db, min_age)
         except DatabaseUnavailable as error:
             self._database_down(error)
             raise

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.config import Settings
 from shared.errors import ConfigError
+from tests.conftest import ROOT
 
 
 def test_defaults_with_empty_environment() -> None:
@@ -114,3 +117,117 @@ def test_cors_origins_and_the_simulated_flag() -> None:
     assert read_simulated({}) is False and read_simulated({"POLYMARKET_SIMULATED": "true"}) is True
     with pytest.raises(ConfigError):
         read_simulated({"POLYMARKET_SIMULATED": "perhaps"})
+
+
+# --- no configuration error carries the value -------------------------------------------------
+
+CANARY = "canary-setting-5d1f0b"
+NUMBER_CANARY = "7777777"
+# Each reader's kind of bad value, every one carrying a canary: text, out-of-range numbers, a
+# URL that does not parse, one of the wrong scheme, a list with one bad origin.
+BAD_VALUES = (CANARY, NUMBER_CANARY, f"-{NUMBER_CANARY}.5", f"http://[{CANARY}", f"ftp://{CANARY}.example",
+              f"{CANARY},https://ok.example")
+# Settings for which any text is a valid value.
+FREE_TEXT = {"POSTGRES_HOST", "POSTGRES_DATABASE", "POSTGRES_USER", "POSTGRES_PASSWORD", "POLYMARKET_PRIVATE_KEY",
+             "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_API_VERSION", "GPT5_DEPLOYMENT_NAME"}
+# Polymarket where nothing listens (no request leaves the machine), tried once.
+QUICK_FAILURES = {"POLYMARKET_HOST": "http://127.0.0.1:9", "POLYMARKET_GAMMA_HOST": "http://127.0.0.1:9",
+                  "UPSTREAM_RETRY_ATTEMPTS": "1", "UPSTREAM_RETRY_BACKOFF_S": "0"}
+
+
+def leaks(text: str) -> bool:
+    return CANARY in text or NUMBER_CANARY in text
+
+
+class _RecordingEnviron(dict[str, str]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.names.add(key)
+        return super().get(key, default)
+
+
+def setting_names() -> set[str]:
+    """Every variable Settings reads (recorded, so a new setting is covered without listing it)."""
+    environ = _RecordingEnviron()
+    Settings(environ).validate()
+    return environ.names
+
+
+def rejected_values() -> dict[str, str]:
+    """Each setting that some bad value fails, with the first such value; asserts every message."""
+    rejected: dict[str, str] = {}
+    for name in sorted(setting_names()):
+        for value in BAD_VALUES:
+            try:
+                Settings({name: value}).validate()
+            except ConfigError as error:
+                rejected.setdefault(name, value)
+                assert error.variable == name and name in error.message
+                assert not leaks(error.message) and not leaks(str(error)), (name, value, error.message)
+                # No chained exception (a ValueError quoting the value) reaches a traceback either.
+                assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+    return rejected
+
+
+def test_no_configuration_error_message_carries_the_value() -> None:
+    names = setting_names()
+    assert len(names) >= 45 and {"POSTGRES_PORT", "CORS_ALLOWED_ORIGINS", "POLYMARKET_GAMMA_HOST", "LOG_LEVEL"} <= names
+    assert set(rejected_values()) == names - FREE_TEXT  # every typed setting was shown a bad value
+
+
+def test_a_bad_setting_answers_500_without_its_value_in_the_body_or_the_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import azure.functions as func
+
+    from tests.conftest import handler, reset_app, reset_services
+
+    requests = [
+        ("list_markets", "markets", {}, {}),
+        ("get_price", "price/123", {"token_id": "123"}, {}),
+        ("get_market_sentiment", f"markets/0x{'ab' * 32}/sentiment", {"condition_id": f"0x{'ab' * 32}"}, {}),
+        ("health_check", "health", {}, {"deep": "true"}),
+    ]
+    answered_500: set[str] = set()
+    caplog.set_level("DEBUG")
+    for name, value in rejected_values().items():
+        for key, good in QUICK_FAILURES.items():
+            monkeypatch.setenv(key, good)
+        monkeypatch.setenv(name, value)
+        reset_services()
+        reset_app()
+        for function, route, route_params, params in requests:
+            req = func.HttpRequest("GET", f"http://localhost/api/{route}", body=b"", params=params,
+                                   route_params=route_params)
+            response = handler(function)(req)
+            body = response.get_body().decode()
+            assert not leaks(body), (name, function, body)
+            if response.status_code == 500:
+                error = json.loads(body)["error"]
+                assert error["code"] == "config_error" and name in error["message"], (name, body)
+                answered_500.add(name)
+        monkeypatch.delenv(name)
+    for key in QUICK_FAILURES:
+        monkeypatch.delenv(key, raising=False)
+    reset_services()
+    reset_app()
+    logged = caplog.text + "".join(record.exc_text or "" for record in caplog.records)
+    assert not leaks(logged)
+    # The app section falls back to its defaults in the HTTP layer (the local host refuses to start).
+    assert answered_500 == set(rejected_values()) - {"CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "REQUEST_DEADLINE_S"}
+
+
+def test_the_refresh_deadline_fits_in_the_functions_timeout() -> None:
+    """The timer's refresh must end (and roll back) before Azure stops the function."""
+    from shared.config import MAX_REFRESH_DEADLINE_S
+
+    hours, minutes, seconds = (int(part) for part in json.loads(
+        (ROOT / "host.json").read_text())["functionTimeout"].split(":"))
+    function_timeout_s = hours * 3600 + minutes * 60 + seconds
+    assert Settings({}).cache.markets_refresh_deadline_s == 240
+    assert MAX_REFRESH_DEADLINE_S + 15 <= function_timeout_s
+    with pytest.raises(ConfigError, match="MARKETS_REFRESH_DEADLINE_S"):
+        _ = Settings({"MARKETS_REFRESH_DEADLINE_S": str(function_timeout_s)}).cache

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 
 from shared.config import get_settings
-from shared.database import Database, get_database, migrate
-from shared.errors import DatabaseUnavailable
+from shared.database import Cursor, Database, get_database, migrate
+from shared.errors import DatabaseTimeout, DatabaseUnavailable
 from shared.migrations import MIGRATIONS
 from tests.conftest import PostgresServer
 
@@ -135,3 +139,123 @@ def test_unreachable_database_is_a_typed_error(monkeypatch: pytest.MonkeyPatch, 
 def test_not_configured_is_a_typed_error() -> None:
     with pytest.raises(DatabaseUnavailable, match="not configured"):
         get_database()
+
+
+# --- every unit of work is bounded ------------------------------------------------------------
+
+
+def _fresh_pool(monkeypatch: pytest.MonkeyPatch, **env: str) -> Database:
+    from tests.conftest import reset_app
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reset_app()
+    db = get_database()
+    db.ensure_schema()
+    return db
+
+
+def _show(cur: Any) -> dict[str, str]:
+    values = {}
+    for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"):
+        cur.execute(f"SHOW {name}")
+        values[name] = cur.fetchone()[name]
+    return values
+
+
+def test_each_transaction_carries_its_limits_and_the_session_none(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _fresh_pool(monkeypatch, POSTGRES_STATEMENT_TIMEOUT_S="7", POSTGRES_LOCK_TIMEOUT_S="0.25",
+                     POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_S="9", POSTGRES_POOL_MIN="1", POSTGRES_POOL_MAX="1")
+    assert db.run(_show) == {"statement_timeout": "7s", "lock_timeout": "250ms",
+                             "idle_in_transaction_session_timeout": "9s"}
+    assert db.run(_show, timeout_s=60) == dict.fromkeys(
+        ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"), "61s")
+    # SET LOCAL: nothing stays on the session (PgBouncer hands it to other clients next).
+    with db._connection() as conn, conn.cursor(cursor_factory=Cursor) as cur:
+        assert conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        assert set(_show(cur).values()) == {"0"}
+
+
+def test_a_statement_past_its_timeout_is_a_typed_error_and_the_connection_stays(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _fresh_pool(monkeypatch, POSTGRES_STATEMENT_TIMEOUT_S="0.3", POSTGRES_POOL_MIN="1", POSTGRES_POOL_MAX="1")
+    pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+    began = time.monotonic()
+    with pytest.raises(DatabaseTimeout) as caught:
+        db.query("SELECT pg_sleep(5)")
+    assert time.monotonic() - began < 2
+    assert caught.value.status == 503 and caught.value.code == "database_unavailable"
+    assert "psycopg2" not in caught.value.message and "pg_sleep" not in caught.value.message
+    assert db.query("SELECT pg_backend_pid() AS pid")[0]["pid"] == pid  # rolled back, kept in the pool
+
+
+def test_a_lock_wait_past_its_timeout_is_a_typed_error(
+    database_env: dict[str, str], postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _fresh_pool(monkeypatch, POSTGRES_LOCK_TIMEOUT_S="0.3")
+    holder = postgres.connect(database_env["POSTGRES_DATABASE"])
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN; LOCK TABLE markets IN ACCESS EXCLUSIVE MODE")
+            began = time.monotonic()
+            with pytest.raises(DatabaseTimeout, match="lock wait"):
+                db.query("SELECT count(*) FROM markets")
+            assert time.monotonic() - began < 2
+            cur.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert db.query("SELECT count(*) AS n FROM markets") == [{"n": 0}]
+
+
+def test_a_transaction_left_idle_is_ended_by_the_server_and_not_retried(
+    database_env: dict[str, str], postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _fresh_pool(monkeypatch, POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_S="1")
+    key = 424242
+    calls = []
+    freed_while_stalled = []
+
+    def lock_is_free() -> bool:
+        other = postgres.connect(database_env["POSTGRES_DATABASE"])
+        try:
+            with other.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+                return bool(cur.fetchone()[0])
+        finally:
+            other.close()
+
+    def stalls(cur: Any) -> None:
+        calls.append(1)
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        assert not lock_is_free()
+        time.sleep(2)  # a process that stalls mid-transaction, holding what it locked
+        freed_while_stalled.append(lock_is_free())
+        cur.execute("SELECT 2")
+
+    with pytest.raises(DatabaseUnavailable, match="lost during the transaction"):
+        db.run(stalls)
+    assert freed_while_stalled == [True] and len(calls) == 1  # ended by the server, not run again
+    assert db.query("SELECT 1 AS one") == [{"one": 1}]
+
+
+def test_a_server_that_does_not_answer_is_cut_off_at_the_bound(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its backend stopped (SIGSTOP): no server timeout can fire; the client's watchdog does."""
+    from shared.database import CLIENT_GRACE_S
+
+    db = _fresh_pool(monkeypatch, POSTGRES_STATEMENT_TIMEOUT_S="0.5", POSTGRES_POOL_MIN="1", POSTGRES_POOL_MAX="1")
+    pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(DatabaseTimeout, match="no answer"):
+            db.query("SELECT 1")
+        took = time.monotonic() - began
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert 0.5 + CLIENT_GRACE_S - 0.1 < took < 0.5 + CLIENT_GRACE_S + 1.5
+    assert db.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid  # that connection was discarded

@@ -24,6 +24,8 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
   a list of points added at the end; ``raw`` as for ``book_field``.
 * ``keyset_loop`` -- Gamma ``/markets/keyset``: ``next_cursor`` becomes a fresh random cursor on
   every page (also the last), one that leads back to the first page: the same rows forever.
+* ``later_pages`` -- apply switch ``then`` (with the other params) only to requests with an
+  ``after_cursor``: Gamma keyset pages after the first (a refresh that stalls halfway).
 """
 
 from __future__ import annotations
@@ -256,3 +258,9 @@ def _keyset_loop(exchange: Exchange, params: dict[str, Any]) -> None:
     raw = json.dumps({"v": 1, "k": [float("-inf")], "nonce": secrets.token_hex(8)}).encode()
     data["next_cursor"] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     exchange.set_json(data)
+
+
+@switch("later_pages")
+def _later_pages(exchange: Exchange, params: dict[str, Any]) -> None:
+    if "after_cursor" in exchange.query:
+        SWITCHES[params["then"]](exchange, {k: v for k, v in params.items() if k != "then"})
