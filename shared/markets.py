@@ -51,6 +51,7 @@ from shared.errors import (
     DEFAULT_RETRY_AFTER_S,
     AppError,
     BadRequest,
+    ConfigError,
     DatabaseUnavailable,
     NotFound,
     ServiceUnavailable,
@@ -745,6 +746,8 @@ class MarketsService:
             except DatabaseUnavailable as error:
                 self._database_down(error)
                 raise
+            except ConfigError:
+                raise  # a setting, not the stored catalogue: answered as the config_error it is
             except Exception as error:
                 self._load_failure = _load_reason(error)
                 self._load_backoff.failed()
@@ -902,7 +905,7 @@ class MarketsService:
                     "still being retried", headers=failure.retry_after()) from None
             raise ServiceUnavailable("the market catalogue is being loaded; try again shortly",
                                      headers=retry_after_header(DEFAULT_RETRY_AFTER_S)) from None
-        except ServiceUnavailable:
+        except (ServiceUnavailable, ConfigError):
             raise
         except Exception as error:  # the stored catalogue could not be read (logged by _reload)
             raise ServiceUnavailable(
@@ -913,8 +916,9 @@ class MarketsService:
     def _forced_refresh(self) -> tuple[str, str | None]:
         """``refresh=true``: (source, stale reason). Waits for the refresh until the request's
         deadline, but not past its first failed attempt, nor past STALE_IF_ERROR_WAIT_S without
-        any answer from Gamma, and not at all while Gamma's latest attempt failed: then the stored catalogue answers at once, stale, while the
-        refresh (and its retries) go on in the background."""
+        any answer from Gamma, and not at all while Gamma's latest attempt failed: then the
+        stored catalogue answers at once, stale (and says so until the refresh ends), while the
+        refresh and its retries go on in the background."""
         done_before = self._refreshes_done
         failing = get_gamma().breaker.failing()  # the latest attempt failed: do not wait on another
         if self._refresh_backoff.remaining() and not self._flight.in_flight("refresh"):
@@ -928,16 +932,15 @@ class MarketsService:
         wait_s = get_settings().cache.stale_if_error_wait_s
         if failing is not None or not watch.wait(future, wait_s, deadline.remaining(LOCK_WAIT_S)):
             failure = watch.failure or failing
-            if failure is not None:
-                reason = _failure_reason(failure)
-                with self._outcome_lock:
-                    if self._refreshes_done == done_before:  # what every request says until it ends
-                        self._last_failure = reason
-                return "stale", reason
-            if not watch.answered:
-                return "stale", (f"Polymarket gamma refresh failed (timeout: no answer within {wait_s:g} s); "
-                                 "the refresh goes on in the background")
-            return "cache", None  # Gamma answers, the crawl is long: it finishes in the background
+            if failure is None and watch.answered:
+                return "cache", None  # Gamma answers, the crawl is long: it finishes in the background
+            reason = _failure_reason(failure) if failure is not None else (
+                f"Polymarket gamma refresh failed (timeout: no answer within {wait_s:g} s); "
+                "the refresh goes on in the background")
+            with self._outcome_lock:
+                if self._refreshes_done == done_before:  # what every request says until it ends
+                    self._last_failure = reason
+            return "stale", reason
         error = future.exception()
         if error is None:
             if self._load_failure is not None:  # stored, but this instance still serves the old one

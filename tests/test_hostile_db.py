@@ -184,10 +184,10 @@ def test_a_trickling_page_cannot_hold_the_refresh_lock_past_the_refresh_deadline
     assert not status["refreshing"] and "deadline" in status["last_error"]
 
     # Gamma well again: the next refresh takes the lock and finishes.
-    # (Gamma's latest attempt failed, so this answers at once and the refresh runs behind it.)
+    # (A refresh=true within the failed refresh's backoff answers stale at once and starts
+    # none; one after it takes the lock.)
     hostile_env.clear()
-    ok(http, "/api/markets", limit="500", refresh="true")
-    wait_for(lambda: ok(http, "/api/markets", limit="500")["freshness"]["source"] != "stale",
+    wait_for(lambda: ok(http, "/api/markets", limit="500", refresh="true")["freshness"]["source"] != "stale",
              what="the catalogue refreshed")
     assert observer.idle_in_transaction() == 0 and not observer.refresh_lock_held()
 

@@ -287,7 +287,9 @@ def test_an_absurd_retry_after_is_a_503_with_a_small_retry_after(
         assert took < DEADLINE_S + SLACK_S, (path, took)
 
     # A stored catalogue, then refresh=true against the same 429: stale, saying why, in a few words.
+    # (A new instance: this one backs off its failed first load for as long as the 429 said.)
     app.hostile.clear()
+    reset_services()
     app.ok("/api/markets")
     app.hostile.on("header", host="gamma", path="/markets/keyset", name="Retry-After", value=sent, status=429)
     body = app.ok("/api/markets", refresh="true")
