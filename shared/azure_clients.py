@@ -63,6 +63,7 @@ from pydantic import (
 from shared.cache import Lazy
 from shared.config import OpenAISettings, get_settings
 from shared.errors import ModelError, NotConfigured
+from shared.json_depth import deeper_than
 
 log = logging.getLogger("polymarket_api.azure_openai")
 
@@ -380,33 +381,9 @@ def _first_problem(error: ValidationError) -> str:
     return str(first["msg"])
 
 
-def _nesting(text: str) -> int:
-    """How deep the JSON in ``text`` nests (brackets inside strings do not count)."""
-    if text.count("[") + text.count("{") <= MAX_REPLY_NESTING:
-        return 0  # cannot be deeper: no need to scan
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
 def _json(text: str, what: str) -> Any:
     # Bounded before parsing: a deeply nested reply must not reach the recursive parser.
-    if _nesting(text) > MAX_REPLY_NESTING:
+    if deeper_than(text, MAX_REPLY_NESTING):
         raise _bad(f"{what} nests deeper than {MAX_REPLY_NESTING}")
     try:
         return json.loads(text)

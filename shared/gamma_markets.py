@@ -44,6 +44,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.json_depth import deeper_than
+
 CONDITION_ID_RE = re.compile(r"^0x[0-9a-f]{64}$")
 TOKEN_ID_RE = re.compile(r"^[0-9]{1,78}$")
 GAMMA_ID_RE = re.compile(r"^[0-9]{1,20}$")
@@ -219,28 +221,6 @@ GammaId = Annotated[str | None, BeforeValidator(_text), _matching(GAMMA_ID_RE, "
 TokenId = Annotated[str | None, BeforeValidator(_text), _matching(TOKEN_ID_RE, "token id")]
 
 
-def _nesting(text: str) -> int:
-    """How deep ``[``/``{`` nest in JSON ``text`` (brackets inside strings do not count)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
 def _json_list(row: dict[str, Any], key: str) -> list[Any]:
     value = row.get(key)
     if value is None:
@@ -250,7 +230,7 @@ def _json_list(row: dict[str, Any], key: str) -> list[Any]:
     if not isinstance(value, str):
         raise BadMarketRow(f"{key} is neither a JSON string nor an array")
     flat = value.count("[") <= 1 and "{" not in value  # the usual '["Yes", "No"]', without a scan
-    if len(value) > MAX_JSON_STRING or (not flat and _nesting(value) > 1):
+    if len(value) > MAX_JSON_STRING or (not flat and deeper_than(value, 1)):
         # Checked before parsing: a deeply nested string crashes the parser (issue 11, break 1).
         raise BadMarketRow(f"{key} is not a flat JSON array of at most {MAX_JSON_STRING} characters")
     try:

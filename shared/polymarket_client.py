@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import email.utils
-import itertools
 import logging
 import random
 import re
@@ -58,6 +57,7 @@ from shared.errors import (
     UpstreamUnavailable,
     bounded_retry_after,
 )
+from shared.json_depth import deeper_than
 from shared.observability import count_upstream_call
 
 log = logging.getLogger("polymarket_api.polymarket")
@@ -124,19 +124,7 @@ def _network_cause(error: BaseException) -> str:
 # Real payloads nest at most 7 deep (tests/contract/samples); Python's JSON parser recurses once
 # per level, so a body that could nest deeper than this is refused before any parser sees it.
 MAX_JSON_DEPTH = 64
-# A JSON string, or the rest of the body after an unterminated one (the parser stops there):
-# it always matches where it starts, so its cost stays linear whatever the body.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _JSON_CONTAINER = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\n\r]*[\[{]")  # what json.loads accepts first
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and -1, as signed bytes
-
-
-def json_depth(body: bytes) -> int:
-    """How deep the arrays and objects of a UTF-8 JSON ``body`` nest, brackets inside strings
-    aside, without parsing it: at least as deep as a parser would recurse on it."""
-    steps = _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS)
-    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
 
 
 class _BadBody(Exception):
@@ -155,9 +143,9 @@ def _check_json(body: bytes) -> None:
     # scan below would misread escapes; Polymarket sends UTF-8 only.
     if b"\x00" in body[:4] or body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise _BadBody("body is not UTF-8")
-    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH or not _JSON_CONTAINER.match(body):
-        return  # cannot nest that deep, or not a JSON array or object: the parser stops at once
-    if json_depth(body) > MAX_JSON_DEPTH:
+    if not _JSON_CONTAINER.match(body):
+        return  # not a JSON array or object: the parser stops at once
+    if deeper_than(body, MAX_JSON_DEPTH):
         raise _BadBody(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 

@@ -375,7 +375,8 @@ def _depth(value: Any) -> int:
 
 
 def test_json_depth_is_the_nesting_a_parser_would_recurse_into() -> None:
-    from shared.polymarket_client import MAX_JSON_DEPTH, json_depth
+    from shared.json_depth import json_depth
+    from shared.polymarket_client import MAX_JSON_DEPTH
     from tests.conftest import SAMPLES
 
     deepest = 0
