@@ -975,9 +975,14 @@ class MarketsService:
                 return False
         return True
 
+    def _served_failure(self) -> str | None:
+        """Why what is served may be old. A failed load of the stored catalogue comes first: it
+        is why this instance still serves an older one, whatever failed after it."""
+        return self._load_failure or self._database_failure or self._last_failure
+
     def _freshness(self, snapshot: Snapshot, source: str, reason: str | None = None) -> Freshness:
         age = snapshot.age_seconds()
-        reason = reason or self._database_failure or self._last_failure or self._load_failure
+        reason = reason or self._served_failure()
         state = self._state or {}
         if reason is None and state.get("last_error_at") and (
             state.get("refreshed_at") is None or state["last_error_at"] > state["refreshed_at"]
@@ -998,7 +1003,7 @@ class MarketsService:
             "age_seconds": round(snapshot.age_seconds(), 1) if snapshot else None,
             "markets": len(snapshot.items) if snapshot else 0,
             "refreshing": self._flight.in_flight("revalidate") or self._flight.in_flight("refresh"),
-            "last_error": self._database_failure or self._last_failure or self._load_failure,
+            "last_error": self._served_failure(),
             # This instance's last completed crawl: Gamma rows not stored (invalid, duplicate ids).
             "skipped_rows": last.skipped_rows if last else 0,
             "duplicate_rows": last.duplicate_rows if last else 0,
