@@ -79,7 +79,9 @@ def insert_samples(cur: Cursor, samples: Sequence[Sample]) -> int:
         ON CONFLICT (token_id, ts) DO NOTHING
         RETURNING 1
         """,
-        [s.row() for s in samples],
+        # In key order: two instances inserting overlapping batches take the rows' locks in the
+        # same order, so neither waits on the other in a cycle (a deadlock, or a lock timeout).
+        [s.row() for s in sorted(samples, key=lambda sample: sample.key)],
         page_size=len(samples),
         fetch=True,
     )
