@@ -9,13 +9,13 @@ import logging
 import azure.functions as func
 
 from shared import health
-from shared.errors import AppError
-from shared.freshness import Answer
-from shared.http import JSON, bool_param, cached_json, endpoint, json_response
-from shared.markets import get_markets_service, parse_query
-from shared.openapi import openapi_json
-from shared.prices import get_prices_service
-from shared.sentiment import get_sentiment_service
+from shared.api.http import JSON, bool_param, cached_json, endpoint, json_response
+from shared.api.openapi import openapi_json
+from shared.core.errors import AppError
+from shared.core.freshness import Answer
+from shared.markets.service import get_markets_service, parse_query
+from shared.prices.service import get_prices_service
+from shared.sentiment.service import get_sentiment_service
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 log = logging.getLogger("polymarket_api")

@@ -64,7 +64,7 @@ def main() -> int:
     with bench_stack("markets", args.markets, args.latency_ms) as stack:
         os.environ.update(stack.env)  # the refresh runs in this process
 
-        from shared.markets import get_markets_service
+        from shared.markets.service import get_markets_service
 
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         started = time.perf_counter()

@@ -42,7 +42,7 @@ def main() -> int:
         os.environ.update(stack.env)  # the service runs in this process: its memory is what we measure
         os.environ["MARKETS_REFRESH_MIN_INTERVAL_S"] = "0"
 
-        from shared.markets import get_markets_service
+        from shared.markets.service import get_markets_service
 
         service = get_markets_service()
         first = service.refresh(min_age_s=0)

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import __version__
-from shared.config import get_settings
-from shared.database import database_if_open, get_database
-from shared.errors import AppError, UpstreamError
-from shared.markets import get_markets_service
-from shared.polymarket_client import BREAKERS, CLOB, GAMMA, STATS, get_clob, get_gamma
-from shared.prices import get_prices_service
+from shared.core.config import get_settings
+from shared.core.errors import AppError, UpstreamError
+from shared.db.database import database_if_open, get_database
+from shared.markets.service import get_markets_service
+from shared.prices.service import get_prices_service
+from shared.upstream.polymarket import BREAKERS, CLOB, GAMMA, STATS, get_clob, get_gamma
 
 # Checks run in parallel, so a deep check costs the slowest dependency, not the sum.
 _pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="health")

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg2
 import pytest
 
-from shared.azure_clients import reset_azure_clients
-from shared.config import reset_settings
-from shared.database import reset_database
-from shared.polymarket_client import reset_clients
+from shared.core.config import reset_settings
+from shared.db.database import reset_database
+from shared.upstream.azure_openai import reset_azure_clients
+from shared.upstream.polymarket import reset_clients
 
 ROOT = Path(__file__).resolve().parents[1]
 # Figures tests report (load runs): printed in the session summary, never asserted.
@@ -102,9 +102,9 @@ def reset_app() -> None:
 
 def reset_services() -> None:
     """Forget the use-case singletons, whose in-memory caches must not leak between tests."""
-    from shared.markets import reset_markets_service
-    from shared.prices import reset_prices_service
-    from shared.sentiment import reset_sentiment_service
+    from shared.markets.service import reset_markets_service
+    from shared.prices.service import reset_prices_service
+    from shared.sentiment.service import reset_sentiment_service
 
     reset_sentiment_service()
     reset_markets_service()

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
-from shared.azure_clients import (
+from shared.core.config import Settings
+from shared.core.errors import ConfigError, ModelError, NotConfigured
+from shared.upstream.azure_openai import (
     CONTRADICTS_PRICE_TREND,
     DATA_CLOSE,
     DATA_OPEN,
@@ -30,8 +32,6 @@ from shared.azure_clients import (
     plain_text,
     price_trend,
 )
-from shared.config import Settings
-from shared.errors import ConfigError, ModelError, NotConfigured
 from tests.conftest import reset_app
 
 API_KEY = "sk-test-9f8e7d6c5b4a"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from shared.config import Settings
-from shared.errors import ConfigError
+from shared.core.config import Settings
+from shared.core.errors import ConfigError
 from tests.conftest import ROOT
 
 
@@ -103,7 +103,7 @@ def test_secrets_stay_out_of_reprs() -> None:
 
 
 def test_cors_origins_and_the_simulated_flag() -> None:
-    from shared.config import read_simulated
+    from shared.core.config import read_simulated
 
     assert Settings({}).app.cors_origins == ()  # deployed: no CORS unless configured
     for value in ("none", "NONE", " ", ""):
@@ -222,7 +222,7 @@ def test_a_bad_setting_answers_500_without_its_value_in_the_body_or_the_log(
 
 def test_the_refresh_deadline_fits_in_the_functions_timeout() -> None:
     """The timer's refresh must end (and roll back) before Azure stops the function."""
-    from shared.config import MAX_REFRESH_DEADLINE_S
+    from shared.core.config import MAX_REFRESH_DEADLINE_S
 
     hours, minutes, seconds = (int(part) for part in json.loads(
         (ROOT / "host.json").read_text())["functionTimeout"].split(":"))

@@ -13,10 +13,10 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from shared.config import get_settings
-from shared.database import Cursor, Database, get_database, migrate
-from shared.errors import DatabaseTimeout, DatabaseUnavailable
-from shared.migrations import MIGRATIONS
+from shared.core.config import get_settings
+from shared.core.errors import DatabaseTimeout, DatabaseUnavailable
+from shared.db.database import Cursor, Database, get_database, migrate
+from shared.db.migrations import MIGRATIONS
 from tests.conftest import PostgresServer
 
 
@@ -245,7 +245,7 @@ def test_a_server_that_does_not_answer_is_cut_off_at_the_bound(
     database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its backend stopped (SIGSTOP): no server timeout can fire; the client's watchdog does."""
-    from shared.database import CLIENT_GRACE_S
+    from shared.db.database import CLIENT_GRACE_S
 
     db = _fresh_pool(monkeypatch, POSTGRES_STATEMENT_TIMEOUT_S="0.5", POSTGRES_POOL_MIN="1", POSTGRES_POOL_MAX="1")
     pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.markets import get_markets_service
+from shared.markets.service import get_markets_service
 from tests.conftest import ROOT, PostgresServer, Upstream, reset_app, reset_services
 
 DEADLINE_S = 3.0  # REQUEST_DEADLINE_S for these tests (default 5): shorter runs, same rule

@@ -26,7 +26,7 @@ from typing import Any, Self
 import httpx
 import pytest
 
-from shared.database import get_database
+from shared.db.database import get_database
 from tests.conftest import ROOT, PostgresServer, Upstream, reset_app, reset_services
 
 KEYSET = "/markets/keyset"
@@ -202,7 +202,7 @@ def move(upstream: Upstream, tokens: list[str], price: float) -> None:
 
 
 def writer_stats() -> dict[str, Any]:
-    from shared.prices import get_prices_service
+    from shared.prices.service import get_prices_service
 
     return get_prices_service().writer.stats()
 
@@ -618,7 +618,7 @@ def test_two_instances_write_price_samples_and_sentiment_concurrently(
             assert trouble not in output, (trouble, output[-3000:])
 
 
-_REFRESH_ELSEWHERE = "from shared.markets import get_markets_service; get_markets_service().refresh(min_age_s=0)"
+_REFRESH_ELSEWHERE = "from shared.markets.service import get_markets_service; get_markets_service().refresh(min_age_s=0)"
 
 
 def test_an_instance_stops_saying_stale_once_another_instance_has_refreshed(

@@ -376,7 +376,7 @@ def occurrences(expression: str, after: datetime, count: int) -> list[datetime]:
 def test_ncrontab_schedules_are_croniters_with_seconds_first() -> None:
     start = datetime(2025, 1, 1, 0, 0, 0, tzinfo=UTC)  # a Wednesday
     just_before = start - timedelta(seconds=1)
-    # The app's schedules (shared.config.TRIGGER_SETTING_DEFAULTS): every 5 minutes, hourly at :17.
+    # The app's schedules (shared.core.config.TRIGGER_SETTING_DEFAULTS): every 5 minutes, hourly at :17.
     assert occurrences("0 */5 * * * *", just_before, 4) == [start + timedelta(minutes=m) for m in (0, 5, 10, 15)]
     assert occurrences("0 */5 * * * *", start + timedelta(minutes=3, seconds=59), 1) == [start + timedelta(minutes=5)]
     assert occurrences("0 17 * * * *", start, 3) == [start + timedelta(hours=h, minutes=17) for h in (0, 1, 2)]
@@ -556,7 +556,7 @@ def _preflight(url: str, origin: str) -> httpx.Response:
 
 
 def test_cli_allows_the_local_frontend_origins_by_default(tmp_path: Path) -> None:
-    from shared.http import EXPOSED_HEADERS
+    from shared.api.http import EXPOSED_HEADERS
 
     with cli_host(tmp_path) as (url, output):
         for origin in LOCAL_CORS_ORIGINS:

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared.openapi import API_PREFIX
+from shared.api.openapi import API_PREFIX
 from tests.conftest import Upstream
 from tests.test_openapi import Api, serving
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.gamma_markets import BadMarketRow, parse_market
+from shared.markets.rows import BadMarketRow, parse_market
 from tests.conftest import sample
 
 
@@ -72,7 +72,7 @@ def test_content_hash_is_stable_and_sensitive() -> None:
     assert parse_market(row).content_hash() != parse_market({**row, "volume24hr": 1.5}).content_hash()
 
 
-# --- the value rules (shared.gamma_markets.GammaMarket) ------------------------------------
+# --- the value rules (shared.markets.rows.GammaMarket) ------------------------------------
 
 
 @pytest.mark.parametrize(

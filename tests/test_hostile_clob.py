@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.database import get_database
+from shared.db.database import get_database
 from tests.conftest import ROOT, handler, reset_app, reset_services
 
 CLIENT_TIMEOUT_S = 30.0
@@ -113,7 +113,7 @@ def app(database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def flush() -> None:
-    from shared.prices import get_prices_service
+    from shared.prices.service import get_prices_service
 
     assert get_prices_service().flush()
 
@@ -392,7 +392,7 @@ def test_stored_rows_out_of_range_are_never_served_and_future_ones_are_pruned(ap
 
 
 def test_the_serialiser_refuses_nan_and_infinity_as_a_last_line_of_defence() -> None:
-    from shared.http import dumps
+    from shared.api.http import dumps
 
     for value in (float("inf"), float("-inf"), float("nan"), Decimal("Infinity")):
         with pytest.raises(ValueError):
@@ -401,8 +401,8 @@ def test_the_serialiser_refuses_nan_and_infinity_as_a_last_line_of_defence() -> 
 
 
 def test_the_writer_never_queues_a_sample_it_could_not_serve_back() -> None:
-    from shared.prices import SampleWriter
-    from shared.prices_store import Sample
+    from shared.prices.service import SampleWriter
+    from shared.prices.store import Sample
 
     writer = SampleWriter()
     now = datetime.now(UTC)

@@ -23,8 +23,8 @@ import httpx
 import psutil
 import pytest
 
-from shared.database import get_database
-from shared.markets_store import REFRESH_LOCK_KEY
+from shared.db.database import get_database
+from shared.markets.store import REFRESH_LOCK_KEY
 from tests.conftest import REPORT_LINES, ROOT, PostgresServer, reset_app, reset_services
 from tests.test_faults import (  # noqa: F401 - fixtures: the private server a test may freeze
     RestartablePostgres,
@@ -233,7 +233,7 @@ def test_a_stalled_instance_cannot_hold_the_refresh_lock_past_the_refresh_deadli
             hostile_env.clear()
             reset_services()
             reset_app()
-            from shared.markets import get_markets_service
+            from shared.markets.service import get_markets_service
 
             assert get_markets_service().refresh(min_age_s=0).status == "refreshed"
             process.resume()
@@ -276,7 +276,7 @@ def frozen(server: RestartablePostgres) -> Iterator[None]:
 
 STATEMENT_TIMEOUT_S = 2.0
 # What a unit of work may wait on a silent server: the statement timeout + 2 s (CLIENT_GRACE_S in
-# shared/database.py, the documented bound).
+# shared/db/database.py, the documented bound).
 BOUND_S = STATEMENT_TIMEOUT_S + 2.0
 
 

@@ -205,16 +205,16 @@ def assert_error_or_stale(response: httpx.Response) -> None:
 # --- break 1: the recursion limit and deeply nested JSON ---------------------------------------
 
 
-@pytest.mark.parametrize("first_import", ["function_app", "shared.prices"])
+@pytest.mark.parametrize("first_import", ["function_app", "shared.prices.service"])
 def test_the_recursion_limit_is_put_back_after_py_clob_client_is_imported(first_import: str) -> None:
     # py_ecc (imported by py-clob-client-v2) raises the limit to 100,000 for the whole process
-    # when imported; shared.prices imports py-clob-client-v2 before shared.polymarket_client does.
+    # when imported; shared.prices.service imports py-clob-client-v2 before shared.upstream.polymarket does.
     code = (
         "import sys\n"
         "before = sys.getrecursionlimit()\n"
         f"import {first_import}\n"
         "import function_app\n"
-        "from shared.polymarket_client import get_clob, get_gamma\n"
+        "from shared.upstream.polymarket import get_clob, get_gamma\n"
         "after_import = sys.getrecursionlimit()\n"
         "get_clob(), get_gamma()\n"
         "print(before, after_import, sys.getrecursionlimit(), 'py_ecc' in sys.modules)\n"

@@ -77,7 +77,8 @@ def test_handlers_take_only_binding_parameters() -> None:
 
 def test_import_does_no_io_and_creates_no_clients() -> None:
     import function_app  # noqa: F401  (imported for its side effects, which must be none)
-    from shared import database, polymarket_client
+    from shared.db import database
+    from shared.upstream import polymarket as polymarket_client
 
     assert database._db is None
     assert polymarket_client._clob.peek() is None and polymarket_client._gamma.peek() is None

@@ -16,8 +16,8 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.database import get_database
-from shared.markets import get_markets_service, reset_markets_service
+from shared.db.database import get_database
+from shared.markets.service import get_markets_service, reset_markets_service
 from tests.conftest import ROOT, Upstream, handler, reset_app
 
 KEYSET = "/markets/keyset"
@@ -229,7 +229,7 @@ def test_concurrent_first_requests_wait_for_one_refresh(app_env: Upstream) -> No
 
 _INSTANCE = """
 import json, sys
-from shared.markets import get_markets_service
+from shared.markets.service import get_markets_service
 snapshot, freshness = get_markets_service().current()
 print(json.dumps({"n": len(snapshot.items), "source": freshness.source}))
 """
@@ -437,8 +437,8 @@ def test_a_row_the_database_refuses_is_skipped_not_the_page(app_env: Upstream) -
     the parser, so nothing caught it) is skipped and named; the rest of its page is written."""
     import dataclasses
 
-    from shared import markets_store
-    from shared.gamma_markets import parse_market
+    from shared.markets import store as markets_store
+    from shared.markets.rows import parse_market
 
     answer = app_env.standin.views["gamma"]("GET", KEYSET, {"limit": ["5"], "closed": ["false"]}, b"")
     page = [parse_market(row) for row in json.loads(answer.body)["markets"]]

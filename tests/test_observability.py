@@ -62,7 +62,7 @@ def test_log_level_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 _PROBE = """
 import sys, azure.functions as func, function_app
-from shared import observability
+from shared.core import observability
 function_app.health_check(func.HttpRequest('GET', 'http://x/api/health', body=b''))
 print('imported' if 'azure.monitor.opentelemetry' in sys.modules else 'not-imported', observability.telemetry_enabled)
 if observability.telemetry_enabled:

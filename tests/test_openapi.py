@@ -30,9 +30,9 @@ from openapi_spec_validator import validate as validate_spec
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
 from shared import __version__
-from shared.database import get_database
-from shared.markets import get_markets_service, parse_query
-from shared.openapi import API_PREFIX, openapi_document, openapi_json
+from shared.api.openapi import API_PREFIX, openapi_document, openapi_json
+from shared.db.database import get_database
+from shared.markets.service import get_markets_service, parse_query
 from tests.conftest import ROOT, Upstream, handler, registered_functions, reset_app, reset_services
 
 API_KEY = "sk-openapi-test-0a1b2c3d"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import (
+from shared.core.errors import (
     UpstreamBadResponse,
     UpstreamCircuitOpen,
     UpstreamNotFound,
@@ -20,7 +20,7 @@ from shared.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from shared.polymarket_client import STATS, RetryPolicy, get_clob, get_gamma, parse_retry_after
+from shared.upstream.polymarket import STATS, RetryPolicy, get_clob, get_gamma, parse_retry_after
 from tests.conftest import Upstream, reset_app
 
 
@@ -299,7 +299,7 @@ def test_a_trickling_response_ends_at_its_whole_response_deadline(
 
 
 def test_the_request_deadline_bounds_retries_and_backoff(upstream_env: Upstream) -> None:
-    from shared import deadline
+    from shared.core import deadline
 
     upstream_env.fail("status", host="gamma", status=503)
     started = time.monotonic()
@@ -310,7 +310,7 @@ def test_the_request_deadline_bounds_retries_and_backoff(upstream_env: Upstream)
 
 
 def test_fail_fast_is_one_attempt_and_no_retry_after_wait(upstream_env: Upstream) -> None:
-    from shared import deadline
+    from shared.core import deadline
 
     upstream_env.fail("rate_limit", host="gamma", retry_after=7)
     started = time.monotonic()
@@ -357,7 +357,7 @@ def test_an_absurd_retry_after_is_cut_to_an_hour_or_ignored(value: str, seconds:
 
 
 def test_every_retry_after_header_is_a_small_integer() -> None:
-    from shared.errors import ModelError, UpstreamCircuitOpen, retry_after_header
+    from shared.core.errors import ModelError, UpstreamCircuitOpen, retry_after_header
 
     for seconds in (math.inf, math.nan, -1.0, 1e308, 0.2):
         assert 1 <= int(retry_after_header(seconds)["Retry-After"]) <= 3600
@@ -375,8 +375,8 @@ def _depth(value: Any) -> int:
 
 
 def test_json_depth_is_the_nesting_a_parser_would_recurse_into() -> None:
-    from shared.json_depth import json_depth
-    from shared.polymarket_client import MAX_JSON_DEPTH
+    from shared.core.json_depth import json_depth
+    from shared.upstream.polymarket import MAX_JSON_DEPTH
     from tests.conftest import SAMPLES
 
     deepest = 0

@@ -16,9 +16,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.database import get_database
-from shared.markets import get_markets_service, reset_markets_service
-from shared.prices import get_prices_service, reset_prices_service
+from shared.db.database import get_database
+from shared.markets.service import get_markets_service, reset_markets_service
+from shared.prices.service import get_prices_service, reset_prices_service
 from tests.conftest import Upstream, handler, reset_app
 
 BOOK, BOOKS, HISTORY = "/book", "/books", "/prices-history"

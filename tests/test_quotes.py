@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from shared.errors import BadRequest, UpstreamBadResponse
-from shared.quotes import (
+from shared.core.errors import BadRequest, UpstreamBadResponse
+from shared.prices.quotes import (
     book_json,
     display_price,
     merge_history,
@@ -173,7 +173,7 @@ def test_history_query_defaults_are_upstream_minimums() -> None:
 def test_sample_time_tolerates_clock_skew_but_not_nonsense() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shared.quotes import Quote
+    from shared.prices.quotes import Quote
 
     fetched = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

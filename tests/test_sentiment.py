@@ -20,11 +20,11 @@ import azure.functions as func
 import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
-from shared.azure_clients import DATA_CLOSE, DATA_OPEN
-from shared.database import get_database
-from shared.http import cached_json, endpoint
-from shared.markets import get_markets_service
-from shared.sentiment import HISTORY_LIMIT, get_sentiment_service
+from shared.api.http import cached_json, endpoint
+from shared.db.database import get_database
+from shared.markets.service import get_markets_service
+from shared.sentiment.service import HISTORY_LIMIT, get_sentiment_service
+from shared.upstream.azure_openai import DATA_CLOSE, DATA_OPEN
 from tests.conftest import Upstream, handler, reset_app, reset_services
 
 API_KEY = "sk-sentiment-test-0a1b2c3d"

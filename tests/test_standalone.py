@@ -62,7 +62,7 @@ def test_tracked_files_are_listed() -> None:
     files = tracked_files()
     # The scan below must see the things that matter, or it proves nothing.
     for needed in ("Makefile", ".ci/run", "deploy.sh", "test_local.sh", "README.md", "tests/conftest.py",
-                   "docs/polymarket-api.md", "tests/contract/samples/README.md", "shared/quotes.py"):
+                   "docs/polymarket-api.md", "tests/contract/samples/README.md", "shared/prices/quotes.py"):
         assert needed in files, needed
 
 
@@ -107,7 +107,7 @@ def test_the_scan_catches_what_this_repository_once_had(line: str) -> None:
     [
         'ROOT = Path(__file__).resolve().parents[1]',
         "see ``docs/polymarket-api.md`` §3 and ``tests/contract/samples/clob_book.json``",
-        "from shared.quotes import parse_book",
+        "from shared.prices.quotes import parse_book",
         'LEAK_MARKERS = ("Traceback", "/work/", "site-packages")',
         "curl -s 'localhost:7071/api/markets?q=bitcoin&limit=5'",
         "https://docs.polymarket.com/api-reference/markets/list-markets",

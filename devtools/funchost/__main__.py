@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # Azure requires these app settings (triggers reference them as %NAME%); deploy.sh sets them.
-    from shared.config import TRIGGER_SETTING_DEFAULTS, ConfigError, parse_cors_origins, read_simulated
+    from shared.core.config import TRIGGER_SETTING_DEFAULTS, ConfigError, parse_cors_origins, read_simulated
 
     for name, value in TRIGGER_SETTING_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = args.port if args.port is not None else (settings.local_http_port or DEFAULT_PORT)
         try:
             app = load_app(args.app)
-            from shared.http import EXPOSED_HEADERS
+            from shared.api.http import EXPOSED_HEADERS
 
             host = LocalHost(
                 app, host=args.host, port=port, host_json=root / "host.json",

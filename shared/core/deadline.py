@@ -1,6 +1,6 @@
 """How long the work on this thread may still wait on Polymarket, and how hard it may try.
 
-Three per-context facts, read by the upstream clients (``shared.polymarket_client``):
+Three per-context facts, read by the upstream clients (``shared.upstream.polymarket``):
 
 * a **deadline** (monotonic): every socket read and write of an upstream call is bounded by
   it, and no retry starts that would end past it. The HTTP layer sets one per request

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.azure_clients import Verdict
-from shared.database import Cursor
+from shared.db.database import Cursor
+from shared.upstream.azure_openai import Verdict
 
 _AGE = "extract(epoch FROM now() - created_at)::float8 AS age_s"
 

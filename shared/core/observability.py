@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from shared.config import get_settings
-from shared.errors import ConfigError
+from shared.core.config import get_settings
+from shared.core.errors import ConfigError
 
 APP_LOGGER = "polymarket_api"
 request_log = logging.getLogger(f"{APP_LOGGER}.request")

@@ -35,9 +35,9 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
-from shared.config import DatabaseSettings, get_settings
-from shared.errors import DatabaseTimeout, DatabaseUnavailable, ServiceUnavailable
-from shared.migrations import MIGRATION_LOCK_KEY, MIGRATIONS
+from shared.core.config import DatabaseSettings, get_settings
+from shared.core.errors import DatabaseTimeout, DatabaseUnavailable, ServiceUnavailable
+from shared.db.migrations import MIGRATION_LOCK_KEY, MIGRATIONS
 
 log = logging.getLogger("polymarket_api.database")
 

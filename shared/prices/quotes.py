@@ -44,8 +44,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from shared.errors import BadRequest, UpstreamBadResponse
-from shared.http import is_uint
+from shared.api.http import is_uint
+from shared.core.errors import BadRequest, UpstreamBadResponse
 
 TOKEN_ID_RE = re.compile(r"[0-9]{1,78}")  # uint256 as decimal text (§1); fullmatch only
 # Polymarket shows the midpoint unless the spread is wider than this, then the last trade.

@@ -39,8 +39,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from shared import sentiment_store as store
-from shared.azure_clients import (
+from shared.api.http import parse_bool
+from shared.core.cache import Lazy, SingleFlight
+from shared.core.config import get_settings
+from shared.core.errors import AppError, BadRequest, ModelError
+from shared.core.freshness import Answer, Freshness
+from shared.db.database import Cursor, get_database
+from shared.markets.rows import CONDITION_ID_RE
+from shared.markets.service import get_markets_service
+from shared.prices.service import get_prices_service
+from shared.sentiment import store
+from shared.upstream.azure_openai import (
     FLAGS,
     MAX_SUMMARY_CHARS,
     analyze_market_sentiment,
@@ -48,15 +57,6 @@ from shared.azure_clients import (
     plain_text,
     require_configured,
 )
-from shared.cache import Lazy, SingleFlight
-from shared.config import get_settings
-from shared.database import Cursor, get_database
-from shared.errors import AppError, BadRequest, ModelError
-from shared.freshness import Answer, Freshness
-from shared.gamma_markets import CONDITION_ID_RE
-from shared.http import parse_bool
-from shared.markets import get_markets_service
-from shared.prices import get_prices_service
 
 log = logging.getLogger("polymarket_api.sentiment")
 T = TypeVar("T")

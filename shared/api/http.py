@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from shared import deadline, observability
-from shared.config import get_settings
-from shared.errors import AppError, BadRequest, ConfigError, UpstreamError
+from shared.core import deadline, observability
+from shared.core.config import get_settings
+from shared.core.errors import AppError, BadRequest, ConfigError, UpstreamError
 
 log = logging.getLogger("polymarket_api.http")
 

@@ -49,12 +49,11 @@ from typing import Any, ClassVar
 
 from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
 
-from shared import deadline
-from shared import prices_store as store
-from shared.cache import Lazy, SingleFlight, TTLCache
-from shared.config import CacheSettings, get_settings
-from shared.database import get_database
-from shared.errors import (
+from shared.api.http import is_uint, parse_bool
+from shared.core import deadline
+from shared.core.cache import Lazy, SingleFlight, TTLCache
+from shared.core.config import CacheSettings, get_settings
+from shared.core.errors import (
     DEFAULT_RETRY_AFTER_S,
     AppError,
     BadRequest,
@@ -67,10 +66,10 @@ from shared.errors import (
     UpstreamTimeout,
     retry_after_header,
 )
-from shared.freshness import Answer, Freshness
-from shared.http import is_uint, parse_bool
-from shared.polymarket_client import CLOB, get_clob
-from shared.quotes import (
+from shared.core.freshness import Answer, Freshness
+from shared.db.database import get_database
+from shared.prices import store
+from shared.prices.quotes import (
     CLOCK_SKEW_ALLOWANCE,
     PRICE_RULE_LAST_KNOWN,
     PRICE_RULE_NONE,
@@ -88,6 +87,7 @@ from shared.quotes import (
     read_history,
     validate_token_id,
 )
+from shared.upstream.polymarket import CLOB, get_clob
 
 log = logging.getLogger("polymarket_api.prices")
 

@@ -60,10 +60,10 @@ from pydantic import (
     model_validator,
 )
 
-from shared.cache import Lazy
-from shared.config import OpenAISettings, get_settings
-from shared.errors import ModelError, NotConfigured
-from shared.json_depth import deeper_than
+from shared.core.cache import Lazy
+from shared.core.config import OpenAISettings, get_settings
+from shared.core.errors import ModelError, NotConfigured
+from shared.core.json_depth import deeper_than
 
 log = logging.getLogger("polymarket_api.azure_openai")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigError
+from shared.core.errors import ConfigError
 
 KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
 PGBOUNCER_PORT = 6432

@@ -44,7 +44,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.json_depth import deeper_than
+from shared.core.json_depth import deeper_than
 
 CONDITION_ID_RE = re.compile(r"^0x[0-9a-f]{64}$")
 TOKEN_ID_RE = re.compile(r"^[0-9]{1,78}$")

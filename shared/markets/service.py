@@ -7,7 +7,7 @@
   fails halfway leaves the previous catalogue whole.
 - Requests never wait on Polymarket when there is data: an expired snapshot is served while
   one background refresh runs (stale-while-revalidate); only an empty store makes them wait.
-- Trust nothing that comes in: each row is validated (``shared.gamma_markets``); a bad row is
+- Trust nothing that comes in: each row is validated (``shared.markets.rows``); a bad row is
   skipped, counted and named in the log, and its stored version stays; of rows sharing a
   condition, Gamma or token id the first wins. A bad page, a cursor that loops or a catalogue
   that shrinks by half fails the refresh; the previous catalogue stays, served stale with the
@@ -42,12 +42,11 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import deadline
-from shared import markets_store as store
-from shared.cache import Lazy, SingleFlight
-from shared.config import get_settings
-from shared.database import Cursor, Database, bound_transaction, get_database
-from shared.errors import (
+from shared.api.http import is_uint, parse_bool
+from shared.core import deadline
+from shared.core.cache import Lazy, SingleFlight
+from shared.core.config import get_settings
+from shared.core.errors import (
     DEFAULT_RETRY_AFTER_S,
     AppError,
     BadRequest,
@@ -60,10 +59,11 @@ from shared.errors import (
     UpstreamTimeout,
     retry_after_header,
 )
-from shared.freshness import Answer, Freshness
-from shared.gamma_markets import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market, row_label
-from shared.http import is_uint, parse_bool
-from shared.polymarket_client import get_gamma
+from shared.core.freshness import Answer, Freshness
+from shared.db.database import Cursor, Database, bound_transaction, get_database
+from shared.markets import store
+from shared.markets.rows import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market, row_label
+from shared.upstream.polymarket import get_gamma
 
 log = logging.getLogger("polymarket_api.markets")
 T = TypeVar("T")

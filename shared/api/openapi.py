@@ -7,7 +7,7 @@ registered route is documented and that real responses validate against it, and
 
 Schemas are JSON Schema 2020-12 (OpenAPI 3.1's dialect): nullable fields are
 ``type: [X, "null"]``; response objects do not allow undocumented properties. In ``make demo``
-mode every JSON body also carries ``"simulated": true`` (see ``shared.http.json_response``).
+mode every JSON body also carries ``"simulated": true`` (see ``shared.api.http.json_response``).
 """
 
 from __future__ import annotations
@@ -18,16 +18,8 @@ import json
 from typing import Any
 
 from shared import __version__
-from shared.azure_clients import (
-    CONTRADICTION_MIN_CONFIDENCE,
-    CONTRADICTS_PRICE_TREND,
-    MAX_SUMMARY_CHARS,
-    SENTIMENTS,
-    TREND_MIN_CHANGE,
-)
-from shared.markets import DEFAULT_LIMIT, MAX_LIMIT, SORTS
-from shared.prices import DEFAULT_DEPTH, MAX_BATCH, MAX_DEPTH, MAX_TOKEN_IDS_CHARS
-from shared.quotes import (
+from shared.markets.service import DEFAULT_LIMIT, MAX_LIMIT, SORTS
+from shared.prices.quotes import (
     DEFAULT_INTERVAL,
     INTERVALS,
     MAX_FIDELITY,
@@ -37,7 +29,15 @@ from shared.quotes import (
     PRICE_RULE_MIDPOINT,
     PRICE_RULE_NONE,
 )
-from shared.sentiment import HISTORY_LIMIT, SERVED_FLAGS, SUMMARY_WITHHELD
+from shared.prices.service import DEFAULT_DEPTH, MAX_BATCH, MAX_DEPTH, MAX_TOKEN_IDS_CHARS
+from shared.sentiment.service import HISTORY_LIMIT, SERVED_FLAGS, SUMMARY_WITHHELD
+from shared.upstream.azure_openai import (
+    CONTRADICTION_MIN_CONFIDENCE,
+    CONTRADICTS_PRICE_TREND,
+    MAX_SUMMARY_CHARS,
+    SENTIMENTS,
+    TREND_MIN_CHANGE,
+)
 
 API_PREFIX = "/api"  # host.json extensions.http.routePrefix
 CONDITION_ID_PATTERN = "^0x[0-9a-f]{64}$"

@@ -14,8 +14,8 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from shared.database import Cursor
-from shared.gamma_markets import MarketRecord
+from shared.db.database import Cursor
+from shared.markets.rows import MarketRecord
 
 log = logging.getLogger("polymarket_api.markets")
 
@@ -43,7 +43,7 @@ def upsert_markets(cur: Cursor, records: Sequence[MarketRecord], rejected: list[
     """Insert or update a page of markets in a few round trips; returns how many changed.
 
     Unchanged rows (same content hash, still active) are not written, so a refresh with the
-    same data changes nothing. Records are validated (``shared.gamma_markets``) and carry
+    same data changes nothing. Records are validated (``shared.markets.rows``) and carry
     distinct ids; a Gamma id or token id still held by a stored market outside this page
     passes to the page's market (the current crawl wins over older rows). Should the database
     refuse a page anyway, it is written row by row and each refused row is skipped, its

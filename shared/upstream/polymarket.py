@@ -1,7 +1,7 @@
 """Polymarket clients: the CLOB through py-clob-client-v2, Gamma (and CLOB routes the client
 lacks) through httpx. Lazy singletons, explicit timeouts, one retry policy.
 
-Every failure leaves here as a typed ``UpstreamError`` (see ``shared.errors``); callers never
+Every failure leaves here as a typed ``UpstreamError`` (see ``shared.core.errors``); callers never
 see ``PolyApiException``, httpx exceptions, or upstream bodies.
 """
 
@@ -32,7 +32,7 @@ import tenacity
 # key), raises the recursion limit of the whole process to 100,000 when it is imported
 # (py_ecc/__init__.py). Deep recursion then overflows the C stack, a segfault, long before any
 # RecursionError: the limit goes back to what it was, or to CPython's default when py_ecc was
-# imported before this module (by ``shared.prices``'s import of py_clob_client_v2.clob_types).
+# imported before this module (by ``shared.prices.service``'s import of py_clob_client_v2.clob_types).
 _CPYTHON_RECURSION_LIMIT = 1000
 _recursion_limit = _CPYTHON_RECURSION_LIMIT if "py_ecc" in sys.modules else sys.getrecursionlimit()
 from py_clob_client_v2 import ClobClient
@@ -41,10 +41,11 @@ from py_clob_client_v2.http_helpers import helpers as clob_http
 
 sys.setrecursionlimit(_recursion_limit)
 
-from shared import __version__, deadline
-from shared.cache import Lazy
-from shared.config import PolymarketSettings, get_settings
-from shared.errors import (
+from shared import __version__
+from shared.core import deadline
+from shared.core.cache import Lazy
+from shared.core.config import PolymarketSettings, get_settings
+from shared.core.errors import (
     RETRY_AFTER_CAP_S,
     UpstreamBadResponse,
     UpstreamCircuitOpen,
@@ -57,8 +58,8 @@ from shared.errors import (
     UpstreamUnavailable,
     bounded_retry_after,
 )
-from shared.json_depth import deeper_than
-from shared.observability import count_upstream_call
+from shared.core.json_depth import deeper_than
+from shared.core.observability import count_upstream_call
 
 log = logging.getLogger("polymarket_api.polymarket")
 # The client logs every non-200 with its body at ERROR; we log our own typed summary instead.

@@ -20,8 +20,8 @@ from typing import Any
 
 import psycopg2.extras
 
-from shared.database import Cursor
-from shared.quotes import CLOCK_SKEW_ALLOWANCE, EARLIEST_TIME
+from shared.db.database import Cursor
+from shared.prices.quotes import CLOCK_SKEW_ALLOWANCE, EARLIEST_TIME
 
 SOURCE_QUOTE = "quote"
 SOURCE_HISTORY = "upstream_history"

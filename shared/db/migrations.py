@@ -145,7 +145,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "sentiment consistency: the price move a verdict was checked against, and its flags",
         """
         -- A verdict that contradicts the prices it was given is kept, flagged (see
-        -- shared.azure_clients.consistency_flags); analyses from before this have no flags.
+        -- shared.upstream.azure_openai.consistency_flags); analyses from before this have no flags.
         ALTER TABLE market_sentiment
             ADD COLUMN flags text[] NOT NULL DEFAULT '{}',
             ADD COLUMN price_change double precision CHECK (price_change BETWEEN -1 AND 1),
