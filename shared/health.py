@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import __version__
+from shared.container import get_container
 from shared.core.config import get_settings
 from shared.core.errors import AppError, UpstreamError
-from shared.db.database import database_if_open, get_database
+from shared.db.database import get_database
 from shared.markets.service import get_markets_service
 from shared.prices.service import get_prices_service
 from shared.upstream.polymarket import BREAKERS, CLOB, GAMMA, STATS, get_clob, get_gamma
@@ -83,7 +84,7 @@ def deep() -> tuple[dict[str, Any], bool]:
             results[name] = CheckResult("error", (timeout + 1) * 1000, "timeout")
     can_serve = results["database"].status == "ok"
     all_ok = all(result.status == "ok" for result in results.values())
-    pool = database_if_open()
+    pool = get_container().peek("database")
     report: dict[str, Any] = {
         **basic(),
         "status": "ok" if all_ok else ("degraded" if can_serve else "unavailable"),

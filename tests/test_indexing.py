@@ -77,11 +77,10 @@ def test_handlers_take_only_binding_parameters() -> None:
 
 def test_import_does_no_io_and_creates_no_clients() -> None:
     import function_app  # noqa: F401  (imported for its side effects, which must be none)
-    from shared.db import database
-    from shared.upstream import polymarket as polymarket_client
+    from shared.container import Container, get_container
 
-    assert database._db is None
-    assert polymarket_client._clob.peek() is None and polymarket_client._gamma.peek() is None
+    built = [name for name in Container.ORDER if get_container().peek(name) is not None]
+    assert not built, f"importing function_app built {built}"
 
 
 def test_binding_annotations_are_real_classes() -> None:

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from shared.core.errors import BadRequest, UpstreamBadResponse
+from shared.core.ids import validate_token_id
 from shared.prices.quotes import (
     book_json,
     display_price,
@@ -17,7 +18,6 @@ from shared.prices.quotes import (
     parse_history_query,
     quote_from_book,
     read_history,
-    validate_token_id,
 )
 from tests.conftest import sample
 

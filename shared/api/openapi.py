@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from shared import __version__
+from shared.core.ids import CONDITION_ID_PATTERN, TOKEN_ID_PATTERN
 from shared.markets.service import DEFAULT_LIMIT, MAX_LIMIT, SORTS
 from shared.prices.quotes import (
     DEFAULT_INTERVAL,
@@ -40,8 +41,6 @@ from shared.upstream.azure_openai import (
 )
 
 API_PREFIX = "/api"  # host.json extensions.http.routePrefix
-CONDITION_ID_PATTERN = "^0x[0-9a-f]{64}$"
-TOKEN_ID_PATTERN = "^[0-9]{1,78}$"
 JSON = "application/json"
 
 Schema = dict[str, Any]

@@ -8,7 +8,6 @@ parsed the first time it is used, so a bad OpenAI setting never breaks the marke
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -378,9 +377,6 @@ class Settings:
             _ = section
 
 
-_lock = threading.Lock()
-_settings: Settings | None = None
-
 # Settings that triggers reference as %NAME%: Azure needs them set, so deploys and the local
 # host fill in these defaults when they are missing.
 TRIGGER_SETTING_DEFAULTS = {
@@ -391,16 +387,15 @@ TRIGGER_SETTING_DEFAULTS = {
 
 
 def get_settings() -> Settings:
-    global _settings
-    if _settings is None:
-        with _lock:
-            if _settings is None:
-                _settings = Settings()
-    return _settings
+    """The process's settings, held by the composition root (``shared.container``)."""
+    from shared.container import get_container
+
+    return get_container().settings
 
 
 def reset_settings() -> None:
-    """Forget parsed settings so the next access re-reads the environment (tests, local host)."""
-    global _settings
-    with _lock:
-        _settings = None
+    """Re-read the environment on next use: everything built from the old settings (clients,
+    pool, services) is forgotten with them (tests, local host)."""
+    from shared.container import reset_container
+
+    reset_container()

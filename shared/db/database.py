@@ -35,8 +35,8 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
-from shared.core.config import DatabaseSettings, get_settings
-from shared.core.errors import DatabaseTimeout, DatabaseUnavailable, ServiceUnavailable
+from shared.core.config import DatabaseSettings
+from shared.core.errors import DatabaseTimeout, DatabaseUnavailable
 from shared.db.migrations import MIGRATION_LOCK_KEY, MIGRATIONS
 
 log = logging.getLogger("polymarket_api.database")
@@ -473,40 +473,15 @@ def migrate(cur: Cursor) -> list[int]:
     return applied
 
 
-_db: Database | None = None
-_db_lock = threading.Lock()
-_db_failed_at = 0.0
-_RECONNECT_BACKOFF_S = 2.0
-
-
 def get_database() -> Database:
-    """The process-wide pool, created on first use."""
-    global _db, _db_failed_at
-    if _db is not None:
-        return _db
-    with _db_lock:
-        if _db is None:
-            # Do not hammer an unreachable server with a pool build on every request.
-            if time.monotonic() - _db_failed_at < _RECONNECT_BACKOFF_S:
-                raise DatabaseUnavailable("database is unreachable")
-            try:
-                _db = Database(get_settings().database)
-            except ServiceUnavailable:
-                _db_failed_at = time.monotonic()
-                raise
-        return _db
+    """The process-wide pool (built by ``shared.container`` on first use)."""
+    from shared.container import get_container
 
-
-def database_if_open() -> Database | None:
-    """The pool if this process has created it (health reports without connecting)."""
-    return _db
+    return get_container().database
 
 
 def reset_database() -> None:
     """Close and forget the pool (tests, local host shutdown)."""
-    global _db, _db_failed_at
-    with _db_lock:
-        if _db is not None:
-            _db.close()
-        _db = None
-        _db_failed_at = 0.0
+    from shared.container import get_container
+
+    get_container().reset("database")

@@ -44,10 +44,9 @@ from pydantic import (
     model_validator,
 )
 
+from shared.core.ids import CONDITION_ID_RE, TOKEN_ID_RE
 from shared.core.json_depth import deeper_than
 
-CONDITION_ID_RE = re.compile(r"^0x[0-9a-f]{64}$")
-TOKEN_ID_RE = re.compile(r"^[0-9]{1,78}$")
 GAMMA_ID_RE = re.compile(r"^[0-9]{1,20}$")
 
 MAX_QUESTION = 1_000

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.api.http import is_uint, parse_bool
 from shared.core import deadline
-from shared.core.cache import Lazy, SingleFlight
+from shared.core.cache import SingleFlight
 from shared.core.config import get_settings
 from shared.core.errors import (
     DEFAULT_RETRY_AFTER_S,
@@ -60,9 +60,10 @@ from shared.core.errors import (
     retry_after_header,
 )
 from shared.core.freshness import Answer, Freshness
+from shared.core.ids import is_condition_id, validate_condition_id
 from shared.db.database import Cursor, Database, bound_transaction, get_database
 from shared.markets import store
-from shared.markets.rows import CONDITION_ID_RE, BadMarketRow, MarketRecord, parse_market, row_label
+from shared.markets.rows import BadMarketRow, MarketRecord, parse_market, row_label
 from shared.upstream.polymarket import get_gamma
 
 log = logging.getLogger("polymarket_api.markets")
@@ -441,7 +442,7 @@ def _condition_id_of(row: Any) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip().lower()
-    return value if CONDITION_ID_RE.match(value) else None
+    return value if is_condition_id(value) else None
 
 
 def _page(raw: Any, number: int) -> _KeysetPage:
@@ -1034,11 +1035,7 @@ class MarketsService:
         return Answer(body, freshness, etag, get_settings().cache.markets_ttl_s)
 
     def get(self, condition_id: str) -> Answer:
-        condition_id = condition_id.strip()
-        if not CONDITION_ID_RE.match(condition_id):
-            raise BadRequest(
-                "condition_id must be 0x followed by 64 lower-case hex characters", parameter="condition_id"
-            )
+        condition_id = validate_condition_id(condition_id)
         snapshot, freshness = self.current()
         try:
             row = get_database().run(lambda cur: store.get_market(cur, condition_id))
@@ -1081,15 +1078,16 @@ class MarketsService:
         return Answer({"market": body}, freshness, etag, get_settings().cache.markets_ttl_s)
 
 
-_service: Lazy[MarketsService] = Lazy(MarketsService)
-
-
 def get_markets_service() -> MarketsService:
-    return _service.get()
+    from shared.container import get_container
+
+    return get_container().markets
 
 
 def reset_markets_service() -> None:
-    _service.reset()
+    from shared.container import get_container
+
+    get_container().reset("markets")
 
 
 def parse_query(params: Mapping[str, str]) -> MarketQuery:

@@ -19,7 +19,6 @@ book an ``UpstreamBadResponse``, which costs its own token only.
 from __future__ import annotations
 
 import bisect
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -46,8 +45,8 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 
 from shared.api.http import is_uint
 from shared.core.errors import BadRequest, UpstreamBadResponse
+from shared.core.ids import TOKEN_ID_PATTERN, is_token_id
 
-TOKEN_ID_RE = re.compile(r"[0-9]{1,78}")  # uint256 as decimal text (§1); fullmatch only
 # Polymarket shows the midpoint unless the spread is wider than this, then the last trade.
 DISPLAY_SPREAD_LIMIT = Decimal("0.10")
 
@@ -55,14 +54,6 @@ PRICE_RULE_MIDPOINT = "midpoint"
 PRICE_RULE_LAST_TRADE = "last_trade"
 PRICE_RULE_LAST_KNOWN = "last_known"  # closed book: the last price we know of
 PRICE_RULE_NONE = "none"  # no price: no two-sided book and no trade yet (``price`` is null)
-
-
-def validate_token_id(raw: str | None, parameter: str = "token_id") -> str:
-    """A token id (1 to 78 decimal digits) or BadRequest; nothing else is ever sent upstream."""
-    value = raw or ""
-    if not TOKEN_ID_RE.fullmatch(value):
-        raise BadRequest(f"{parameter} must be 1 to 78 decimal digits", parameter=parameter)
-    return value
 
 
 def num(value: Decimal | None) -> float | None:
@@ -111,7 +102,7 @@ _HASH = Annotated[str, StringConstraints(max_length=MAX_HASH_CHARS, pattern=r"^[
 OptProbability = Annotated[_PROBABILITY | None, BeforeValidator(_blank_is_none)]
 OptSize = Annotated[_SIZE | None, BeforeValidator(_blank_is_none)]
 OptTick = Annotated[_TICK | None, BeforeValidator(_blank_is_none)]
-TokenIdText = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,78}$")]
+TokenIdText = Annotated[str, StringConstraints(pattern=TOKEN_ID_PATTERN)]
 ConditionIdText = Annotated[_CONDITION_ID | None, BeforeValidator(_blank_is_none)]
 HashText = Annotated[_HASH | None, BeforeValidator(_blank_is_none)]
 Millis = Annotated[int | None, BeforeValidator(_millis_text)]
@@ -219,7 +210,7 @@ def _levels(raw: Iterable[WireLevel], *, descending: bool) -> tuple[Level, ...]:
 def book_token(raw: Any) -> str | None:
     """The token id a raw book says it is for, if it says so readably (to pin a bad book on it)."""
     asset_id = raw.get("asset_id") if isinstance(raw, dict) else None
-    return asset_id if isinstance(asset_id, str) and TOKEN_ID_RE.fullmatch(asset_id) else None
+    return asset_id if is_token_id(asset_id) else None
 
 
 def _level_at(loc: tuple[int | str, ...]) -> tuple[str, int] | None:

@@ -51,8 +51,8 @@ from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
 
 from shared.api.http import is_uint, parse_bool
 from shared.core import deadline
-from shared.core.cache import Lazy, SingleFlight, TTLCache
-from shared.core.config import CacheSettings, get_settings
+from shared.core.cache import SingleFlight, TTLCache
+from shared.core.config import CacheSettings
 from shared.core.errors import (
     DEFAULT_RETRY_AFTER_S,
     AppError,
@@ -67,6 +67,7 @@ from shared.core.errors import (
     retry_after_header,
 )
 from shared.core.freshness import Answer, Freshness
+from shared.core.ids import validate_token_id
 from shared.db.database import get_database
 from shared.prices import store
 from shared.prices.quotes import (
@@ -85,7 +86,6 @@ from shared.prices.quotes import (
     quote_from_book,
     quote_from_sample,
     read_history,
-    validate_token_id,
 )
 from shared.upstream.polymarket import CLOB, get_clob
 
@@ -1235,22 +1235,25 @@ def parse_depth(params: Mapping[str, str]) -> int:
     return int(raw)
 
 
-_service: Lazy[PricesService] = Lazy(lambda: PricesService(get_settings().cache), close=PricesService.close)
-
-
 def get_prices_service() -> PricesService:
-    return _service.get()
+    from shared.container import get_container
+
+    return get_container().prices
 
 
 def reset_prices_service() -> None:
     """Flush and forget the service (tests; the next call re-reads settings)."""
-    _service.reset()
+    from shared.container import get_container
+
+    get_container().reset("prices")
 
 
 def _close_at_exit() -> None:
-    service = _service.peek()
+    from shared.container import get_container
+
+    service = get_container().peek("prices")
     if service is not None:
-        service.writer.stop()
+        service.writer.stop()  # samples still queued are written, not lost
 
 
 atexit.register(_close_at_exit)

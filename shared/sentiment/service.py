@@ -40,12 +40,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from shared.api.http import parse_bool
-from shared.core.cache import Lazy, SingleFlight
+from shared.core.cache import SingleFlight
 from shared.core.config import get_settings
-from shared.core.errors import AppError, BadRequest, ModelError
+from shared.core.errors import AppError, ModelError
 from shared.core.freshness import Answer, Freshness
+from shared.core.ids import validate_condition_id
 from shared.db.database import Cursor, get_database
-from shared.markets.rows import CONDITION_ID_RE
 from shared.markets.service import get_markets_service
 from shared.prices.service import get_prices_service
 from shared.sentiment import store
@@ -139,14 +139,6 @@ def analysis_json(row: Mapping[str, Any]) -> dict[str, Any]:
         },
     }
 
-
-def validate_condition_id(raw: str | None) -> str:
-    value = (raw or "").strip()
-    if not CONDITION_ID_RE.match(value):
-        raise BadRequest(
-            "condition_id must be 0x followed by 64 lower-case hex characters", parameter="condition_id"
-        )
-    return value
 
 
 class SentimentService:
@@ -313,12 +305,13 @@ class SentimentService:
         return quote, points, "; ".join(notes)
 
 
-_service: Lazy[SentimentService] = Lazy(SentimentService, close=SentimentService.close)
-
-
 def get_sentiment_service() -> SentimentService:
-    return _service.get()
+    from shared.container import get_container
+
+    return get_container().sentiment
 
 
 def reset_sentiment_service() -> None:
-    _service.reset()
+    from shared.container import get_container
+
+    get_container().reset("sentiment")

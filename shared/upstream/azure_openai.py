@@ -60,9 +60,9 @@ from pydantic import (
     model_validator,
 )
 
-from shared.core.cache import Lazy
-from shared.core.config import OpenAISettings, get_settings
+from shared.core.config import OpenAISettings, Settings, get_settings
 from shared.core.errors import ModelError, NotConfigured
+from shared.core.ids import is_token_id
 from shared.core.json_depth import deeper_than
 
 log = logging.getLogger("polymarket_api.azure_openai")
@@ -180,9 +180,9 @@ def _timeout(settings: OpenAISettings) -> openai.Timeout:
     return openai.Timeout(settings.timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.timeout_s))
 
 
-def require_configured() -> OpenAISettings:
+def require_configured(all_settings: Settings | None = None) -> OpenAISettings:
     """The OpenAI settings, or NotConfigured (a 503 naming the settings to set, never values)."""
-    settings = get_settings().openai
+    settings = (all_settings or get_settings()).openai
     if not settings.configured:
         raise NotConfigured(
             "sentiment analysis is not configured on this deployment "
@@ -191,8 +191,8 @@ def require_configured() -> OpenAISettings:
     return settings
 
 
-def _new_client() -> AzureOpenAI:
-    settings = require_configured()
+def new_client(all_settings: Settings) -> AzureOpenAI:
+    settings = require_configured(all_settings)
     timeout = _timeout(settings)
     http_client = openai.DefaultHttpx2Client(
         timeout=timeout,
@@ -208,18 +208,18 @@ def _new_client() -> AzureOpenAI:
     )
 
 
-_client: Lazy[AzureOpenAI] = Lazy(_new_client, close=AzureOpenAI.close)
-
-
 def get_azure_openai_client() -> AzureOpenAI:
-    """The process-wide client, created on first use; NotConfigured without endpoint and key."""
-    require_configured()  # also when a client exists: settings may have been reset since
-    return _client.get()
+    """The process-wide client (built by ``shared.container``); NotConfigured without endpoint and key."""
+    from shared.container import get_container
+
+    return get_container().model
 
 
 def reset_azure_clients() -> None:
     """Close and forget the client (tests, settings changes); the next call re-reads settings."""
-    _client.reset()
+    from shared.container import get_container
+
+    get_container().reset("model")
 
 
 # --- untrusted text --------------------------------------------------------------------------
@@ -479,7 +479,6 @@ class Verdict:
     flags: tuple[str, ...] = ()
 
 
-_TOKEN_ID = re.compile(r"[0-9]{1,78}")
 _EARLIEST, _LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 
 
@@ -562,7 +561,7 @@ def _subject(market: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _token_id(value: Any) -> str | None:
-    return value if isinstance(value, str) and _TOKEN_ID.fullmatch(value) else None
+    return value if is_token_id(value) else None
 
 
 def _price_basis(market: Mapping[str, Any], quote: Mapping[str, Any] | None) -> tuple[float | None, datetime | None, str]:

@@ -43,8 +43,7 @@ sys.setrecursionlimit(_recursion_limit)
 
 from shared import __version__
 from shared.core import deadline
-from shared.core.cache import Lazy
-from shared.core.config import PolymarketSettings, get_settings
+from shared.core.config import PolymarketSettings
 from shared.core.errors import (
     RETRY_AFTER_CAP_S,
     UpstreamBadResponse,
@@ -731,22 +730,23 @@ class ClobApi:
         self._http.close()
 
 
-_clob: Lazy[ClobApi] = Lazy(lambda: ClobApi(get_settings().polymarket), close=ClobApi.close)
-_gamma: Lazy[GammaApi] = Lazy(lambda: GammaApi(get_settings().polymarket), close=GammaApi.close)
-
-
 def get_clob() -> ClobApi:
-    return _clob.get()
+    from shared.container import get_container
+
+    return get_container().clob
 
 
 def get_gamma() -> GammaApi:
-    return _gamma.get()
+    from shared.container import get_container
+
+    return get_container().gamma
 
 
 def reset_clients() -> None:
-    """Close and forget the clients (tests; the next call re-reads settings)."""
-    _clob.reset()
-    _gamma.reset()
+    """Close and forget the clients and their statistics (tests; the next call re-reads settings)."""
+    from shared.container import get_container
+
+    get_container().reset("clob", "gamma")
     for upstream in STATS:
         STATS[upstream] = UpstreamStats()
     BREAKERS.clear()
