@@ -8,7 +8,7 @@ PORT ?= 7071
 DEMO_MARKETS ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test demo lint venv clean
+.PHONY: run test demo lint typecheck venv clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,14 @@ test: venv
 demo: venv
 	$(BIN)/python -m devtools.demo --port $(PORT) --markets $(DEMO_MARKETS)
 
+## The CI gate: ruff (rules in pyproject.toml), then the type checker.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## mypy over the app code (function_app.py, shared/; settings in pyproject.toml).
+typecheck: venv
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

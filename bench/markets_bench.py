@@ -83,7 +83,8 @@ def main() -> int:
                 ("/api/health", measure(client, lambda i: f"{base}/health", args.requests)),
                 ("cached page (same query)", measure(client, lambda i: f"{base}/markets?limit=50", args.requests)),
                 ("search (new word each time)", measure(
-                    client, lambda i: f"{base}/markets?limit=50&q={WORDS[i % len(WORDS)]}{'' if i < len(WORDS) else ' ' + rng.choice(WORDS)}",
+                    client, lambda i: f"{base}/markets?limit=50&q={WORDS[i % len(WORDS)]}"
+                    f"{'' if i < len(WORDS) else ' ' + rng.choice(WORDS)}",
                     args.requests)),
                 ("cold query (new q+sort each time)", measure(
                     client, lambda i: f"{base}/markets?limit=50&q={chr(97 + i % 26)}{chr(97 + (i // 26) % 26)}"

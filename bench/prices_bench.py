@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import math
 import os
@@ -80,10 +82,8 @@ class Connection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(ConnectionError):
                 await self.writer.wait_closed()
-            except ConnectionError:
-                pass
         self.reader = self.writer = None
 
 
@@ -201,7 +201,7 @@ def main() -> int:
         if record["host"] == "clob" and record["path"] == "/book":
             token = dict(part.partition("=")[::2] for part in record["query"].split("&")).get("token_id", "")
             reads.setdefault(token, []).append(record["time"])
-    gaps = [b - a for times in reads.values() for a, b in zip(sorted(times), sorted(times)[1:])]
+    gaps = [b - a for times in reads.values() for a, b in itertools.pairwise(sorted(times))]
     too_close = sum(gap < ttl for gap in gaps)
     requests = len(results.cached) + len(results.fetched) + len(results.stale) + sum(
         n for k, n in results.errors.items() if not k.startswith("health") and k != "quote status not ok")

@@ -32,6 +32,7 @@ Run on its own (prints the endpoint and key): ``python -m devtools.openai_standi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import threading
@@ -243,10 +244,8 @@ class OpenAIStandIn:
             self._log.append(_with_status(record, status))
         if delay and self._stopping.wait(delay):
             return
-        try:
+        with contextlib.suppress(OSError):  # the client gave up (timeout) before the answer
             handler._send(status, payload, extra_headers, raw_out)
-        except OSError:
-            pass  # the client gave up (timeout) before the answer
 
     def _answer(self, req: RecordedRequest) -> tuple[int, Any, dict[str, str], bytes | None, float]:
         def fail(result: tuple[int, dict[str, Any]]) -> tuple[int, Any, dict[str, str], bytes | None, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:  # the real imports happen in the builders, on first use
     from openai import AzureOpenAI
@@ -46,7 +46,7 @@ class Container:
                 if part is None:
                     part = build()
                     self._parts[name] = part
-        return part  # type: ignore[no-any-return]
+        return cast(T, part)
 
     def peek(self, name: str) -> Any | None:
         """The part if it has been built, without building it (health, shutdown)."""

@@ -44,7 +44,7 @@ class _SecretScanner(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is not a leak
+        except Exception:  # a malformed record is not a leak
             text = str(record.msg)
         if record.exc_info and not record.exc_text:
             text += logging.Formatter().formatException(record.exc_info)

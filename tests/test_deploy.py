@@ -40,7 +40,8 @@ AZURE_OPENAI_ENDPOINT="https://example.openai.azure.com"
 
 
 def _all_functions() -> str:
-    probe = "import function_app;print(','.join('func-test/'+f.get_function_name() for f in function_app.app.get_functions()))"
+    probe = ("import function_app;"
+             "print(','.join('func-test/'+f.get_function_name() for f in function_app.app.get_functions()))")
     return subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -187,7 +187,7 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., App]]:
         return App(http, upstream)
 
     yield start
-    for host, http, upstream in started:
+    for host, http, _upstream in started:
         http.close()
         host.stop()
     reset_services()
@@ -618,7 +618,8 @@ def test_two_instances_write_price_samples_and_sentiment_concurrently(
             assert trouble not in output, (trouble, output[-3000:])
 
 
-_REFRESH_ELSEWHERE = "from shared.markets.service import get_markets_service; get_markets_service().refresh(min_age_s=0)"
+_REFRESH_ELSEWHERE = ("from shared.markets.service import get_markets_service; "
+                      "get_markets_service().refresh(min_age_s=0)")
 
 
 def test_an_instance_stops_saying_stale_once_another_instance_has_refreshed(

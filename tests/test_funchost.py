@@ -404,7 +404,8 @@ def test_ncrontab_schedules_are_croniters_with_seconds_first() -> None:
     assert friday_13th.next_after(start) == datetime(2025, 6, 13, tzinfo=UTC)
     sunday = datetime(2025, 1, 5, tzinfo=UTC)
     assert occurrences("0 0 0 * * 7", start, 1) == occurrences("0 0 0 * * Sun", start, 1) == [sunday]  # 7 is Sunday
-    assert occurrences("*/5 * * * *", start + timedelta(seconds=3), 1) == [start + timedelta(minutes=5)]  # five fields: second 0
+    # Five fields: the second is 0.
+    assert occurrences("*/5 * * * *", start + timedelta(seconds=3), 1) == [start + timedelta(minutes=5)]
 
     assert parse_schedule("00:05:00") == IntervalSchedule("00:05:00", timedelta(minutes=5))
     assert resolve_settings("%S%", {"S": "0 0 * * * *"}) == "0 0 * * * *"
@@ -644,7 +645,8 @@ def test_demo_labels_and_allows_the_default_origins(tmp_path: Path) -> None:
                 assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
             page = c.get("/api/markets", params={"limit": "20"}, headers=origin)
             assert page.headers["content-encoding"] == "gzip" and page.json()["simulated"] is True
-            again = c.get("/api/markets", params={"limit": "20"}, headers={**origin, "If-None-Match": page.headers["etag"]})
+            again = c.get("/api/markets", params={"limit": "20"},
+                          headers={**origin, "If-None-Match": page.headers["etag"]})
             assert again.status_code == 304 and again.headers["x-data-simulated"] == "true"
             assert {"origin", "accept-encoding"} <= _vary(again)
             assert again.headers["access-control-allow-origin"] == "http://localhost:5173"

@@ -28,7 +28,8 @@ SAFELISTED = {"cache-control", "content-language", "content-length", "content-ty
 
 
 @pytest.fixture
-def app_env(database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
+def app_env(database_env: dict[str, str], upstream_env: Upstream,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
     monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
     reset_app()
     reset_services()

@@ -65,7 +65,9 @@ def test_books_sample_joins_on_asset_id() -> None:
 )
 def test_display_price_rule(mid: str | None, spread: str | None, last: str | None,
                             expected: tuple[str | None, str]) -> None:
-    d = (lambda v: None if v is None else Decimal(v))
+    def d(v: str | None) -> Decimal | None:
+        return None if v is None else Decimal(v)
+
     price, rule = display_price(d(mid), d(spread), d(last))
     assert (price, rule) == (d(expected[0]), expected[1])
 

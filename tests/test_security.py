@@ -199,7 +199,8 @@ def test_the_local_default_origins_get_preflights_and_exposed_headers(
     with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json", cors=policy) as host, \
             httpx.Client(base_url=host.url, timeout=60, trust_env=False) as client:
         preflight = client.options("/api/markets", headers={
-            "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"})
+            "Origin": origin, "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "if-none-match"})
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == origin
         assert preflight.headers["access-control-allow-methods"] == "GET"

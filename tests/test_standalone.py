@@ -12,6 +12,7 @@ something else. Each check is shown to fail on a bad input.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -166,10 +167,8 @@ def imported_modules() -> dict[str, set[str]]:
         # Code run in a subprocess (``python -c PROBE``) imports too.
         for node in ast.walk(trees[0]):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and "import " in node.value:
-                try:
+                with contextlib.suppress(SyntaxError):  # prose, not code
                     trees.append(ast.parse(node.value))
-                except SyntaxError:
-                    pass  # prose, not code
         for node in (n for tree in trees for n in ast.walk(tree)):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]

@@ -1,7 +1,8 @@
 """The Polymarket stand-in (devtools.standin) over real loopback HTTP.
 
 CLOB reads go through the real py-clob-client-v2 client, Gamma through httpx. Shapes and value
-types are checked against the recorded samples in ``tests/contract/samples/`` (the contract, ``docs/polymarket-api.md``).
+types are checked against the recorded samples in ``tests/contract/samples/`` (the contract,
+``docs/polymarket-api.md``).
 """
 
 from __future__ import annotations
@@ -321,7 +322,7 @@ def test_prices_history(pm: PolymarketStandIn, client: ClobClient, clob: httpx.C
     batch = clob.post("/batch-prices-history", json={"markets": [token, m.tokens[1].token_id, "7" * 77],
                                                      "interval": "1d", "fidelity": 60}).json()["history"]
     assert batch.keys() == {token, m.tokens[1].token_id} and batch[token] == points
-    assert all(abs(a["p"] + b["p"] - 1) < 1e-9 for a, b in zip(batch[token], batch[m.tokens[1].token_id]))
+    assert all(abs(a["p"] + b["p"] - 1) < 1e-9 for a, b in zip(batch[token], batch[m.tokens[1].token_id], strict=True))
     assert clob.post("/batch-prices-history", json={"markets": ["1"] * 21, "interval": "1d"}).status_code == 400
 
 

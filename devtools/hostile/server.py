@@ -170,7 +170,8 @@ class HostileUpstream:
         with self._lock:
             matching = []
             for active in self._active:
-                if active.matches(exchange.host, exchange.path) and (active.times is None or active.fired < active.times):
+                if active.matches(exchange.host, exchange.path) and (
+                        active.times is None or active.fired < active.times):
                     active.fired += 1
                     matching.append(active)
         for active in matching:

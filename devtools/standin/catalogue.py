@@ -539,7 +539,7 @@ class Catalogue(Sequence[Market]):
             _Spec(member_t.format_map(_Slots(rng, end_at, {**fixed, "item": item, **{k: v for k, v in
                   slots.items() if not k.startswith("_")}})), group_item_title=item,
                   base_price=min(0.97, max(0.003, wt / total)))
-            for item, wt in zip(items, weights)
+            for item, wt in zip(items, weights, strict=True)
         ]
         return category, title, specs
 

@@ -264,7 +264,7 @@ class ClobViews:
         items = self._token_items(payload)
         sides = [self._side(item.get("side")) for item in items]
         out: dict[str, dict[str, str]] = {}
-        for item, side in zip(items, sides):
+        for item, side in zip(items, sides, strict=True):
             found = self._open(item["token_id"])
             if found is not None:
                 out.setdefault(item["token_id"], {})[side] = self._price(*found, side)

@@ -436,7 +436,8 @@ class GammaViews:
             "image": e.image, "icon": e.image, "active": True, "closed": e.closed, "archived": False,
             "new": False, "featured": False, "restricted": True,
             # Event-level volume/liquidity are numbers, unlike the market fields of the same name.
-            "liquidity": liquidity, "volume": sum(m.volume for m in e.markets), "openInterest": round(liquidity * 0.4, 6),
+            "liquidity": liquidity, "volume": sum(m.volume for m in e.markets),
+            "openInterest": round(liquidity * 0.4, 6),
             "createdAt": iso_us(e.created_at), "updatedAt": iso_us(max(m.created_at for m in e.markets)
                                                                    if e.markets else e.created_at),
             "competitive": max((m.competitive for m in open_markets), default=0.0),

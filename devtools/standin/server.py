@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -81,10 +82,8 @@ class _Server(ThreadingHTTPServer):
         with self._conn_lock:
             items = list(self._connections.items())
         for sock, _thread in items:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a handler blocked reading the next request
-            except OSError:
-                pass
         deadline = time.monotonic() + timeout
         for _sock, thread in items:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -171,10 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reset(self) -> None:
         # SO_LINGER with a zero timeout turns close() into an RST: the client sees a reset, not EOF.
-        try:
+        with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
         self.close_connection = True
         self.connection.close()
 
@@ -211,7 +208,7 @@ class PolymarketStandIn:
             return self
         self._stopping.clear()
         try:
-            for name, port in zip(("clob", "gamma"), self._ports):
+            for name, port in zip(("clob", "gamma"), self._ports, strict=True):
                 self._servers[name] = _Server((self.host, port), self, name)
         except OSError:
             self.stop()

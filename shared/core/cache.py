@@ -66,7 +66,7 @@ class SingleFlight(Generic[T]):
     def _execute(self, key: Hashable, future: Future[T], fn: Callable[[], T]) -> None:
         try:
             result = fn()
-        except BaseException as error:  # noqa: BLE001 - handed to every waiter
+        except BaseException as error:  # handed to every waiter
             with self._lock:
                 self._calls.pop(key, None)
             future.set_exception(error)

@@ -7,6 +7,7 @@ parsed the first time it is used, so a bad OpenAI setting never breaks the marke
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,7 +68,6 @@ class _Env:
     """Typed readers over an environment mapping. Every error names the variable and what it
     expects, never the value: a misplaced secret (a password pasted into the wrong setting) must
     not reach a log line or an HTTP 500 body."""
-
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
@@ -89,11 +89,13 @@ class _Env:
         value = self.raw(name)
         return default if value is None else value
 
-    def secret(self, name: str) -> str | None:
+    # From here on ``str`` in an annotation would name the method above (class scope), so the
+    # type is spelled ``builtins.str``.
+    def secret(self, name: builtins.str) -> builtins.str | None:
         # Same as str(), but kept apart so secrets are easy to audit; values never appear in errors.
         return self.raw(name)
 
-    def int(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+    def int(self, name: builtins.str, default: int, *, minimum: int, maximum: int) -> int:
         value = self.raw(name)
         if value is None:
             return default
@@ -105,7 +107,7 @@ class _Env:
             raise ConfigError(name, f"must be between {minimum} and {maximum}")
         return parsed
 
-    def float(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+    def float(self, name: builtins.str, default: float, *, minimum: float, maximum: float) -> float:
         value = self.raw(name)
         if value is None:
             return default
@@ -117,7 +119,7 @@ class _Env:
             raise ConfigError(name, f"must be between {minimum:g} and {maximum:g}")
         return parsed
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -128,7 +130,7 @@ class _Env:
             return False
         raise ConfigError(name, "must be true or false")
 
-    def url(self, name: str, default: str) -> str:
+    def url(self, name: builtins.str, default: builtins.str) -> builtins.str:
         value = self.str(name, default) or default
         try:
             parts = urlsplit(value)
@@ -138,7 +140,7 @@ class _Env:
             raise ConfigError(name, "must be an http(s) URL")
         return value.rstrip("/")
 
-    def choice(self, name: str, default: str, choices: set[str]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: set[builtins.str]) -> builtins.str:
         value = (self.str(name, default) or default).lower()
         if value not in choices:
             raise ConfigError(name, f"must be one of {', '.join(sorted(choices))}")

@@ -57,7 +57,7 @@ MIGRATION_TIMEOUT_S = 120.0
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 _LIBPQ_ERRORS = (psycopg2.DatabaseError, psycopg2.OperationalError, psycopg2.InterfaceError)
 # The server ended a statement at its limit (OperationalError subclasses, yet the connection is fine).
-_CANCELLED = {
+_CANCELLED: dict[type[psycopg2.Error], str] = {
     psycopg2.errors.QueryCanceled: "a statement ran past its time limit",
     psycopg2.errors.LockNotAvailable: "a lock wait ran past its time limit",
 }
