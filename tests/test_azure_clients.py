@@ -12,26 +12,29 @@ from typing import Any
 import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
-from shared.core.config import Settings
+from shared.core.config import Settings, get_settings
 from shared.core.errors import ConfigError, ModelError, NotConfigured
-from shared.upstream.azure_openai import (
-    CONTRADICTS_PRICE_TREND,
+from shared.sentiment import analysis
+from shared.sentiment.prompt import (
     DATA_CLOSE,
     DATA_OPEN,
     MAX_HISTORY_POINTS,
     MAX_PROMPT_CHARS,
-    MAX_REPLY_BYTES,
     PROMPT_VERSION,
-    PriceTrend,
-    analyze_market_sentiment,
     build_messages,
-    consistency_flags,
-    get_azure_openai_client,
-    parse_completion,
-    parse_verdict,
-    plain_text,
     price_trend,
 )
+from shared.sentiment.text import plain_text
+from shared.sentiment.verdict import (
+    CONTRADICTS_PRICE_TREND,
+    MAX_REPLY_BYTES,
+    PriceTrend,
+    Verdict,
+    consistency_flags,
+    parse_completion,
+    parse_verdict,
+)
+from shared.upstream.azure_openai import get_azure_openai_client
 from tests.conftest import reset_app
 
 API_KEY = "sk-test-9f8e7d6c5b4a"
@@ -71,6 +74,13 @@ def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStandIn]:
     yield server
     reset_app()
     server.stop()
+
+
+def analyze_market_sentiment(market: dict[str, Any], quote: dict[str, Any] | None,
+                             points: list[Any] | None) -> Verdict:
+    """One analysis with the app's settings and client, as the sentiment service makes it."""
+    return analysis.analyze_market_sentiment(market, quote, points, settings=get_settings().openai,
+                                             client=get_azure_openai_client)
 
 
 def history(n: int = 200) -> list[dict[str, Any]]:

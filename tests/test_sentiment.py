@@ -23,8 +23,8 @@ from devtools.openai_standin import OpenAIStandIn, Reply, verdict
 from shared.api.http import cached_json, endpoint
 from shared.db.database import get_database
 from shared.markets.service import get_markets_service
+from shared.sentiment.prompt import DATA_CLOSE, DATA_OPEN
 from shared.sentiment.service import HISTORY_LIMIT, get_sentiment_service
-from shared.upstream.azure_openai import DATA_CLOSE, DATA_OPEN
 from tests.conftest import Upstream, handler, reset_app, reset_services
 
 API_KEY = "sk-sentiment-test-0a1b2c3d"
