@@ -5,6 +5,8 @@ timeouts and the prompt's handling of untrusted market text."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +37,7 @@ from shared.sentiment.verdict import (
     parse_verdict,
 )
 from shared.upstream.azure_openai import get_azure_openai_client
-from tests.conftest import reset_app
+from tests.conftest import ROOT, reset_app
 
 API_KEY = "sk-test-9f8e7d6c5b4a"
 DEPLOYMENT = "gpt5-sentiment"
@@ -119,6 +121,15 @@ def test_client_is_created_once_with_timeout_and_retries(standin: OpenAIStandIn,
     assert client.timeout.read == 12 and client.timeout.connect == 5
     reset_app()
     assert get_azure_openai_client() is not client
+
+
+def test_importing_the_client_or_sentiment_does_not_import_openai() -> None:
+    # openai costs a quarter of a second of every cold start: it is imported on first use only.
+    modules = ["shared.upstream.azure_openai", "shared.container", "function_app",
+               *(f"shared.sentiment.{m}" for m in ("analysis", "prompt", "service", "store", "text", "verdict"))]
+    code = f"import sys; import {', '.join(modules)}; print('openai' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert run.stdout.strip() == "False"
 
 
 def test_openai_settings_defaults_and_validation() -> None:
