@@ -112,7 +112,18 @@ class Container:
     def sentiment(self) -> SentimentService:
         from shared.sentiment.service import SentimentService
 
-        return self._part("sentiment", SentimentService)
+        def build() -> SentimentService:
+            settings = self.settings
+            return SentimentService(
+                cache=settings.cache,
+                model_settings=settings.openai,
+                database=lambda: self.database,
+                markets=lambda: self.markets,
+                prices=lambda: self.prices,
+                model=lambda: self.model,
+            )
+
+        return self._part("sentiment", build)
 
     # --- lifetime ------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ timeouts and the prompt's handling of untrusted market text."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,27 +14,30 @@ from typing import Any
 import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
-from shared.core.config import Settings
+from shared.core.config import Settings, get_settings
 from shared.core.errors import ConfigError, ModelError, NotConfigured
-from shared.upstream.azure_openai import (
-    CONTRADICTS_PRICE_TREND,
+from shared.sentiment import analysis
+from shared.sentiment.prompt import (
     DATA_CLOSE,
     DATA_OPEN,
     MAX_HISTORY_POINTS,
     MAX_PROMPT_CHARS,
-    MAX_REPLY_BYTES,
     PROMPT_VERSION,
-    PriceTrend,
-    analyze_market_sentiment,
     build_messages,
-    consistency_flags,
-    get_azure_openai_client,
-    parse_completion,
-    parse_verdict,
-    plain_text,
     price_trend,
 )
-from tests.conftest import reset_app
+from shared.sentiment.text import plain_text
+from shared.sentiment.verdict import (
+    CONTRADICTS_PRICE_TREND,
+    MAX_REPLY_BYTES,
+    PriceTrend,
+    Verdict,
+    consistency_flags,
+    parse_completion,
+    parse_verdict,
+)
+from shared.upstream.azure_openai import get_azure_openai_client
+from tests.conftest import ROOT, reset_app
 
 API_KEY = "sk-test-9f8e7d6c5b4a"
 DEPLOYMENT = "gpt5-sentiment"
@@ -73,6 +78,13 @@ def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStandIn]:
     server.stop()
 
 
+def analyze_market_sentiment(market: dict[str, Any], quote: dict[str, Any] | None,
+                             points: list[Any] | None) -> Verdict:
+    """One analysis with the app's settings and client, as the sentiment service makes it."""
+    return analysis.analyze_market_sentiment(market, quote, points, settings=get_settings().openai,
+                                             client=get_azure_openai_client)
+
+
 def history(n: int = 200) -> list[dict[str, Any]]:
     now = int(time.time())
     return [{"t": now - 3000 * (n - i), "p": round(0.5 + i / (10 * n), 4)} for i in range(n)]
@@ -109,6 +121,15 @@ def test_client_is_created_once_with_timeout_and_retries(standin: OpenAIStandIn,
     assert client.timeout.read == 12 and client.timeout.connect == 5
     reset_app()
     assert get_azure_openai_client() is not client
+
+
+def test_importing_the_client_or_sentiment_does_not_import_openai() -> None:
+    # openai costs a quarter of a second of every cold start: it is imported on first use only.
+    modules = ["shared.upstream.azure_openai", "shared.container", "function_app",
+               *(f"shared.sentiment.{m}" for m in ("analysis", "prompt", "service", "store", "text", "verdict"))]
+    code = f"import sys; import {', '.join(modules)}; print('openai' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert run.stdout.strip() == "False"
 
 
 def test_openai_settings_defaults_and_validation() -> None:

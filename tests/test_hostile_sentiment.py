@@ -29,16 +29,16 @@ from devtools.openai_standin import OpenAIStandIn, RecordedRequest, Reply, verdi
 from shared.api.openapi import API_PREFIX, openapi_document
 from shared.db.database import get_database
 from shared.markets.service import get_markets_service
-from shared.upstream.azure_openai import (
-    CONTRADICTS_PRICE_TREND,
+from shared.sentiment.analysis import analyze_market_sentiment
+from shared.sentiment.prompt import (
     DATA_CLOSE,
     DATA_OPEN,
     MAX_DESCRIPTION_CHARS,
     MAX_PROMPT_CHARS,
     MAX_QUESTION_CHARS,
-    analyze_market_sentiment,
-    markup_in,
 )
+from shared.sentiment.text import markup_in
+from shared.sentiment.verdict import CONTRADICTS_PRICE_TREND
 from tests.conftest import REPORT_LINES, ROOT, reset_app, reset_services
 from tests.test_openapi import Contract
 
@@ -190,7 +190,7 @@ def _db_fails_on_release(app: App, _: pytest.MonkeyPatch) -> None:
 
 
 def _raises(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*_: Any) -> Any:
+    def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("a bug in the analysis")
 
     monkeypatch.setattr("shared.sentiment.service.analyze_market_sentiment", broken)

@@ -21,10 +21,12 @@ import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
 from shared.api.http import cached_json, endpoint
+from shared.core.errors import NotFound
 from shared.db.database import get_database
 from shared.markets.service import get_markets_service
-from shared.sentiment.service import HISTORY_LIMIT, get_sentiment_service
-from shared.upstream.azure_openai import DATA_CLOSE, DATA_OPEN
+from shared.prices.service import get_prices_service, reset_prices_service
+from shared.sentiment.prompt import DATA_CLOSE, DATA_OPEN
+from shared.sentiment.service import HISTORY_LIMIT, PRICE_WINDOW, get_sentiment_service
 from tests.conftest import Upstream, handler, reset_app, reset_services
 
 API_KEY = "sk-sentiment-test-0a1b2c3d"
@@ -320,6 +322,35 @@ def test_clob_down_analyses_with_the_catalogue_price(env: Env) -> None:
     data = prompt_data(env.model.requests()[-1].message("user"))
     assert data["current_price"]["note"].startswith("from the market catalogue")
     assert data["price_history_1w"] is None
+
+
+def test_typed_inputs_are_what_the_apis_serve(unconfigured: Upstream) -> None:
+    # Sentiment reads MarketsService.record and PricesService.quote_with_history, not the
+    # endpoints' bodies: they must say what those endpoints serve.
+    cid = unconfigured.open_markets()[0]["condition_id"]
+    market = get_markets_service().get(cid).body["market"]
+    record = get_markets_service().record(cid)
+    assert record["event"] == (None if market["event"] is None else {"title": market["event"]["title"]})
+    assert record["outcomes"] == [{k: o[k] for k in ("outcome", "token_id", "price")} for o in market["outcomes"]]
+    fields: dict[str, Any] = dict(record)
+    assert {k: market[k] for k in fields if k not in ("event", "outcomes")} == {
+        k: v for k, v in fields.items() if k not in ("event", "outcomes")}
+    with pytest.raises(NotFound):
+        get_markets_service().record("0x" + "0" * 64)
+    token = record["outcomes"][0]["token_id"]
+    assert token is not None
+    for history_fails in (False, True):
+        if history_fails:
+            unconfigured.fail("status", host="clob", path="/prices-history", status=500)
+        reset_prices_service()
+        reading = get_prices_service().quote_with_history(token, PRICE_WINDOW)
+        answer = get_prices_service().price(token, {"interval": "1w", "fidelity": "360"})
+        assert reading.quote.as_json() == answer.body["quote"]
+        assert [{"t": t, "p": p} for t, p in reading.points] == answer.body["history"]["points"]
+        assert reading.history_stale_reason == answer.body["history"].get("stale_reason")
+        assert (reading.history_stale_reason is not None) == history_fails
+        assert reading.stale_reason == (answer.freshness.stale_reason if answer.freshness.source == "stale" else None)
+        assert (reading.stale_reason is not None) == history_fails
 
 
 # --- not configured, bad ids -------------------------------------------------------------------

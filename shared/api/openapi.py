@@ -32,7 +32,7 @@ from shared.prices.quotes import (
 )
 from shared.prices.service import DEFAULT_DEPTH, MAX_BATCH, MAX_DEPTH, MAX_TOKEN_IDS_CHARS
 from shared.sentiment.service import HISTORY_LIMIT, SERVED_FLAGS, SUMMARY_WITHHELD
-from shared.upstream.azure_openai import (
+from shared.sentiment.verdict import (
     CONTRADICTION_MIN_CONFIDENCE,
     CONTRADICTS_PRICE_TREND,
     MAX_SUMMARY_CHARS,

@@ -63,6 +63,7 @@ from shared.core.freshness import Answer, Freshness
 from shared.core.ids import is_condition_id, validate_condition_id
 from shared.db.database import Cursor, Database, bound_transaction, get_database
 from shared.markets import store
+from shared.markets.facts import MarketFacts, market_facts
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market, row_label
 from shared.upstream.polymarket import get_gamma
 
@@ -1076,6 +1077,13 @@ class MarketsService:
         freshness = Freshness("stale", snapshot.as_of, snapshot.age_seconds(), reason)
         etag = hashlib.sha1(f"{condition_id}|{snapshot.version}|memory".encode()).hexdigest()
         return Answer({"market": body}, freshness, etag, get_settings().cache.markets_ttl_s)
+
+    # for other features ---------------------------------------------------------------------
+
+    def record(self, condition_id: str) -> MarketFacts:
+        """One market as other features read it: what :meth:`get` serves (from memory while the
+        database is down), typed; NotFound for an unknown market."""
+        return market_facts(self.get(condition_id).body["market"])
 
 
 def get_markets_service() -> MarketsService:

@@ -87,6 +87,7 @@ from shared.prices.quotes import (
     quote_from_sample,
     read_history,
 )
+from shared.prices.reading import QuoteWithHistory
 from shared.upstream.polymarket import CLOB, get_clob
 
 log = logging.getLogger("polymarket_api.prices")
@@ -1134,6 +1135,46 @@ class PricesService:
             if time.monotonic() > stop_at:
                 return {"deleted": deleted, "batches": batches, "complete": False, "cutoff": cutoff,
                         "misdated": misdated}
+
+    # --- for other features ------------------------------------------------------------------
+
+    def quote_with_history(self, raw_token: str, window: HistoryQuery) -> QuoteWithHistory:
+        """The token's quote and its history over ``window``: what :meth:`price` serves with
+        ``history=true`` (same caches, fallbacks and errors), typed instead of a response body."""
+        token = validate_token_id(raw_token)
+        series_future: Future[Series] | None = None
+        series = self._cached_series(token, window)
+        if series is None and self._exists(token):
+            series_future = self._pool.submit(
+                contextvars.copy_context().run, self._series_or_stored, token, window, False)
+        entry, source = self._entry(token, False)
+        if entry.quote is None and entry.origin != CATALOGUE:
+            _no_such_token(token, entry)
+        if series is None:
+            if series_future is None:
+                series = self._series_or_stored(token, window, False)
+            else:
+                try:
+                    series = series_future.result(timeout=deadline.remaining(WAIT_S))
+                except FutureTimeout:
+                    series = self._no_series(token, window)
+        if entry.quote is None or (
+            entry.closed and series.points and series.points[-1][0] > entry.quote.as_of.timestamp()
+        ):  # no book, or a closed one whose history knows a later price
+            entry = self._closed_from_history(token, series)
+        self._token_infos([token])  # as price(): a later request for the token knows its labels
+        freshness = entry.freshness(source)
+        history_reason = None if series.error is None else _failure_reason(series.error, "stored history only")
+        if series.error is not None and freshness.source != "stale":
+            freshness = Freshness("stale", freshness.as_of, freshness.age_seconds,
+                                  _failure_reason(series.error, "price history from storage only"))
+        assert entry.quote is not None
+        return QuoteWithHistory(
+            quote=entry.quote,
+            points=series.points,
+            stale_reason=freshness.stale_reason if freshness.source == "stale" else None,
+            history_stale_reason=history_reason,
+        )
 
 
 # --- shapes ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Market sentiment use case: ``GET /api/markets/{condition_id}/sentiment``.
 
-- An analysis is one Azure OpenAI call (``azure_clients.analyze_market_sentiment``) on the
-  market record, the CLOB quote of its first outcome and that token's last week of prices.
+- An analysis is one Azure OpenAI call (``shared.sentiment.analysis``) on the market record
+  (``MarketsService.record``), the CLOB quote of its first outcome and that token's last week of
+  prices (``PricesService.quote_with_history``).
   If the price lookup fails, the market record's outcome prices are used and the stored
   analysis says so (``inputs_note``): sentiment does not depend on the CLOB being up.
 - Every analysis is stored in PostgreSQL and kept; the newest younger than ``SENTIMENT_TTL_S``
@@ -16,12 +17,15 @@
 - The lease is given back on every path out of an analysis round (stored, model failure, bad
   output, database failure, any exception): ``try/finally`` around the round. A release that
   itself fails (the database is down) leaves a lease this instance takes back on its next
-  request for the market (``sentiment_store.claim``); other instances wait for it at most
+  request for the market (``store.claim``); other instances wait for it at most
   until it expires.
-- What is served is what ``azure_clients`` validated: a plain-text summary and the verdict's
-  ``flags`` (``contradicts_price_trend``). A stored summary that does not pass the plain-text
+- What is served is what ``shared.sentiment.verdict`` validated: a plain-text summary and the
+  verdict's ``flags`` (``contradicts_price_trend``). A stored summary that does not pass the plain-text
   check today (stored before it existed) is withheld, flagged ``summary_withheld``, never
   served as is.
+
+Everything it uses (settings, database, the markets and prices services, the model client) is
+given to its constructor by the composition root (``shared.container``).
 """
 
 from __future__ import annotations
@@ -37,26 +41,28 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.api.http import parse_bool
 from shared.core.cache import SingleFlight
-from shared.core.config import get_settings
+from shared.core.config import CacheSettings, OpenAISettings
 from shared.core.errors import AppError, ModelError
 from shared.core.freshness import Answer, Freshness
 from shared.core.ids import validate_condition_id
-from shared.db.database import Cursor, get_database
-from shared.markets.service import get_markets_service
-from shared.prices.service import get_prices_service
+from shared.prices.quotes import HistoryQuery
 from shared.sentiment import store
-from shared.upstream.azure_openai import (
-    FLAGS,
-    MAX_SUMMARY_CHARS,
-    analyze_market_sentiment,
-    markup_in,
-    plain_text,
-    require_configured,
-)
+from shared.sentiment.analysis import analyze_market_sentiment
+from shared.sentiment.text import markup_in, plain_text
+from shared.sentiment.verdict import FLAGS, MAX_SUMMARY_CHARS
+from shared.upstream.azure_openai import check_configured
+
+if TYPE_CHECKING:
+    from openai import AzureOpenAI
+
+    from shared.db.database import Cursor, Database
+    from shared.markets.facts import MarketFacts
+    from shared.markets.service import MarketsService
+    from shared.prices.service import PricesService
 
 log = logging.getLogger("polymarket_api.sentiment")
 T = TypeVar("T")
@@ -67,7 +73,7 @@ PRICE_LOOKUP_TIMEOUT_S = 10.0
 LEASE_MARGIN_S = 10.0
 POLL_S = 0.25
 # A week of prices at one point every 6 hours: enough for a direction, few prompt tokens.
-PRICE_PARAMS = {"interval": "1w", "fidelity": "360", "history": "true"}
+PRICE_WINDOW = HistoryQuery("1w", 360)
 SUMMARY_WITHHELD = "summary_withheld"
 SERVED_FLAGS = (*FLAGS, SUMMARY_WITHHELD)
 WITHHELD_SUMMARY = "The stored summary did not pass the plain-text check and is withheld."
@@ -142,7 +148,26 @@ def analysis_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SentimentService:
-    def __init__(self) -> None:
+    """Parts whose lifetime is the container's (the database, the other services, the model
+    client: each can be rebuilt on its own) are given as getters and asked on each use; settings
+    are given as values (a change of settings rebuilds everything, this service included)."""
+
+    def __init__(
+        self,
+        *,
+        cache: CacheSettings,
+        model_settings: OpenAISettings,
+        database: Callable[[], Database],
+        markets: Callable[[], MarketsService],
+        prices: Callable[[], PricesService],
+        model: Callable[[], AzureOpenAI],
+    ) -> None:
+        self._cache = cache
+        self._model_settings = model_settings
+        self._database = database
+        self._markets = markets
+        self._prices = prices
+        self._model = model
         self._flight: SingleFlight[Outcome] = SingleFlight()
         # Names this process's leases; never sent anywhere but the database.
         self._holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
@@ -157,9 +182,9 @@ class SentimentService:
         condition_id = validate_condition_id(raw_condition_id)
         want_history = parse_bool(params, "history", False)
         refresh = parse_bool(params, "refresh", False)
-        require_configured()
-        market = get_markets_service().get(condition_id).body["market"]  # 404 for an unknown market
-        cache = get_settings().cache
+        check_configured(self._model_settings)
+        market = self._markets().record(condition_id)  # 404 for an unknown market
+        cache = self._cache
         latest, state = self._db(lambda cur: (store.latest(cur, condition_id), store.read_state(cur, condition_id)))
         forced = refresh and (
             state["attempt_age_s"] is None or state["attempt_age_s"] >= cache.sentiment_refresh_min_interval_s
@@ -189,18 +214,17 @@ class SentimentService:
         etag = hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
         return Answer(body, freshness, etag, ttl_s)
 
-    @staticmethod
-    def _db(work: Callable[[Cursor], T]) -> T:
-        return get_database().run(work)
+    def _db(self, work: Callable[[Cursor], T]) -> T:
+        return self._database().run(work)
 
     # --- one analysis round (one per market at a time) -------------------------------------------
 
     def _lease_s(self) -> float:
-        ai = get_settings().openai
+        ai = self._model_settings
         attempts = ai.max_retries + 1
         return PRICE_LOOKUP_TIMEOUT_S + attempts * (ai.timeout_s + ai.retry_after_max_s) + LEASE_MARGIN_S
 
-    def _analyse(self, condition_id: str, market: dict[str, Any], latest: dict[str, Any] | None,
+    def _analyse(self, condition_id: str, market: MarketFacts, latest: dict[str, Any] | None,
                  seen: int | None) -> Outcome:
         lease_s = self._lease_s()
 
@@ -219,7 +243,8 @@ class SentimentService:
         try:
             quote, history, note = self._inputs(market)
             try:
-                verdict = analyze_market_sentiment(market, quote, history)
+                verdict = analyze_market_sentiment(market, quote, history, settings=self._model_settings,
+                                                   client=self._model)
             except ModelError as failure:
                 settled = self._record_failure(condition_id, failure.kind)
                 return self._fallback(latest, failure.kind, FAILURE_BACKOFF_S, failure)
@@ -272,16 +297,16 @@ class SentimentService:
 
     # --- inputs ------------------------------------------------------------------------------
 
-    def _inputs(self, market: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[Any] | None, str]:
+    def _inputs(self, market: MarketFacts) -> tuple[dict[str, Any] | None, list[Any] | None, str]:
         """(quote, history points, note on what the analysis was based on)."""
-        outcomes = market.get("outcomes") or []
-        token = outcomes[0].get("token_id") if outcomes else None
+        outcomes = market["outcomes"]
+        token = outcomes[0]["token_id"] if outcomes else None
         fallback = "used the market catalogue's outcome price; no price history"
         if not token:
             return None, None, f"no order book for this market: {fallback}"
-        future = self._pool.submit(get_prices_service().price, token, PRICE_PARAMS)
+        future = self._pool.submit(self._prices().quote_with_history, token, PRICE_WINDOW)
         try:
-            answer = future.result(timeout=PRICE_LOOKUP_TIMEOUT_S)
+            reading = future.result(timeout=PRICE_LOOKUP_TIMEOUT_S)
         except FutureTimeout:
             return None, None, f"price lookup timed out: {fallback}"
         except AppError as error:
@@ -289,20 +314,18 @@ class SentimentService:
         except Exception:
             log.exception("price lookup for sentiment failed")
             return None, None, f"price lookup failed (internal error): {fallback}"
-        quote = answer.body.get("quote")
-        series = answer.body.get("history") or {}
-        points = series.get("points") or []
-        if not isinstance(quote, dict) or quote.get("price") is None:
-            quote = None
+        quote: dict[str, Any] | None = None
+        if reading.quote.price is None:
             notes = ["the quote had no display price: used the market catalogue's outcome price"]
         else:
-            notes = [f"price from the CLOB ({quote.get('price_rule')}, book {quote.get('book')})"]
-            if answer.freshness.source == "stale":
-                notes.append(f"quote stale: {answer.freshness.stale_reason}")
-        notes.append(f"1w history: {len(points)} points")
-        if series.get("stale_reason"):
-            notes.append(f"history: {series['stale_reason']}")
-        return quote, points, "; ".join(notes)
+            quote = reading.quote.as_json()  # the prompt shows the quote as the prices API serves it
+            notes = [f"price from the CLOB ({reading.quote.price_rule}, book {reading.quote.book})"]
+            if reading.stale_reason is not None:
+                notes.append(f"quote stale: {reading.stale_reason}")
+        notes.append(f"1w history: {len(reading.points)} points")
+        if reading.history_stale_reason:
+            notes.append(f"history: {reading.history_stale_reason}")
+        return quote, list(reading.points), "; ".join(notes)
 
 
 def get_sentiment_service() -> SentimentService:

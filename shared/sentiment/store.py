@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.db.database import Cursor
-from shared.upstream.azure_openai import Verdict
+from shared.sentiment.verdict import Verdict
 
 _AGE = "extract(epoch FROM now() - created_at)::float8 AS age_s"
 
