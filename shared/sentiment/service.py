@@ -283,7 +283,7 @@ class SentimentService:
         """Release the lease with the failure recorded; False if the database would not."""
         try:
             self._db(lambda cur: store.record_failure(cur, condition_id, self._holder, kind))
-        except Exception as error:  # noqa: BLE001 - the model's failure is the answer; the lease is released after
+        except Exception as error:  # the model's failure is the answer; the lease is released after
             log.warning("cannot record a sentiment failure for %s (%s)", condition_id, _error_name(error))
             return False
         return True
@@ -291,7 +291,7 @@ class SentimentService:
     def _release(self, condition_id: str) -> None:
         try:
             self._db(lambda cur: store.release(cur, condition_id, self._holder))
-        except Exception as error:  # noqa: BLE001 - never mask the failure that got us here
+        except Exception as error:  # never mask the failure that got us here
             # This instance takes the lease back on its next request (store.claim).
             log.warning("cannot release the sentiment lease for %s (%s)", condition_id, _error_name(error))
 

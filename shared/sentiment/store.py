@@ -148,6 +148,8 @@ def record_success(cur: Cursor, condition_id: str, holder: str, verdict: Verdict
             "price_change_window": verdict.price_trend.window if verdict.price_trend else None,
         },
     )
-    row = dict(cur.fetchone())
+    inserted = cur.fetchone()
+    assert inserted is not None  # INSERT ... RETURNING always gives its row
+    row = dict(inserted)
     _release(cur, condition_id, holder, None)
     return row
