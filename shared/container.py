@@ -106,7 +106,9 @@ class Container:
     def prices(self) -> PricesService:
         from shared.prices.service import PricesService
 
-        return self._part("prices", lambda: PricesService(self.settings.cache))
+        # Providers, not parts: the pool may be unreachable now, and is rebuilt after a failure.
+        return self._part("prices", lambda: PricesService(self.settings.cache, lambda: self.database,
+                                                          lambda: self.clob))
 
     @property
     def sentiment(self) -> SentimentService:

@@ -401,10 +401,10 @@ def test_the_serialiser_refuses_nan_and_infinity_as_a_last_line_of_defence() -> 
 
 
 def test_the_writer_never_queues_a_sample_it_could_not_serve_back() -> None:
-    from shared.prices.service import SampleWriter
     from shared.prices.store import Sample
+    from shared.prices.writer import SampleWriter
 
-    writer = SampleWriter()
+    writer = SampleWriter(get_database)
     now = datetime.now(UTC)
     good = Sample("1", now - timedelta(minutes=1), 0.5, 0.5, 0.49, 0.51, 0.02, 0.5)
     bad = [Sample("2", datetime(2076, 1, 1, tzinfo=UTC), 0.5), Sample("3", datetime(2019, 1, 1, tzinfo=UTC), 0.5),

@@ -46,6 +46,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 from shared.api.http import is_uint
 from shared.core.errors import BadRequest, UpstreamBadResponse
 from shared.core.ids import TOKEN_ID_PATTERN, is_token_id
+from shared.core.numbers import float_or_none
 
 # Polymarket shows the midpoint unless the spread is wider than this, then the last trade.
 DISPLAY_SPREAD_LIMIT = Decimal("0.10")
@@ -54,10 +55,6 @@ PRICE_RULE_MIDPOINT = "midpoint"
 PRICE_RULE_LAST_TRADE = "last_trade"
 PRICE_RULE_LAST_KNOWN = "last_known"  # closed book: the last price we know of
 PRICE_RULE_NONE = "none"  # no price: no two-sided book and no trade yet (``price`` is null)
-
-
-def num(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
 
 
 # --- the wire: what the CLOB sends, validated -------------------------------------------------
@@ -284,8 +281,8 @@ def book_json(book: Book, depth: int) -> dict[str, Any]:
         "spread": quote.spread,
         "last_trade_price": quote.last_trade_price,
         "totals": {"bids": _side_totals(book.bids), "asks": _side_totals(book.asks)},
-        "tick_size": num(book.tick_size),
-        "min_order_size": num(book.min_order_size),
+        "tick_size": float_or_none(book.tick_size),
+        "min_order_size": float_or_none(book.min_order_size),
         "neg_risk": book.neg_risk,
         "hash": book.hash,
         "timestamp": book.timestamp.isoformat() if book.timestamp else None,
@@ -386,14 +383,14 @@ def quote_from_book(book: Book) -> Quote:
     price, rule = display_price(midpoint, spread, book.last_trade_price)
     return Quote(
         token_id=book.token_id,
-        price=num(price),
+        price=float_or_none(price),
         price_rule=rule,
-        midpoint=num(midpoint),
-        best_bid=num(bid),
-        best_ask=num(ask),
-        spread=num(spread),
-        last_trade_price=num(book.last_trade_price),
-        tick_size=num(book.tick_size),
+        midpoint=float_or_none(midpoint),
+        best_bid=float_or_none(bid),
+        best_ask=float_or_none(ask),
+        spread=float_or_none(spread),
+        last_trade_price=float_or_none(book.last_trade_price),
+        tick_size=float_or_none(book.tick_size),
         book="open",
         as_of=book.fetched_at,
         book_timestamp=book.timestamp,
@@ -406,8 +403,7 @@ def quote_from_sample(token_id: str, row: Mapping[str, Any]) -> Quote:
     """A closed or stale quote from a stored ``price_samples`` row."""
 
     def f(name: str) -> float | None:
-        value = row.get(name)
-        return None if value is None else float(value)
+        return float_or_none(row.get(name))
 
     return Quote(
         token_id=token_id,

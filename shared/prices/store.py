@@ -183,7 +183,7 @@ def delete_older_than(cur: Cursor, cutoff: datetime, limit: int) -> int:
         """,
         (cutoff, limit),
     )
-    return cur.rowcount
+    return int(cur.rowcount)
 
 
 def delete_misdated(cur: Cursor, limit: int, now: datetime | None = None) -> int:
@@ -197,4 +197,4 @@ def delete_misdated(cur: Cursor, limit: int, now: datetime | None = None) -> int
         """,
         (EARLIEST_TIME, (now or datetime.now(UTC)) + MISDATED_AHEAD, limit),
     )
-    return cur.rowcount
+    return int(cur.rowcount)
