@@ -30,7 +30,6 @@ given to its constructor by the composition root (``shared.container``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -47,8 +46,10 @@ from shared.api.http import parse_bool
 from shared.core.cache import SingleFlight
 from shared.core.config import CacheSettings, OpenAISettings
 from shared.core.errors import AppError, ModelError
+from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness
 from shared.core.ids import validate_condition_id
+from shared.core.numbers import float_or_none
 from shared.prices.quotes import HistoryQuery
 from shared.sentiment import store
 from shared.sentiment.analysis import analyze_market_sentiment
@@ -96,10 +97,6 @@ def _error_name(error: BaseException) -> str:
     return error.code if isinstance(error, AppError) else type(error).__name__
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -131,7 +128,7 @@ def analysis_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "flags": flags,
         "price_trend": None if change is None else {"change": change, "window": row.get("price_change_window")},
         "analyzed_at": _iso(row["created_at"]),
-        "display_price": _num(row["display_price"]),
+        "display_price": float_or_none(row["display_price"]),
         "price_as_of": _iso(row["price_as_of"]),
         "price_source": row["price_source"],
         "inputs_note": row["inputs_note"],
@@ -211,7 +208,7 @@ class SentimentService:
             rows = self._db(lambda cur: store.history(cur, condition_id, HISTORY_LIMIT))
             body["history"] = [analysis_json(r) for r in rows]
             parts.append(",".join(str(r["id"]) for r in rows))
-        etag = hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()
+        etag = make_etag(*parts)
         return Answer(body, freshness, etag, ttl_s)
 
     def _db(self, work: Callable[[Cursor], T]) -> T:
