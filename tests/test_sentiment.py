@@ -20,10 +20,11 @@ import azure.functions as func
 import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
-from shared.api.http import cached_json, endpoint
+from shared.api import handlers
+from shared.api.http import endpoint
 from shared.db.database import get_database
 from shared.markets.service import get_markets_service
-from shared.sentiment.service import HISTORY_LIMIT, get_sentiment_service
+from shared.sentiment.service import HISTORY_LIMIT
 from shared.upstream.azure_openai import DATA_CLOSE, DATA_OPEN
 from tests.conftest import Upstream, handler, reset_app, reset_services
 
@@ -33,9 +34,7 @@ API_KEY = "sk-sentiment-test-0a1b2c3d"
 @endpoint
 def sentiment_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     """The adapter function_app.py registers for GET /api/markets/{condition_id}/sentiment."""
-    answer = get_sentiment_service().get(req.route_params.get("condition_id", ""), req.params)
-    return cached_json(req, answer.body, freshness=answer.freshness.as_dict(), etag=answer.etag,
-                       ttl_s=answer.ttl_s)
+    return handlers.get_market_sentiment(req)
 
 
 @dataclass

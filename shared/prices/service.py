@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -49,7 +49,6 @@ from typing import Any, ClassVar
 
 from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
 
-from shared.api.http import is_uint, parse_bool
 from shared.core import deadline
 from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
@@ -70,19 +69,18 @@ from shared.core.freshness import Answer, Freshness
 from shared.core.ids import validate_token_id
 from shared.db.database import get_database
 from shared.prices import store
+from shared.prices.query import HistoryQuery
 from shared.prices.quotes import (
     CLOCK_SKEW_ALLOWANCE,
     PRICE_RULE_LAST_KNOWN,
     PRICE_RULE_NONE,
     Book,
-    HistoryQuery,
     Point,
     Quote,
     book_json,
     book_token,
     merge_history,
     parse_book,
-    parse_history_query,
     quote_from_book,
     quote_from_sample,
     read_history,
@@ -91,15 +89,12 @@ from shared.upstream.polymarket import CLOB, get_clob
 
 log = logging.getLogger("polymarket_api.prices")
 
-MAX_BATCH = 100
-MAX_DEPTH = 100
-DEFAULT_DEPTH = 10
 TOKEN_INFO_TTL_S = 300.0
 TOKEN_LOOKUP_BACKOFF_S = 10.0
 # A series is up to ~13,000 points (interval=max at fidelity 10 over 90 days): keep few of them.
 HISTORY_CACHE_ENTRIES = 256
 # Closed-or-unknown probe: does upstream have any history for a token it has no book for?
-PROBE_QUERY = HistoryQuery("max", 60)
+PROBE_QUERY = HistoryQuery(interval="max", fidelity=60)
 WAIT_S = 120.0  # a caller never waits longer than this on another caller's fetch
 MAX_BACKGROUND_REFRESHES = 64  # batches of tokens refreshing after a stale answer, at once
 PRUNE_BATCH = 10_000
@@ -946,28 +941,27 @@ class PricesService:
         info = self.tokens.get(token, allow_expired=True)
         return self.books.get(token, allow_expired=True) is not None or (info is not None and info[0].known)
 
-    def price(self, raw_token: str, params: Mapping[str, str]) -> Answer:
-        token = validate_token_id(raw_token)
-        with_history = parse_bool(params, "history", True)
-        query = parse_history_query(params)
-        force = parse_bool(params, "refresh", False) and self._allow_refresh(token)
+    def price(self, token: str, *, history: HistoryQuery | None, refresh: bool) -> Answer:
+        """One token's quote, with its history over ``history`` (none when None); ``token`` is a
+        valid token id (the API layer checks path ids)."""
+        force = refresh and self._allow_refresh(token)
         series_future: Future[Series] | None = None
-        series = None if force or not with_history else self._cached_series(token, query)
-        if with_history and series is None and self._exists(token):
+        series = None if force or history is None else self._cached_series(token, history)
+        if history is not None and series is None and self._exists(token):
             # Known to exist: its history is fetched beside its quote, not after it.
             series_future = self._pool.submit(
-                contextvars.copy_context().run, self._series_or_stored, token, query, force)
+                contextvars.copy_context().run, self._series_or_stored, token, history, force)
         entry, source = self._entry(token, force)
         if entry.quote is None and entry.origin != CATALOGUE:
             _no_such_token(token, entry)  # no book and nothing stored: no history call for it
-        if with_history and series is None:
+        if history is not None and series is None:
             if series_future is None:  # never seen before: its book (or storage) just showed it exists
-                series = self._series_or_stored(token, query, force)
+                series = self._series_or_stored(token, history, force)
             else:
                 try:
                     series = series_future.result(timeout=deadline.remaining(WAIT_S))
                 except FutureTimeout:
-                    series = self._no_series(token, query)
+                    series = self._no_series(token, history)
         if entry.quote is None:
             entry = self._closed_from_history(token, series)
         elif entry.closed and series is not None and series.points and (
@@ -1012,8 +1006,10 @@ class PricesService:
 
     # --- many tokens ---------------------------------------------------------------------
 
-    def quotes(self, params: Mapping[str, str]) -> Answer:
-        tokens, invalid = parse_token_ids(params.get("token_ids"))
+    def quotes(self, token_ids: Sequence[str]) -> Answer:
+        """Quotes of distinct ids, in order; an id that is not a token id is answered ``invalid``
+        in its place (the API layer splits, deduplicates and caps the list)."""
+        tokens, invalid = _split_valid(token_ids)
         found: dict[str, tuple[Entry | None, str]] = {}
         misses = []
         for token in tokens:
@@ -1031,7 +1027,7 @@ class PricesService:
         infos = self._token_infos(tokens)
         items = []
         fresh: list[Freshness] = []
-        for raw in _ordered(params.get("token_ids")):
+        for raw in token_ids:
             if raw in invalid:
                 items.append({"token_id": raw, "status": "invalid", "quote": None, "token": None,
                               "error": {"code": "bad_request", "message": invalid[raw]}})
@@ -1058,9 +1054,8 @@ class PricesService:
 
     # --- books ---------------------------------------------------------------------------
 
-    def book(self, raw_token: str, params: Mapping[str, str]) -> Answer:
-        token = validate_token_id(raw_token)
-        depth = parse_depth(params)
+    def book(self, token: str, *, depth: int) -> Answer:
+        """``token``'s order book, ``depth`` levels a side; ``token`` is a valid token id."""
         hit = self.books.get(token)
         source = "cache"
         book: Book | None = None
@@ -1202,37 +1197,15 @@ def _overall(items: list[Freshness]) -> Freshness:
     return Freshness(source, oldest.as_of, oldest.age_seconds)
 
 
-def _ordered(raw: str | None) -> list[str]:
-    return list(dict.fromkeys(part.strip() for part in (raw or "").split(",") if part.strip()))
-
-
-MAX_TOKEN_IDS_CHARS = MAX_BATCH * 80
-
-
-def parse_token_ids(raw: str | None) -> tuple[list[str], dict[str, str]]:
-    """(valid token ids, {invalid id: why}) from ``token_ids=a,b,c``; duplicates collapse."""
-    if raw is not None and len(raw) > MAX_TOKEN_IDS_CHARS:
-        raise BadRequest(f"parameter 'token_ids' lists more than {MAX_BATCH} ids", parameter="token_ids")
-    ids = _ordered(raw)
-    if not ids:
-        raise BadRequest("parameter 'token_ids' is required: comma-separated token ids", parameter="token_ids")
-    if len(ids) > MAX_BATCH:
-        raise BadRequest(f"parameter 'token_ids' lists {len(ids)} ids; at most {MAX_BATCH}",
-                         parameter="token_ids")
+def _split_valid(token_ids: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """(valid token ids, {invalid id: why})."""
     valid, invalid = [], {}
-    for token in ids:
+    for token in token_ids:
         try:
             valid.append(validate_token_id(token))
         except BadRequest:
             invalid[token] = "a token id is 1 to 78 decimal digits"
     return valid, invalid
-
-
-def parse_depth(params: Mapping[str, str]) -> int:
-    raw = (params.get("depth") or str(DEFAULT_DEPTH)).strip()
-    if not is_uint(raw) or not 1 <= int(raw) <= MAX_DEPTH:
-        raise BadRequest(f"parameter 'depth' must be an integer from 1 to {MAX_DEPTH}", parameter="depth")
-    return int(raw)
 
 
 def get_prices_service() -> PricesService:

@@ -39,16 +39,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from shared.api.http import parse_bool
 from shared.core.cache import SingleFlight
 from shared.core.config import get_settings
 from shared.core.errors import AppError, ModelError
 from shared.core.freshness import Answer, Freshness
-from shared.core.ids import validate_condition_id
 from shared.db.database import Cursor, get_database
 from shared.markets.service import get_markets_service
+from shared.prices.query import HistoryQuery
 from shared.prices.service import get_prices_service
 from shared.sentiment import store
+from shared.sentiment.query import HISTORY_LIMIT
 from shared.upstream.azure_openai import (
     FLAGS,
     MAX_SUMMARY_CHARS,
@@ -61,13 +61,12 @@ from shared.upstream.azure_openai import (
 log = logging.getLogger("polymarket_api.sentiment")
 T = TypeVar("T")
 
-HISTORY_LIMIT = 50
 FAILURE_BACKOFF_S = 60.0
 PRICE_LOOKUP_TIMEOUT_S = 10.0
 LEASE_MARGIN_S = 10.0
 POLL_S = 0.25
 # A week of prices at one point every 6 hours: enough for a direction, few prompt tokens.
-PRICE_PARAMS = {"interval": "1w", "fidelity": "360", "history": "true"}
+PRICE_HISTORY = HistoryQuery(interval="1w", fidelity=360)
 SUMMARY_WITHHELD = "summary_withheld"
 SERVED_FLAGS = (*FLAGS, SUMMARY_WITHHELD)
 WITHHELD_SUMMARY = "The stored summary did not pass the plain-text check and is withheld."
@@ -153,10 +152,9 @@ class SentimentService:
 
     # --- the request -------------------------------------------------------------------------
 
-    def get(self, raw_condition_id: str, params: Mapping[str, str]) -> Answer:
-        condition_id = validate_condition_id(raw_condition_id)
-        want_history = parse_bool(params, "history", False)
-        refresh = parse_bool(params, "refresh", False)
+    def get(self, condition_id: str, *, history: bool, refresh: bool) -> Answer:
+        """The market's newest analysis (and, with ``history``, the newest HISTORY_LIMIT);
+        ``condition_id`` is a valid condition id (the API layer checks path ids)."""
         require_configured()
         market = get_markets_service().get(condition_id).body["market"]  # 404 for an unknown market
         cache = get_settings().cache
@@ -174,7 +172,7 @@ class SentimentService:
         else:
             seen = latest["id"] if latest else None
             outcome = self._flight.run(condition_id, lambda: self._analyse(condition_id, market, latest, seen))
-        return self._answer(condition_id, outcome, want_history, cache.sentiment_ttl_s)
+        return self._answer(condition_id, outcome, history, cache.sentiment_ttl_s)
 
     def _answer(self, condition_id: str, outcome: Outcome, want_history: bool, ttl_s: int) -> Answer:
         row = outcome.row
@@ -279,7 +277,8 @@ class SentimentService:
         fallback = "used the market catalogue's outcome price; no price history"
         if not token:
             return None, None, f"no order book for this market: {fallback}"
-        future = self._pool.submit(get_prices_service().price, token, PRICE_PARAMS)
+        future = self._pool.submit(get_prices_service().price, token, history=PRICE_HISTORY,
+                                   refresh=False)
         try:
             answer = future.result(timeout=PRICE_LOOKUP_TIMEOUT_S)
         except FutureTimeout:
