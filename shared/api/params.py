@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args
 
-from annotated_types import Ge, Le, MaxLen
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from shared.core.errors import BadRequest
-from shared.core.query import PARAMETER_ERROR, Bool, Query, UInt
+from shared.core.query import Bool, ParameterError, Query, UInt
 
 __all__ = ["Bool", "Query", "UInt", "parse_query"]
 
@@ -29,9 +28,9 @@ def parse_query(model: type[M], params: Mapping[str, str]) -> M:
         return model.model_validate(given)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
-        if first["type"] == PARAMETER_ERROR:  # a model validator's rule, naming its parameter
-            name = str((first.get("ctx") or {}).get("parameter", ""))
-            raise BadRequest(f"parameter '{name}' {first['msg']}", parameter=name or None) from None
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, ParameterError):  # a model validator's rule, naming its parameter
+            raise BadRequest(f"parameter '{cause.parameter}' {cause.problem}", parameter=cause.parameter) from None
         used = str(first["loc"][0]) if first["loc"] else ""
         name = public_name(model, used) or used
         raise BadRequest(f"parameter '{name}' {_problem(model, used, first)}", parameter=name or None) from None
@@ -62,10 +61,12 @@ def _field(model: type[Query], name: str) -> FieldInfo | None:
     return None
 
 
-def _bound(info: FieldInfo, kind: type) -> Any:
+def _bound(info: FieldInfo, name: str) -> Any:
+    """A bound of the field (``ge``, ``le``, ``max_length``), read from its constraint metadata."""
     for item in info.metadata:
-        if isinstance(item, kind):
-            return getattr(item, {Ge: "ge", Le: "le", MaxLen: "max_length"}[kind])
+        value = getattr(item, name, None)
+        if value is not None:
+            return value
     return None
 
 
@@ -73,13 +74,13 @@ def _problem(model: type[Query], name: str, error: Any) -> str:
     """What the client must send instead, from the field's own definition (written once)."""
     info = _field(model, name)
     if info is not None:
-        low, high = _bound(info, Ge), _bound(info, Le)
+        low, high = _bound(info, "ge"), _bound(info, "le")
         if low is not None and high is not None and info.annotation in (int, int | None):
             return f"must be an integer from {low} to {high}"
         choices = _literal_choices(info.annotation)
         if choices:
             return f"must be one of {', '.join(choices)}"
-        longest = _bound(info, MaxLen)
+        longest = _bound(info, "max_length")
         if longest is not None and error["type"] == "string_too_long":
             return f"must be at most {longest} characters"
     if error["type"] == "missing":

@@ -11,12 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from pydantic_core import PydanticCustomError
 
 TRUE = ("true", "1", "yes")
 FALSE = ("false", "0", "no")
 MAX_UINT_DIGITS = 9  # beyond this int() of client text is never needed
-PARAMETER_ERROR = "bad_parameter"
 
 
 class Query(BaseModel):
@@ -25,10 +23,14 @@ class Query(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
-def bad_parameter(parameter: str, problem: str) -> PydanticCustomError:
+class ParameterError(ValueError):
     """A cross-field rule's failure that still names one parameter (a model validator has no
     field location of its own); ``problem`` follows "parameter '<name>' "."""
-    return PydanticCustomError(PARAMETER_ERROR, problem, {"parameter": parameter})
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(problem)
+        self.parameter = parameter
+        self.problem = problem
 
 
 def _bool(value: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
-from shared.core.query import Bool, Query, UInt, bad_parameter, refresh_field
+from shared.core.query import Bool, ParameterError, Query, UInt, refresh_field
 
 Interval = Literal["1h", "6h", "1d", "1w", "1m", "max"]
 INTERVALS: dict[str, int] = {
@@ -59,7 +59,7 @@ class HistoryQuery(Query):
     def _fidelity_floor(self) -> HistoryQuery:
         minimum = MIN_FIDELITY.get(self.interval, 1)
         if self.fidelity < minimum:
-            raise bad_parameter(
+            raise ParameterError(
                 "fidelity",
                 f"must be an integer number of minutes from {minimum} to {MAX_FIDELITY} "
                 f"(the minimum for interval {self.interval} is {minimum})",
