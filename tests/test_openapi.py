@@ -196,7 +196,7 @@ def test_document_is_valid_openapi_3_1_with_the_app_version() -> None:
 
 def test_every_registered_route_is_documented_and_nothing_else() -> None:
     prefix = json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"]
-    assert API_PREFIX == f"/{prefix}"
+    assert f"/{prefix}" == API_PREFIX
     registered: dict[tuple[str, str], str] = {}
     for name, fn in registered_functions().items():
         trigger = json.loads(fn.get_raw_bindings()[0])

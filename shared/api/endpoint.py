@@ -12,6 +12,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -39,7 +40,7 @@ def endpoint(handler: Handler) -> Handler:
     the worker checks what it finds there, and this module's annotations are only strings.
     """
 
-    def wrapper(req, context=None):
+    def wrapper(req: func.HttpRequest, context: Any = None) -> func.HttpResponse:
         observability.setup()
         invocation_id = getattr(context, "invocation_id", None)
         path = urlsplit(req.url).path
@@ -52,7 +53,8 @@ def endpoint(handler: Handler) -> Handler:
         return response
 
     functools.update_wrapper(wrapper, handler)  # name, docstring and the handler's annotations
-    del wrapper.__wrapped__  # Azure must see the wrapper's parameters (req, context), not the handler's
+    # Azure must see the wrapper's parameters (req, context), not the handler's.
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
     return wrapper
 
 

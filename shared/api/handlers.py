@@ -81,7 +81,8 @@ def get_openapi_document(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def get_api_docs(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(docs.page(), mimetype="text/html", charset="utf-8", headers=_static_headers(docs.PAGE_CACHE))
+    headers = _static_headers(docs.PAGE_CACHE)
+    return func.HttpResponse(docs.page(), mimetype="text/html", charset="utf-8", headers=headers)
 
 
 def get_api_docs_asset(req: func.HttpRequest) -> func.HttpResponse:

@@ -281,7 +281,8 @@ def _build() -> dict[str, Any]:
             "version": __version__,
             "summary": "Polymarket markets, prices, order books and model sentiment, cached and fail-soft.",
             "description": (
-                "All API answers are JSON (the documentation page and its files aside). Errors are `{\"error\": {\"code\", \"message\", \"parameter\"?}}`. "
+                "All API answers are JSON (the documentation page and its files aside). Errors are "
+                "`{\"error\": {\"code\", \"message\", \"parameter\"?}}`. "
                 "Cached answers carry a `freshness` object, `ETag` and `Cache-Control`, and answer 304 to a "
                 "matching `If-None-Match`. JSON bodies of 1 KB or more are gzip-compressed when the request's "
                 "`Accept-Encoding` allows it. In demo mode every answer has `X-Data-Simulated: true` and every "

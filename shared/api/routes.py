@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from shared.core.errors import (
     AppError,
@@ -34,6 +35,13 @@ PATH_IDS: dict[str, Callable[[str | None], str]] = {
     "condition_id": validate_condition_id,
     "token_id": validate_token_id,
 }
+
+
+class Binding(TypedDict):
+    """The keyword arguments of ``FunctionApp.route``."""
+
+    route: str
+    methods: list[str]
 
 
 @dataclass(frozen=True)
@@ -101,9 +109,8 @@ class Route:
         return [part[1:-1] for part in self.route.split("/") if part.startswith("{")]
 
     @property
-    def binding(self) -> dict[str, object]:
-        """The keyword arguments of ``FunctionApp.route`` for this route."""
-        return {"route": self.route, "methods": list(self.methods)}
+    def binding(self) -> Binding:
+        return Binding(route=self.route, methods=list(self.methods))
 
 
 _SCHEMAS = "shared.api.schemas"

@@ -60,6 +60,11 @@ UInt = Annotated[int, BeforeValidator(_uint)]
 """1 to 9 ASCII digits; bounds come from the field (``Field(ge=..., le=...)``)."""
 
 
+def no_default(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` for a field whose default is not a fixed value (it follows another)."""
+    schema.pop("default", None)
+
+
 REFRESH_DESCRIPTION = "Fetch from the source now instead of the cache, when allowed (throttled; otherwise ignored)"
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 
-from shared.core.query import Bool, Query, UInt, refresh_field
+from shared.core.query import Bool, Query, UInt, no_default, refresh_field
 
 Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "price_change"]
 SORTS: dict[Sort, str] = {  # sort key -> catalogue column
@@ -34,7 +34,7 @@ class MarketQuery(Query):
     sort: Sort = Field("volume", description="Sort key; markets without a value come last.")
     order: Literal["asc", "desc"] = Field(
         "desc", description="`desc` by default (`asc` for `end_date`).",
-        json_schema_extra=lambda schema: schema.pop("default", None))
+        json_schema_extra=no_default)
     limit: UInt = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size.")
     q: str | None = Field(
         None, max_length=MAX_Q_CHARS,

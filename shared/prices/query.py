@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
-from shared.core.query import Bool, ParameterError, Query, UInt, refresh_field
+from shared.core.query import Bool, ParameterError, Query, UInt, no_default, refresh_field
 
 Interval = Literal["1h", "6h", "1d", "1w", "1m", "max"]
 INTERVALS: dict[str, int] = {
@@ -46,7 +46,7 @@ class HistoryQuery(Query):
         1, ge=1, le=MAX_FIDELITY,
         description=f"Minutes per history point; at least {_fidelity_floors()} (400 below), 1 otherwise. "
                     "Defaults to the interval's minimum.",
-        json_schema_extra=lambda schema: schema.pop("default", None))  # the default depends on interval
+        json_schema_extra=no_default)  # the default depends on interval
 
     @model_validator(mode="before")
     @classmethod

@@ -8,19 +8,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.core.ids import CONDITION_ID_PATTERN, CONDITION_ID_RULE, TOKEN_ID_PATTERN, TOKEN_ID_RULE
+from shared.core.query import no_default
 
 EXAMPLE_CONDITION_ID = "0x" + "5e" * 32
 EXAMPLE_TOKEN_ID = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
 EXAMPLE_TIME = "2026-11-25T13:05:00+00:00"
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
 def optional(description: str | None = None, **constraints: Any) -> Any:
     """A property that may be absent (not ``null``): no default in the document."""
-    return Field(None, description=description, json_schema_extra=_no_default, **constraints)
+    return Field(None, description=description, json_schema_extra=no_default, **constraints)
 
 
 class Body(BaseModel):
@@ -34,7 +31,7 @@ class Answer(Body):
 
     simulated: Literal[True] = Field(
         True, description="Only in `make demo` mode: the data comes from the simulated Polymarket stand-in.",
-        json_schema_extra=_no_default)
+        json_schema_extra=no_default)
 
 
 Probability = Annotated[float, Field(ge=0, le=1)]
