@@ -33,11 +33,13 @@ def _static() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
-@functools.cache
 def asset(name: str) -> bytes | None:
     """A listed file's bytes, or None for any other name (nothing else under the package is served)."""
-    if name not in ASSETS:
-        return None
+    return _read(name) if name in ASSETS else None  # checked first: the cache holds listed names only
+
+
+@functools.cache
+def _read(name: str) -> bytes:
     return (_static() / name).read_bytes()
 
 
