@@ -84,7 +84,8 @@ def _problem(model: type[Query], name: str, error: Any) -> str:
         if longest is not None and error["type"] == "string_too_long":
             return f"must be at most {longest} characters"
     if error["type"] == "missing":
-        return "is required"
+        what = (info.description or "").rstrip(".") if info is not None else ""
+        return f"is required: {what[:1].lower()}{what[1:]}" if what else "is required"
     message = str(error.get("msg", "is not valid"))
     return message.removeprefix("Value error, ") if error["type"] == "value_error" else message.lower()
 
