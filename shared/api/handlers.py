@@ -10,7 +10,6 @@ import azure.functions as func
 from shared import health
 from shared.api import docs
 from shared.api.headers import JSON
-from shared.api.openapi import openapi_json
 from shared.api.params import parse_query
 from shared.api.queries import HealthQuery
 from shared.api.responses import cached_json, json_response
@@ -76,6 +75,8 @@ def get_book(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def get_openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.api.openapi import openapi_json  # the response models load with the document, not before
+
     # Not json_response: the document is the same in every mode (no "simulated" flag in it).
     return func.HttpResponse(openapi_json(), mimetype=JSON, headers={"Cache-Control": "public, max-age=3600"})
 
