@@ -1,6 +1,8 @@
 """The OpenAPI document (``GET /api/openapi.json``) is valid, complete and true.
 
 * valid OpenAPI 3.1 (``openapi-spec-validator``);
+* generated (``shared/api/openapi.py``), it still holds everything the hand-written document had
+  (``tests/fixtures/openapi-handwritten.json``, saved before that code was deleted);
 * every HTTP function ``function_app`` registers is documented with the same path, method and
   operationId, and nothing else is;
 * real responses, over HTTP through the local host on a real PostgreSQL, the Polymarket stand-in
