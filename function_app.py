@@ -1,99 +1,105 @@
-"""The Azure Functions app: triggers and thin adapters. Behaviour lives in ``shared/``.
+"""The Azure Functions app: triggers and one-line adapters. Behaviour lives in ``shared/``.
 
-Importing this module must never fail or do I/O (Azure indexes functions by importing it);
-settings, clients and the database pool are all created on first use.
+Importing this module must never fail or do I/O (Azure indexes functions by importing it), and
+it stays cheap (cold start): routes come from the light route table, and the handlers (with the
+models and the services they use) are imported on the first request.
 """
 
+# No `from __future__ import annotations`: the worker reads the handlers' annotations as classes.
 import logging
+from types import ModuleType
 
 import azure.functions as func
 
-from shared import health
-from shared.api.http import JSON, bool_param, cached_json, endpoint, json_response
-from shared.api.openapi import openapi_json
+from shared.api.endpoint import endpoint
+from shared.api.routes import ROUTES
+from shared.container import get_container
 from shared.core.errors import AppError
-from shared.core.freshness import Answer
-from shared.markets.service import get_markets_service, parse_query
-from shared.prices.service import get_prices_service
-from shared.sentiment.service import get_sentiment_service
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 log = logging.getLogger("polymarket_api")
 
 
-def _answer(req: func.HttpRequest, answer: Answer) -> func.HttpResponse:
-    return cached_json(req, answer.body, freshness=answer.freshness.as_dict(), etag=answer.etag, ttl_s=answer.ttl_s)
+def _handlers() -> ModuleType:
+    from shared.api import handlers
+
+    return handlers
 
 
-@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(**ROUTES["health_check"].binding, auth_level=func.AuthLevel.ANONYMOUS)
 @endpoint
 def health_check(req: func.HttpRequest) -> func.HttpResponse:
-    if not bool_param(req, "deep", default=False):
-        return json_response(health.basic())
-    report, can_serve = health.deep()
-    return json_response(report, status=200 if can_serve else 503)
+    return _handlers().health_check(req)
 
 
-@app.route(route="markets", methods=["GET"])
+@app.route(**ROUTES["list_markets"].binding)
 @endpoint
 def list_markets(req: func.HttpRequest) -> func.HttpResponse:
-    query = parse_query(req.params)
-    force = bool_param(req, "refresh", default=False)
-    return _answer(req, get_markets_service().list(query, force_refresh=force))
+    return _handlers().list_markets(req)
 
 
-@app.route(route="markets/{condition_id}/sentiment", methods=["GET"])
+@app.route(**ROUTES["get_market_sentiment"].binding)
 @endpoint
 def get_market_sentiment(req: func.HttpRequest) -> func.HttpResponse:
-    answer = get_sentiment_service().get(req.route_params.get("condition_id", ""), req.params)
-    return _answer(req, answer)
+    return _handlers().get_market_sentiment(req)
 
 
-@app.route(route="markets/{condition_id}", methods=["GET"])
+@app.route(**ROUTES["get_market"].binding)
 @endpoint
 def get_market(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(req, get_markets_service().get(req.route_params.get("condition_id", "")))
+    return _handlers().get_market(req)
 
 
 @app.timer_trigger(schedule="%MARKETS_REFRESH_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def refresh_markets(timer: func.TimerRequest) -> None:
     try:
-        result = get_markets_service().refresh()
+        result = get_container().markets.refresh()
     except AppError as error:  # already logged and recorded as the catalogue's last error
         log.warning("scheduled markets refresh failed: %s", error.code)
         return
     log.info("scheduled markets refresh: %s", result.status)
 
 
-@app.route(route="price/{token_id}", methods=["GET"])
+@app.route(**ROUTES["get_price"].binding)
 @endpoint
 def get_price(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(req, get_prices_service().price(req.route_params.get("token_id", ""), req.params))
+    return _handlers().get_price(req)
 
 
-@app.route(route="prices", methods=["GET"])
+@app.route(**ROUTES["get_prices"].binding)
 @endpoint
 def get_prices(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(req, get_prices_service().quotes(req.params))
+    return _handlers().get_prices(req)
 
 
-@app.route(route="book/{token_id}", methods=["GET"])
+@app.route(**ROUTES["get_book"].binding)
 @endpoint
 def get_book(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(req, get_prices_service().book(req.route_params.get("token_id", ""), req.params))
+    return _handlers().get_book(req)
 
 
-@app.route(route="openapi.json", methods=["GET"])
+@app.route(**ROUTES["get_openapi_document"].binding)
 @endpoint
 def get_openapi_document(req: func.HttpRequest) -> func.HttpResponse:
-    # Not json_response: the document is the same in every mode (no "simulated" flag in it).
-    return func.HttpResponse(openapi_json(), mimetype=JSON, headers={"Cache-Control": "public, max-age=3600"})
+    return _handlers().get_openapi_document(req)
+
+
+@app.route(**ROUTES["get_api_docs"].binding)
+@endpoint
+def get_api_docs(req: func.HttpRequest) -> func.HttpResponse:
+    return _handlers().get_api_docs(req)
+
+
+@app.route(**ROUTES["get_api_docs_asset"].binding)
+@endpoint
+def get_api_docs_asset(req: func.HttpRequest) -> func.HttpResponse:
+    return _handlers().get_api_docs_asset(req)
 
 
 @app.timer_trigger(schedule="%PRICE_HISTORY_PRUNE_SCHEDULE%", arg_name="timer", run_on_startup=False)
 def prune_price_history(timer: func.TimerRequest) -> None:
     try:
-        result = get_prices_service().prune()
+        result = get_container().prices.prune()
     except AppError as error:
         log.warning("price history retention failed: %s", error.code)
         return

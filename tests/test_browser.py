@@ -345,3 +345,45 @@ def test_a_browser_on_another_origin_uses_the_api(
         f"browser: {version}, page {origin} ({source}) -> API {api}: a {listed['count']}-market page took "
         f"{first['encoded_bytes']:,} bytes on the wire gzip ({identity_bytes:,} identity); ETag read from "
         f"JavaScript, 304s served {len(served_304)}, preflights {len(preflights)}")
+
+
+def _wait_for_text(devtools: DevTools, text: str) -> bool:
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    probe = f"document.body ? document.body.innerText.includes({json.dumps(text)}) : false"
+    while time.monotonic() < deadline:
+        if devtools.evaluate(probe):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_swagger_ui_renders_the_document_from_the_app_alone(chromium: str) -> None:
+    """/api/docs in a real browser: Swagger UI, served by the app, loads /api/openapi.json and lists
+    the operations; every request the page makes goes to the app on 127.0.0.1 (no CDN, no validator)."""
+    import function_app
+    from devtools.funchost import LocalHost
+
+    reset_app()
+    with LocalHost(function_app.app, port=0, host_json=ROOT / "host.json") as host, browser(chromium) as devtools:
+        devtools.call("Page.navigate", url=f"{host.url}/api/docs")
+        rendered = _wait_for_text(devtools, "/api/markets/{condition_id}/sentiment")
+        dom = devtools.evaluate("document.body.innerText") or ""
+        # A last look for requests still on their way (Swagger UI loads nothing after rendering).
+        time.sleep(0.5)
+        devtools.evaluate("1")
+    assert rendered, f"Swagger UI did not render the operations: {str(dom)[:1500]}"
+    for text in ("/api/markets", "/api/price/{token_id}", "/api/health", "polymarket-api"):
+        assert text in dom, text
+    requested = [e["params"]["request"]["url"] for e in devtools.events
+                 if e.get("method") == "Network.requestWillBeSent"]
+    assert any(url.endswith("/api/openapi.json") for url in requested), requested
+    outside = [url for url in requested
+               if not url.startswith(("http://127.0.0.1:", "data:", "blob:", "about:"))]
+    assert not outside, f"the docs page reached beyond the app: {outside}"
+    seen = {r["url"].rsplit("/", 1)[-1]: r for r in _wire(devtools, "/api/docs")}
+    assert seen["docs"]["headers"]["content-type"].startswith("text/html")
+    assert seen["swagger-ui-bundle.js"]["headers"]["content-type"].startswith("text/javascript")
+    assert seen["swagger-ui.css"]["headers"]["content-type"].startswith("text/css")
+    for response in seen.values():
+        assert response["status"] == 200 and response["headers"]["cache-control"].startswith("public, max-age=")
+    REPORT_LINES.append(f"swagger ui: /api/docs rendered {len(requested)} requests, all to 127.0.0.1")

@@ -326,3 +326,35 @@ def test_demo_mode_labels_every_answer(app_env: Upstream, monkeypatch: pytest.Mo
     reset_app()
     for kind, response in _answers(app_env, {}).items():
         assert "X-Data-Simulated" not in response.headers, kind
+
+
+def test_docs_are_served_with_their_types_and_nothing_else() -> None:
+    reset_app()
+    page = call("get_api_docs", "docs")
+    assert page.status_code == 200 and page.mimetype == "text/html" and page.charset == "utf-8"
+    assert page.headers["Cache-Control"].startswith("public, max-age=")
+    text = page.get_body().decode()
+    assert "/api/openapi.json" in text and "/api/docs/swagger-ui-bundle.js" in text
+    assert "https://" not in text and "http://" not in text  # nothing from elsewhere
+    for name, kind in (("swagger-ui.css", "text/css"), ("swagger-ui-bundle.js", "text/javascript"),
+                       ("favicon-32x32.png", "image/png")):
+        served = call("get_api_docs_asset", f"docs/{name}", route_params={"asset": name})
+        assert served.status_code == 200 and served.headers["Content-Type"].startswith(kind), name
+        assert served.headers["X-Content-Type-Options"] == "nosniff" and served.get_body()
+    for name in ("index.html", "../../function_app.py", "swagger-ui.js.map", "LICENSE"):
+        missing = call("get_api_docs_asset", f"docs/{name}", route_params={"asset": name})
+        assert missing.status_code == 404 and json.loads(missing.get_body())["error"]["code"] == "not_found"
+
+
+def test_importing_function_app_leaves_models_services_and_clients_for_the_first_request() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("pydantic", "openai", "py_clob_client_v2", "psycopg2", "httpx", "shared.api.handlers",
+             "shared.markets.service", "shared.prices.service", "shared.sentiment.service")
+    probe = ("import sys, function_app\n"
+             f"heavy = {heavy!r}\n"
+             "print(sorted({m for m in sys.modules for h in heavy if m == h or m.startswith(h + '.')}))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -25,6 +25,8 @@ EXPECTED_HTTP = {
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),
     "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),
     "get_openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),
+    "get_api_docs": ("docs", ["GET"], "ANONYMOUS"),
+    "get_api_docs_asset": ("docs/{asset}", ["GET"], "ANONYMOUS"),
 }
 EXPECTED_TIMERS = {
     "refresh_markets": "%MARKETS_REFRESH_SCHEDULE%",

@@ -1,6 +1,8 @@
 """The OpenAPI document (``GET /api/openapi.json``) is valid, complete and true.
 
 * valid OpenAPI 3.1 (``openapi-spec-validator``);
+* generated (``shared/api/openapi.py``), it still holds everything the hand-written document had
+  (``tests/fixtures/openapi-handwritten.json``, saved before that code was deleted);
 * every HTTP function ``function_app`` registers is documented with the same path, method and
   operationId, and nothing else is;
 * real responses, over HTTP through the local host on a real PostgreSQL, the Polymarket stand-in
@@ -31,8 +33,10 @@ from openapi_spec_validator import validate as validate_spec
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
 from shared import __version__
 from shared.api.openapi import API_PREFIX, openapi_document, openapi_json
+from shared.api.params import parse_query
 from shared.db.database import get_database
-from shared.markets.service import get_markets_service, parse_query
+from shared.markets.query import MarketQuery
+from shared.markets.service import get_markets_service
 from tests.conftest import ROOT, Upstream, handler, registered_functions, reset_app, reset_services
 
 API_KEY = "sk-openapi-test-0a1b2c3d"
@@ -253,6 +257,94 @@ def test_document_is_served_as_json_with_a_long_cache(api: Api) -> None:
     assert "freshness" not in body and "simulated" not in body
 
 
+HANDWRITTEN = ROOT / "tests" / "fixtures" / "openapi-handwritten.json"
+SCHEMA_FACTS = ("type", "pattern", "enum", "minimum", "maximum", "minLength", "maxLength", "default")
+
+
+def _deref(document: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = document
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _parameters_of(document: dict[str, Any], operation: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    params = (_deref(document, p) for p in operation.get("parameters", []))
+    return {(p["name"], p["in"]): p for p in params}
+
+
+def _body_properties(document: dict[str, Any], schema: Any, prefix: str = "",
+                     seen: frozenset[str] = frozenset()) -> set[str]:
+    """Every property path a body schema names: through $ref, allOf/oneOf/anyOf, items and maps."""
+    if isinstance(schema, dict) and "$ref" in schema:
+        if schema["$ref"] in seen:
+            return set()
+        seen = seen | {schema["$ref"]}
+    schema = _deref(document, schema)
+    if not isinstance(schema, dict):
+        return set()
+    found: set[str] = set()
+    for key in ("allOf", "oneOf", "anyOf"):
+        for option in schema.get(key, []):
+            found |= _body_properties(document, option, prefix, seen)
+    if isinstance(schema.get("items"), dict):
+        found |= _body_properties(document, schema["items"], f"{prefix}[].", seen)
+    if isinstance(schema.get("additionalProperties"), dict):
+        found |= _body_properties(document, schema["additionalProperties"], f"{prefix}{{}}.", seen)
+    for name, sub in schema.get("properties", {}).items():
+        found.add(prefix + name)
+        found |= _body_properties(document, sub, f"{prefix}{name}.", seen)
+    return found
+
+
+def test_generated_document_holds_everything_the_handwritten_one_had() -> None:
+    """The document once written by hand (saved before it was deleted) is contained in the generated
+    one: every path and operation, every parameter with its type, pattern, enum, bounds and default,
+    every response status and header, and every property of every response body."""
+    old, new = json.loads(HANDWRITTEN.read_text()), openapi_document()
+    missing: list[str] = []
+    for path, item in old["paths"].items():
+        for method, old_op in item.items():
+            where = f"{method.upper()} {path}"
+            new_op = new["paths"].get(path, {}).get(method)
+            if new_op is None:
+                missing.append(f"{where}: operation")
+                continue
+            assert new_op["operationId"] == old_op["operationId"], where
+            new_params = _parameters_of(new, new_op)
+            for key, old_param in _parameters_of(old, old_op).items():
+                new_param = new_params.get(key)
+                if new_param is None:
+                    missing.append(f"{where}: parameter {key}")
+                    continue
+                assert new_param["required"] == old_param["required"], (where, key)
+                old_schema, new_schema = _deref(old, old_param["schema"]), _deref(new, new_param["schema"])
+                for fact in SCHEMA_FACTS:
+                    if fact in old_schema and new_schema.get(fact) != old_schema[fact]:
+                        missing.append(f"{where}: parameter {key} {fact} {old_schema[fact]!r}, "
+                                       f"now {new_schema.get(fact)!r}")
+            for status, old_response in old_op["responses"].items():
+                if status not in new_op["responses"]:
+                    missing.append(f"{where}: status {status}")
+                    continue
+                old_response, new_response = _deref(old, old_response), _deref(new, new_op["responses"][status])
+                for header in set(old_response.get("headers", {})) - set(new_response.get("headers", {})):
+                    missing.append(f"{where} {status}: header {header}")
+                for media, content in old_response.get("content", {}).items():
+                    new_content = new_response.get("content", {}).get(media)
+                    if new_content is None:
+                        missing.append(f"{where} {status}: content {media}")
+                        continue
+                    gone = (_body_properties(old, content["schema"])
+                            - _body_properties(new, new_content["schema"]))
+                    missing += [f"{where} {status}: body property {name}" for name in sorted(gone)]
+    assert not missing, "\n".join(missing)
+    for name in old["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]:
+        assert name in new["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"], name
+
+
 # --- real responses ------------------------------------------------------------------------------
 
 
@@ -307,7 +399,7 @@ def test_markets_responses_match(api: Api) -> None:
     _, other = api.get(path, {"limit": "3", "sort": "volume", "cursor": page["next_cursor"]}, expect=400)
     assert other["error"]["parameter"] == "cursor"
     # A forged cursor of the right query whose sort value no float holds (was a 500).
-    fingerprint = parse_query({"sort": "liquidity"}).fingerprint()
+    fingerprint = parse_query(MarketQuery, {"sort": "liquidity"}).fingerprint()
     raw = json.dumps({"f": fingerprint, "k": [False, 10**309, "0x"]}, separators=(",", ":"))
     forged = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
     _, error = api.get(path, {"limit": "3", "sort": "liquidity", "cursor": forged}, expect=400)

@@ -7,15 +7,16 @@ from decimal import Decimal
 
 import pytest
 
+from shared.api.params import parse_query
 from shared.core.errors import BadRequest, UpstreamBadResponse
 from shared.core.ids import validate_token_id
+from shared.prices.query import HistoryQuery
 from shared.prices.quotes import (
     book_json,
     display_price,
     merge_history,
     parse_book,
     parse_history,
-    parse_history_query,
     quote_from_book,
     read_history,
 )
@@ -166,6 +167,9 @@ def test_token_ids_rejected(token: str) -> None:
 
 
 def test_history_query_defaults_are_upstream_minimums() -> None:
+    def parse_history_query(params: dict[str, str]) -> HistoryQuery:
+        return parse_query(HistoryQuery, params)
+
     assert parse_history_query({}).interval == "1d" and parse_history_query({}).fidelity == 1
     assert parse_history_query({"interval": "1w"}).fidelity == 5
     assert parse_history_query({"interval": "1m"}).fidelity == 10

@@ -20,13 +20,14 @@ import azure.functions as func
 import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
-from shared.api.http import cached_json, endpoint
+from shared.api import handlers
+from shared.api.http import endpoint
 from shared.core.errors import NotFound
 from shared.db.database import get_database
 from shared.markets.service import get_markets_service
 from shared.prices.service import get_prices_service, reset_prices_service
 from shared.sentiment.prompt import DATA_CLOSE, DATA_OPEN
-from shared.sentiment.service import HISTORY_LIMIT, PRICE_WINDOW, get_sentiment_service
+from shared.sentiment.service import HISTORY_LIMIT, PRICE_WINDOW
 from tests.conftest import Upstream, handler, reset_app, reset_services
 
 API_KEY = "sk-sentiment-test-0a1b2c3d"
@@ -35,9 +36,7 @@ API_KEY = "sk-sentiment-test-0a1b2c3d"
 @endpoint
 def sentiment_endpoint(req: func.HttpRequest) -> func.HttpResponse:
     """The adapter function_app.py registers for GET /api/markets/{condition_id}/sentiment."""
-    answer = get_sentiment_service().get(req.route_params.get("condition_id", ""), req.params)
-    return cached_json(req, answer.body, freshness=answer.freshness.as_dict(), etag=answer.etag,
-                       ttl_s=answer.ttl_s)
+    return handlers.get_market_sentiment(req)
 
 
 @dataclass
@@ -344,7 +343,7 @@ def test_typed_inputs_are_what_the_apis_serve(unconfigured: Upstream) -> None:
             unconfigured.fail("status", host="clob", path="/prices-history", status=500)
         reset_prices_service()
         reading = get_prices_service().quote_with_history(token, PRICE_WINDOW)
-        answer = get_prices_service().price(token, {"interval": "1w", "fidelity": "360"})
+        answer = get_prices_service().price(token, history=PRICE_WINDOW, refresh=False)
         assert reading.quote.as_json() == answer.body["quote"]
         assert [{"t": t, "p": p} for t, p in reading.points] == answer.body["history"]["points"]
         assert reading.history_stale_reason == answer.body["history"].get("stale_reason")

@@ -9,52 +9,17 @@ parameter. Values are stripped; an empty value means "not given" (the default ap
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
-from annotated_types import Ge, Le, MaxLen
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from shared.core.errors import BadRequest
+from shared.core.query import Bool, ParameterError, Query, UInt
 
-M = TypeVar("M", bound="Query")
+__all__ = ["Bool", "Query", "UInt", "parse_query"]
 
-TRUE = ("true", "1", "yes")
-FALSE = ("false", "0", "no")
-MAX_UINT_DIGITS = 9  # beyond this int() of client text is never needed
-
-
-class Query(BaseModel):
-    """Base of every query model: immutable, unknown parameters ignored (as the API always has)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-
-
-def _bool(value: Any) -> Any:
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in TRUE:
-            return True
-        if text in FALSE:
-            return False
-        raise ValueError("must be true or false")
-    return value
-
-
-def _uint(value: Any) -> Any:
-    # Not int(): that accepts "²"-free but odd forms ("+5", " 5", "5_000", 5,000 digits).
-    if isinstance(value, str):
-        text = value.strip()
-        if not (0 < len(text) <= MAX_UINT_DIGITS and text.isascii() and text.isdigit()):
-            raise ValueError("must be a whole number")
-        return int(text)
-    return value
-
-
-Bool = Annotated[bool, BeforeValidator(_bool)]
-"""true/1/yes or false/0/no, any case."""
-UInt = Annotated[int, BeforeValidator(_uint)]
-"""1 to 9 ASCII digits; bounds come from the field (``Field(ge=..., le=...)``)."""
+M = TypeVar("M", bound=Query)
 
 
 def parse_query(model: type[M], params: Mapping[str, str]) -> M:
@@ -63,24 +28,45 @@ def parse_query(model: type[M], params: Mapping[str, str]) -> M:
         return model.model_validate(given)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
-        name = str(first["loc"][0]) if first["loc"] else ""
-        raise BadRequest(f"parameter '{name}' {_problem(model, name, first)}", parameter=name or None) from None
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, ParameterError):  # a model validator's rule, naming its parameter
+            raise BadRequest(f"parameter '{cause.parameter}' {cause.problem}", parameter=cause.parameter) from None
+        used = str(first["loc"][0]) if first["loc"] else ""
+        name = public_name(model, used) or used
+        raise BadRequest(f"parameter '{name}' {_problem(model, used, first)}", parameter=name or None) from None
+
+
+def public_name(model: type[Query], name: str) -> str | None:
+    """The parameter a field is documented and reported as (its first alias: ``category`` is
+    ``tag``'s second name, so an error in it names ``tag``)."""
+    for field_name, info in model.model_fields.items():
+        names = parameter_names(field_name, info)
+        if name in names:
+            return names[0]
+    return None
+
+
+def parameter_names(field_name: str, info: FieldInfo) -> list[str]:
+    choices = getattr(info.validation_alias, "choices", None)
+    if choices:
+        return [c for c in choices if isinstance(c, str)]
+    alias = info.validation_alias if isinstance(info.validation_alias, str) else info.alias
+    return [alias or field_name]
 
 
 def _field(model: type[Query], name: str) -> FieldInfo | None:
     for field_name, info in model.model_fields.items():
-        aliases = {field_name, info.alias}
-        choices = getattr(info.validation_alias, "choices", None) or [info.validation_alias]
-        aliases.update(c for c in choices if isinstance(c, str))
-        if name in aliases:
+        if name == field_name or name in parameter_names(field_name, info):
             return info
     return None
 
 
-def _bound(info: FieldInfo, kind: type) -> Any:
+def _bound(info: FieldInfo, name: str) -> Any:
+    """A bound of the field (``ge``, ``le``, ``max_length``), read from its constraint metadata."""
     for item in info.metadata:
-        if isinstance(item, kind):
-            return getattr(item, {Ge: "ge", Le: "le", MaxLen: "max_length"}[kind])
+        value = getattr(item, name, None)
+        if value is not None:
+            return value
     return None
 
 
@@ -88,15 +74,18 @@ def _problem(model: type[Query], name: str, error: Any) -> str:
     """What the client must send instead, from the field's own definition (written once)."""
     info = _field(model, name)
     if info is not None:
-        low, high = _bound(info, Ge), _bound(info, Le)
+        low, high = _bound(info, "ge"), _bound(info, "le")
         if low is not None and high is not None and info.annotation in (int, int | None):
             return f"must be an integer from {low} to {high}"
         choices = _literal_choices(info.annotation)
         if choices:
             return f"must be one of {', '.join(choices)}"
-        longest = _bound(info, MaxLen)
+        longest = _bound(info, "max_length")
         if longest is not None and error["type"] == "string_too_long":
             return f"must be at most {longest} characters"
+    if error["type"] == "missing":
+        what = (info.description or "").rstrip(".") if info is not None else ""
+        return f"is required: {what[:1].lower()}{what[1:]}" if what else "is required"
     message = str(error.get("msg", "is not valid"))
     return message.removeprefix("Value error, ") if error["type"] == "value_error" else message.lower()
 

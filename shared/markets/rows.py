@@ -129,7 +129,7 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError("not text")  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+        raise ValueError("not text")  # not TypeError: pydantic reports a ValueError as a validation error
     text = clean_text(str(value)).strip()
     return text or None
 
@@ -138,7 +138,7 @@ def _decimal(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise ValueError("not a number")  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+        raise ValueError("not a number")  # not TypeError, as above
     text = str(value)
     if len(text) > MAX_NUMBER_CHARS:
         raise ValueError("number too long")

@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -42,7 +42,6 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.api.http import is_uint, parse_bool
 from shared.core import deadline
 from shared.core.cache import SingleFlight
 from shared.core.config import get_settings
@@ -64,6 +63,7 @@ from shared.core.ids import is_condition_id, validate_condition_id
 from shared.db.database import Cursor, Database, bound_transaction, get_database
 from shared.markets import store
 from shared.markets.facts import MarketFacts, market_facts
+from shared.markets.query import SORTS, MarketQuery
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market, row_label
 from shared.upstream.polymarket import get_gamma
 
@@ -78,15 +78,6 @@ MIN_SURVIVING_SHARE = 0.5
 INACTIVE_WINDOW_DAYS = 30
 LOCK_WAIT_S = 60.0
 
-SORTS = {
-    "volume": "volume",
-    "volume_24h": "volume_24h",
-    "liquidity": "liquidity",
-    "end_date": "end_date",
-    "price_change": "one_day_price_change",
-}
-MAX_LIMIT = 500
-DEFAULT_LIMIT = 50
 
 
 # --- the in-memory snapshot ------------------------------------------------------------------
@@ -192,21 +183,6 @@ def _sort_key(item: _Item, sort: str, descending: bool) -> SortKey:
     if value is None:
         return (True, 0.0, item.condition_id)  # missing values last in either order
     return (False, -value if descending else value, item.condition_id)
-
-
-@dataclass(frozen=True)
-class MarketQuery:
-    active_only: bool = True
-    q: str | None = None
-    tag: str | None = None
-    sort: str = "volume"
-    order: str = "desc"
-    limit: int = DEFAULT_LIMIT
-    cursor: str | None = None
-
-    def fingerprint(self) -> str:
-        text = json.dumps([self.active_only, self.q, self.tag, self.sort, self.order])
-        return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -515,7 +491,7 @@ def _prefetched(pages: Iterator[T], depth: int = 4) -> Iterator[T]:
                 put(page)
                 if abandoned.is_set():
                     return
-        except BaseException as error:  # noqa: BLE001 - re-raised on the consumer's thread
+        except BaseException as error:
             put(_Raised(error))
             return
         put(_END)
@@ -780,7 +756,7 @@ class MarketsService:
         """Rows the load left out are rewritten from Gamma's next (validated) row for them."""
         try:
             get_database().run(lambda cur: store.mark_for_rewrite(cur, condition_ids))
-        except Exception as error:  # noqa: BLE001 - they stay left out; the next load tries again
+        except Exception as error:
             log.warning("could not mark %d unloadable markets for rewrite (%s)", len(condition_ids),
                         type(error).__name__)
 
@@ -1096,34 +1072,3 @@ def reset_markets_service() -> None:
     from shared.container import get_container
 
     get_container().reset("markets")
-
-
-def parse_query(params: Mapping[str, str]) -> MarketQuery:
-    """Validate /api/markets query parameters; every error names the parameter."""
-    sort = (params.get("sort") or "volume").strip()
-    if sort not in SORTS:
-        raise BadRequest(f"parameter 'sort' must be one of {', '.join(SORTS)}", parameter="sort")
-    order = (params.get("order") or ("asc" if sort == "end_date" else "desc")).strip().lower()
-    if order not in ("asc", "desc"):
-        raise BadRequest("parameter 'order' must be asc or desc", parameter="order")
-    raw_limit = (params.get("limit") or str(DEFAULT_LIMIT)).strip()
-    if not is_uint(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise BadRequest(f"parameter 'limit' must be an integer from 1 to {MAX_LIMIT}", parameter="limit")
-    q = (params.get("q") or "").strip() or None
-    if q is not None and len(q) > 200:
-        raise BadRequest("parameter 'q' must be at most 200 characters", parameter="q")
-    tag = (params.get("tag") or params.get("category") or "").strip() or None
-    if tag is not None and len(tag) > 100:
-        raise BadRequest("parameter 'tag' must be at most 100 characters", parameter="tag")
-    cursor = (params.get("cursor") or "").strip() or None
-    if cursor is not None and len(cursor) > 512:
-        raise BadRequest("parameter 'cursor' is not a cursor this API returned", parameter="cursor")
-    return MarketQuery(
-        active_only=parse_bool(params, "active_only", True),
-        q=q,
-        tag=tag,
-        sort=sort,
-        order=order,
-        limit=int(raw_limit),
-        cursor=cursor,
-    )

@@ -21,7 +21,8 @@ from shared.core.errors import AppError, UpstreamBadResponse, UpstreamError, Ups
 from shared.db.database import Database
 from shared.prices import store
 from shared.prices.entries import failure_reason
-from shared.prices.quotes import CLOCK_SKEW_ALLOWANCE, HistoryQuery, Point, merge_history, read_history
+from shared.prices.query import HistoryQuery
+from shared.prices.quotes import CLOCK_SKEW_ALLOWANCE, Point, merge_history, read_history
 from shared.prices.rejections import Rejections
 from shared.prices.writer import SampleWriter
 from shared.upstream.polymarket import CLOB, ClobApi
@@ -31,7 +32,7 @@ log = logging.getLogger("polymarket_api.prices")
 # A series is up to ~13,000 points (interval=max at fidelity 10 over 90 days): keep few of them.
 HISTORY_CACHE_ENTRIES = 256
 # Closed-or-unknown probe: does upstream have any history for a token it has no book for?
-PROBE_QUERY = HistoryQuery("max", 60)
+PROBE_QUERY = HistoryQuery(interval="max", fidelity=60)
 
 
 @dataclass(frozen=True)

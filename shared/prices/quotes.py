@@ -43,8 +43,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from shared.api.http import is_uint
-from shared.core.errors import BadRequest, UpstreamBadResponse
+from shared.core.errors import UpstreamBadResponse
 from shared.core.ids import TOKEN_ID_PATTERN, is_token_id
 from shared.core.numbers import float_or_none
 
@@ -422,54 +421,6 @@ def quote_from_sample(token_id: str, row: Mapping[str, Any]) -> Quote:
 
 
 # --- history ---------------------------------------------------------------------------------
-
-INTERVALS: dict[str, int] = {
-    "1h": 3600,
-    "6h": 6 * 3600,
-    "1d": 86_400,
-    "1w": 7 * 86_400,
-    "1m": 30 * 86_400,  # upstream's 1m is one month
-    "max": 31 * 86_400,  # upstream keeps about 31 days; stored samples reach further (see window)
-}
-DEFAULT_INTERVAL = "1d"
-# Upstream 400s below these (§3.17); ``max`` covers more than ``1m``, so it gets 1m's floor too.
-MIN_FIDELITY = {"1w": 5, "1m": 10, "max": 10}
-MAX_FIDELITY = 1440  # one point a day
-
-
-@dataclass(frozen=True)
-class HistoryQuery:
-    interval: str = DEFAULT_INTERVAL
-    fidelity: int = 1  # minutes per point
-
-    @property
-    def period_s(self) -> int:
-        return self.fidelity * 60
-
-    def window_s(self, retention_days: int) -> int:
-        """How far back the answer reaches: ``max`` means everything we keep."""
-        if self.interval == "max":
-            return max(INTERVALS["max"], retention_days * 86_400)
-        return INTERVALS[self.interval]
-
-
-def parse_history_query(params: Mapping[str, str]) -> HistoryQuery:
-    """``interval`` and ``fidelity`` validated against upstream's limits, naming the parameter."""
-    interval = (params.get("interval") or DEFAULT_INTERVAL).strip()
-    if interval not in INTERVALS:
-        raise BadRequest(f"parameter 'interval' must be one of {', '.join(INTERVALS)}", parameter="interval")
-    minimum = MIN_FIDELITY.get(interval, 1)
-    raw = (params.get("fidelity") or "").strip()
-    if raw == "":
-        return HistoryQuery(interval, minimum)
-    if not is_uint(raw) or not minimum <= int(raw) <= MAX_FIDELITY:
-        raise BadRequest(
-            f"parameter 'fidelity' must be an integer number of minutes from {minimum} to {MAX_FIDELITY}"
-            + (f" (the minimum for interval {interval} is {minimum})" if minimum > 1 else ""),
-            parameter="fidelity",
-        )
-    return HistoryQuery(interval, int(raw))
-
 
 Point = tuple[int, float]  # (unix seconds, price)
 

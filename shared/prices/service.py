@@ -40,7 +40,7 @@ from __future__ import annotations
 import atexit
 import contextvars
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -48,13 +48,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from shared.api.http import is_uint, parse_bool
 from shared.core import deadline
 from shared.core.cache import TTLCache
 from shared.core.config import CacheSettings
 from shared.core.errors import BadRequest, NotFound, ServiceUnavailable, UpstreamError
 from shared.core.freshness import Answer, Freshness, Source
-from shared.core.ids import validate_token_id
+from shared.core.ids import TOKEN_ID_RULE, validate_token_id
 from shared.db.database import Database
 from shared.prices import retention, store
 from shared.prices.books import BookReader
@@ -62,13 +61,12 @@ from shared.prices.entries import CATALOGUE, Entry, Outcome, failure_reason
 from shared.prices.fallback import StaleIfError, book_fallback, quote_fallback
 from shared.prices.flight import WAIT_S, BookFlight
 from shared.prices.history import PROBE_QUERY, Histories, Series
+from shared.prices.query import HistoryQuery
 from shared.prices.quotes import (
     PRICE_RULE_LAST_KNOWN,
     Book,
-    HistoryQuery,
     Quote,
     book_json,
-    parse_history_query,
     quote_from_book,
 )
 from shared.prices.reading import QuoteWithHistory
@@ -85,10 +83,6 @@ from shared.prices.shaping import (
 from shared.prices.tokens import TokenInfo, TokenInfos, no_such_token, resolve_missing
 from shared.prices.writer import SampleWriter
 from shared.upstream.polymarket import ClobApi
-
-MAX_BATCH = 100
-MAX_DEPTH = 100
-DEFAULT_DEPTH = 10
 
 
 class BookClosed(NotFound):
@@ -245,12 +239,11 @@ class PricesService:
         info = self.tokens.get(token, allow_expired=True)
         return self.books.get(token, allow_expired=True) is not None or (info is not None and info[0].known)
 
-    def price(self, raw_token: str, params: Mapping[str, str]) -> Answer:
-        token = validate_token_id(raw_token)
-        with_history = parse_bool(params, "history", True)
-        query = parse_history_query(params)
-        force = parse_bool(params, "refresh", False) and self._allow_refresh(token)
-        reading = self._read(token, query if with_history else None, force)
+    def price(self, token: str, *, history: HistoryQuery | None, refresh: bool) -> Answer:
+        """One token's quote, with its history over ``history`` (none when None); ``token`` is a
+        valid token id (the API layer checks path ids)."""
+        force = refresh and self._allow_refresh(token)
+        reading = self._read(token, history, force)
         entry, info, series = reading.entry, reading.info, reading.series
         assert entry.quote is not None
         body: dict[str, Any] = {
@@ -331,8 +324,10 @@ class PricesService:
 
     # --- many tokens ---------------------------------------------------------------------
 
-    def quotes(self, params: Mapping[str, str]) -> Answer:
-        tokens, invalid = parse_token_ids(params.get("token_ids"))
+    def quotes(self, token_ids: Sequence[str]) -> Answer:
+        """Quotes of distinct ids, in order; an id that is not a token id is answered ``invalid``
+        in its place (the API layer splits, deduplicates and caps the list)."""
+        tokens, invalid = _split_valid(token_ids)
         found: dict[str, tuple[Entry | None, Source]] = {}
         misses = []
         for token in tokens:
@@ -350,7 +345,7 @@ class PricesService:
         infos = self.tokens.lookup(tokens)
         items = []
         fresh: list[Freshness] = []
-        for raw in _ordered(params.get("token_ids")):
+        for raw in token_ids:
             if raw in invalid:
                 items.append({"token_id": raw, "status": "invalid", "quote": None, "token": None,
                               "error": {"code": "bad_request", "message": invalid[raw]}})
@@ -375,9 +370,8 @@ class PricesService:
 
     # --- books ---------------------------------------------------------------------------
 
-    def book(self, raw_token: str, params: Mapping[str, str]) -> Answer:
-        token = validate_token_id(raw_token)
-        depth = parse_depth(params)
+    def book(self, token: str, *, depth: int) -> Answer:
+        """``token``'s order book, ``depth`` levels a side; ``token`` is a valid token id."""
         hit = self.books.get(token)
         source: Source = "cache"
         book: Book | None = None
@@ -423,40 +417,18 @@ class PricesService:
         return Answer(body, freshness, etag, self.settings.book_ttl_s)
 
 
-# --- parameters ------------------------------------------------------------------------------
+# --- helpers ---------------------------------------------------------------------------------
 
 
-def _ordered(raw: str | None) -> list[str]:
-    return list(dict.fromkeys(part.strip() for part in (raw or "").split(",") if part.strip()))
-
-
-MAX_TOKEN_IDS_CHARS = MAX_BATCH * 80
-
-
-def parse_token_ids(raw: str | None) -> tuple[list[str], dict[str, str]]:
-    """(valid token ids, {invalid id: why}) from ``token_ids=a,b,c``; duplicates collapse."""
-    if raw is not None and len(raw) > MAX_TOKEN_IDS_CHARS:
-        raise BadRequest(f"parameter 'token_ids' lists more than {MAX_BATCH} ids", parameter="token_ids")
-    ids = _ordered(raw)
-    if not ids:
-        raise BadRequest("parameter 'token_ids' is required: comma-separated token ids", parameter="token_ids")
-    if len(ids) > MAX_BATCH:
-        raise BadRequest(f"parameter 'token_ids' lists {len(ids)} ids; at most {MAX_BATCH}",
-                         parameter="token_ids")
+def _split_valid(token_ids: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """(valid token ids, {invalid id: why})."""
     valid, invalid = [], {}
-    for token in ids:
+    for token in token_ids:
         try:
             valid.append(validate_token_id(token))
         except BadRequest:
-            invalid[token] = "a token id is 1 to 78 decimal digits"
+            invalid[token] = f"a token id is {TOKEN_ID_RULE}"
     return valid, invalid
-
-
-def parse_depth(params: Mapping[str, str]) -> int:
-    raw = (params.get("depth") or str(DEFAULT_DEPTH)).strip()
-    if not is_uint(raw) or not 1 <= int(raw) <= MAX_DEPTH:
-        raise BadRequest(f"parameter 'depth' must be an integer from 1 to {MAX_DEPTH}", parameter="depth")
-    return int(raw)
 
 
 def get_prices_service() -> PricesService:

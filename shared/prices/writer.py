@@ -100,7 +100,7 @@ class SampleWriter:
                 return True
             try:
                 added = self._database().run(lambda cur: store.insert_samples(cur, batch))
-            except Exception as error:  # noqa: BLE001 - kept for retry, reported below
+            except Exception as error:  # kept for retry, reported below
                 self.failures += 1
                 self.last_error = error.code if isinstance(error, AppError) else type(error).__name__
                 log.warning("price samples not written yet (%s); %d waiting", self.last_error, self.pending())

@@ -42,17 +42,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.api.http import parse_bool
 from shared.core.cache import SingleFlight
 from shared.core.config import CacheSettings, OpenAISettings
 from shared.core.errors import AppError, ModelError
 from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness
-from shared.core.ids import validate_condition_id
 from shared.core.numbers import float_or_none
-from shared.prices.quotes import HistoryQuery
+from shared.prices.query import HistoryQuery
 from shared.sentiment import store
 from shared.sentiment.analysis import analyze_market_sentiment
+from shared.sentiment.query import HISTORY_LIMIT
 from shared.sentiment.text import markup_in, plain_text
 from shared.sentiment.verdict import FLAGS, MAX_SUMMARY_CHARS
 from shared.upstream.azure_openai import check_configured
@@ -68,13 +67,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("polymarket_api.sentiment")
 T = TypeVar("T")
 
-HISTORY_LIMIT = 50
 FAILURE_BACKOFF_S = 60.0
 PRICE_LOOKUP_TIMEOUT_S = 10.0
 LEASE_MARGIN_S = 10.0
 POLL_S = 0.25
 # A week of prices at one point every 6 hours: enough for a direction, few prompt tokens.
-PRICE_WINDOW = HistoryQuery("1w", 360)
+PRICE_WINDOW = HistoryQuery(interval="1w", fidelity=360)
 SUMMARY_WITHHELD = "summary_withheld"
 SERVED_FLAGS = (*FLAGS, SUMMARY_WITHHELD)
 WITHHELD_SUMMARY = "The stored summary did not pass the plain-text check and is withheld."
@@ -175,10 +173,9 @@ class SentimentService:
 
     # --- the request -------------------------------------------------------------------------
 
-    def get(self, raw_condition_id: str, params: Mapping[str, str]) -> Answer:
-        condition_id = validate_condition_id(raw_condition_id)
-        want_history = parse_bool(params, "history", False)
-        refresh = parse_bool(params, "refresh", False)
+    def get(self, condition_id: str, *, history: bool, refresh: bool) -> Answer:
+        """The market's newest analysis (and, with ``history``, the newest HISTORY_LIMIT);
+        ``condition_id`` is a valid condition id (the API layer checks path ids)."""
         check_configured(self._model_settings)
         market = self._markets().record(condition_id)  # 404 for an unknown market
         cache = self._cache
@@ -196,7 +193,7 @@ class SentimentService:
         else:
             seen = latest["id"] if latest else None
             outcome = self._flight.run(condition_id, lambda: self._analyse(condition_id, market, latest, seen))
-        return self._answer(condition_id, outcome, want_history, cache.sentiment_ttl_s)
+        return self._answer(condition_id, outcome, history, cache.sentiment_ttl_s)
 
     def _answer(self, condition_id: str, outcome: Outcome, want_history: bool, ttl_s: int) -> Answer:
         row = outcome.row

@@ -1,0 +1,130 @@
+"""Bodies of /api/health (basic and deep)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from shared.api.schemas.base import Answer, Body, Count, NonNegative, Time, optional
+
+
+class Health(Answer):
+    """Liveness: no I/O."""
+
+    status: Literal["ok"]
+    version: str = Field(examples=["1.0.0"])
+    time: Time
+
+
+class Check(Body):
+    status: Literal["ok", "error"]
+    latency_ms: NonNegative
+    error: str = optional("Class of the failure: timeout, network, 5xx, 429, bad_body, 4xx, database_unavailable, "
+                          "config_error, ...")
+
+
+class Checks(Body):
+    database: Check
+    polymarket_clob: Check
+    polymarket_gamma: Check
+
+
+class UpstreamStats(Body):
+    requests: Count
+    failures: Count
+    last_success_at: Time | None
+    last_error_at: Time | None
+    last_error_kind: str | None
+
+
+class Stats(Body):
+    clob: UpstreamStats
+    gamma: UpstreamStats
+
+
+class Breaker(Body):
+    state: Literal["closed", "open", "half_open"]
+    consecutive_failures: Count
+    retry_in_s: float | None
+    last_failure: str | None
+    opened_count: Count
+
+
+class MarketsStatus(Body):
+    loaded: bool
+    as_of: Time | None
+    age_seconds: NonNegative | None
+    markets: Count
+    refreshing: bool
+    last_error: str | None
+    skipped_rows: Count = Field(description="Gamma rows this instance's last refresh did not store: invalid (a value "
+                                            "out of its rule), a duplicate id, or refused by the database.")
+    duplicate_rows: Count = Field(description="Of `skipped_rows`: rows repeating a condition, Gamma or token id an "
+                                              "earlier row had (the first row wins).")
+    unloadable_rows: Count = Field(description="Stored markets the last load could not serve (left out, rewritten "
+                                               "from Gamma's next row for them).")
+    failures_in_a_row: Count = Field(description="Consecutive failed refreshes (or loads) of this instance.")
+    retry_in_s: NonNegative | None = Field(description="Backoff after failures: no refresh (or load) that requests "
+                                                       "can start before this many seconds.")
+
+
+class Writer(Body):
+    pending: Count
+    written: Count
+    dropped: Count
+    failures: Count
+    last_error: str | None
+
+
+class Rejection(Body):
+    kind: str
+    token_id: str | None
+    reason: str
+    at: Time
+
+
+class Rejected(Body):
+    """What Polymarket sent that failed validation and was left out, since the process started."""
+
+    books: Count = Field(description="Books refused (a bad field of the book: only its token is affected).")
+    book_levels: Count = Field(description="Book levels left out (price outside [0, 1], bad size...).")
+    history_bodies: Count
+    history_points: Count = Field(description="History points left out (bad time or price).")
+    samples: Count = Field(description="Samples not stored because they could not be served back.")
+    last: Rejection | None
+
+
+class PricesStatus(Body):
+    cached_quotes: Count
+    cached_books: Count
+    cached_histories: Count
+    quote_ttl_s: Annotated[int, Field(ge=1)]
+    history_writer: Writer
+    rejected: Rejected
+
+
+class Datasets(Body):
+    markets: MarketsStatus
+    prices: PricesStatus
+
+
+class Pool(Body):
+    in_use: Count
+    max: Annotated[int, Field(ge=1)]
+    min: Count
+
+
+class HealthDeep(Answer):
+    """`?deep=true`: every dependency checked."""
+
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="`ok`: every dependency answers; `degraded`: the database answers but Polymarket does not "
+                    "(stored data is served, marked stale); `unavailable`: the database does not answer (HTTP 503).")
+    version: str
+    time: Time
+    checks: Checks
+    upstream_stats: Stats
+    circuit_breakers: dict[Literal["clob", "gamma"], Breaker]
+    datasets: Datasets
+    database_pool: Pool | None

@@ -1,0 +1,74 @@
+"""What a client may ask of the market catalogue: the query of ``GET /api/markets``.
+
+The fields are the parameters' whole definition (bounds, defaults, descriptions): the API layer
+parses query strings into :class:`MarketQuery` and documents it from the same fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, model_validator
+
+from shared.core.query import Bool, Query, UInt, no_default, refresh_field
+
+Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "price_change"]
+SORTS: dict[Sort, str] = {  # sort key -> catalogue column
+    "volume": "volume",
+    "volume_24h": "volume_24h",
+    "liquidity": "liquidity",
+    "end_date": "end_date",
+    "price_change": "one_day_price_change",
+}
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+MAX_Q_CHARS = 200
+MAX_TAG_CHARS = 100
+MAX_CURSOR_CHARS = 512
+
+
+class MarketQuery(Query):
+    # Declared in the order the parameters were always checked in (the first bad one is named).
+    sort: Sort = Field("volume", description="Sort key; markets without a value come last.")
+    order: Literal["asc", "desc"] = Field(
+        "desc", description="`desc` by default (`asc` for `end_date`).",
+        json_schema_extra=no_default)
+    limit: UInt = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size.")
+    q: str | None = Field(
+        None, max_length=MAX_Q_CHARS,
+        description="Text search: every word must appear in the question or slug (case-insensitive).")
+    tag: str | None = Field(
+        None, max_length=MAX_TAG_CHARS, validation_alias=AliasChoices("tag", "category"),
+        description="Only markets with this tag or category (slug or label).",
+        json_schema_extra={"x-alias-descriptions": {"category": "Same as `tag` (`tag` wins when both are given)."}})
+    cursor: str | None = Field(
+        None, max_length=MAX_CURSOR_CHARS,
+        description="`next_cursor` of the previous page, with the same q, tag, sort, order and active_only "
+                    "(400 otherwise).")
+    active_only: Bool = Field(
+        True, description="`false` also lists markets that left the active set in the last 30 days")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _order(cls, data: Any) -> Any:
+        """``order`` is case-insensitive, and its default follows ``sort``."""
+        if not isinstance(data, dict):
+            return data
+        order = data.get("order")
+        if isinstance(order, str):
+            return {**data, "order": order.strip().lower()}
+        if order is None and data.get("sort") == "end_date":
+            return {**data, "order": "asc"}
+        return data
+
+    def fingerprint(self) -> str:
+        text = json.dumps([self.active_only, self.q, self.tag, self.sort, self.order])
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+class MarketListQuery(MarketQuery):
+    """``GET /api/markets``: the catalogue query and whether to refresh it first."""
+
+    refresh: Bool = refresh_field()
