@@ -37,6 +37,7 @@ OUTSIDE_REFERENCES = {
 ALLOWED = [
     ("tests/test_security.py", re.compile(r"[\"']\.\./\.\./\.\./\.\./etc/passwd[\"']")),
     ("tests/test_prices.py", re.compile(r"[\"']\.\./x[\"']")),
+    ("tests/test_http.py", re.compile(r"[\"']\.\./\.\./function_app\.py[\"']")),  # a traversal the docs route refuses
 ]
 SAMPLE_NAME = re.compile(r"[\"']((?:clob|gamma)_[\w-]+\.json)[\"']")
 
