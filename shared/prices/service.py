@@ -47,8 +47,6 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, ClassVar
 
-from py_clob_client_v2.clob_types import BookParams, PricesHistoryParams
-
 from shared.api.http import is_uint, parse_bool
 from shared.core import deadline
 from shared.core.cache import SingleFlight, TTLCache
@@ -508,6 +506,8 @@ class PricesService:
             except UpstreamNotFound:
                 return {token: None}
             return {token: self._parse_book(raw, datetime.now(UTC), token)}
+        from py_clob_client_v2.clob_types import BookParams  # loaded with the client (get_clob)
+
         try:
             raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
                                  expect=list, about_id=True)
@@ -847,6 +847,8 @@ class PricesService:
         upstream: list[Point] = []
         error: UpstreamError | None = None
         clob = get_clob()
+        from py_clob_client_v2.clob_types import PricesHistoryParams  # loaded with the client (get_clob)
+
         params = PricesHistoryParams(market=token, interval=query.interval, fidelity=query.fidelity)
         # A request with stored data to fall back on does not wait on a CLOB whose latest attempt failed.
         failing = clob.breaker.failing() if deadline.is_fail_fast() else None
