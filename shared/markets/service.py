@@ -14,6 +14,11 @@
   reason. Failed refreshes back off (2 s doubling to 5 min, per instance), so no request can
   start more than one crawl or load per backoff; a stored row that cannot be loaded is left
   out of the snapshot and reported, never a failed load.
+- A new instance loads the compact snapshot stored with the catalogue (``shared.markets.compact``)
+  in one read when it was built from the rows as they are now; else the rows, and stores one.
+
+Modules: ``snapshot`` (the in-memory catalogue, cursors), ``crawl`` (Gamma's keyset pages),
+``refresh`` (the refresh transaction, backoff), ``compact``, ``store`` (SQL), ``rows`` (Gamma rows).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from shared.core.errors import (
 from shared.core.freshness import Answer, Freshness
 from shared.core.ids import validate_condition_id
 from shared.db.database import Cursor, Database
-from shared.markets import store
+from shared.markets import compact, store
 from shared.markets.refresh import Backoff, RefreshResult, bounded_refresh, failure_reason, retry_after_s
 from shared.markets.snapshot import Snapshot, Unloadable, decode_cursor, encode_cursor, market_json, number
 from shared.upstream.polymarket import GammaApi
@@ -133,6 +138,9 @@ class MarketsService:
         self._last_refresh: RefreshResult | None = None  # this instance's last completed crawl
         self._failed_at: datetime | None = None  # when this instance's last refresh failed
         self._reload_lock = threading.Lock()  # one snapshot built at a time
+        # How loads went with the stored compact snapshot (shared.markets.compact).
+        self.compact_counts = dict.fromkeys(
+            ("loaded", "missing", "stale", "undecodable", "written", "too_large", "write_failed"), 0)
 
     # refresh ------------------------------------------------------------------------------
 
@@ -232,7 +240,16 @@ class MarketsService:
                         type(error).__name__)
 
     def _load(self) -> tuple[Snapshot, dict[str, Any] | None]:
-        def work(cur: Cursor) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The stored catalogue: its compact snapshot when that was built from the rows as they
+        are now (one read), else the rows, whose snapshot is then stored for the next instance."""
+
+        def work(cur: Cursor) -> tuple[str, str | None, bytes | None, list[dict[str, Any]] | None,
+                                       dict[str, Any] | None]:
+            fingerprint, stored, payload = store.read_compact(cur, INACTIVE_WINDOW_DAYS)
+            rows = None if payload is not None else store.load_markets(cur, INACTIVE_WINDOW_DAYS)
+            return fingerprint, stored, payload, rows, store.read_state(cur)
+
+        def rows_only(cur: Cursor) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
             return store.load_markets(cur, INACTIVE_WINDOW_DAYS), store.read_state(cur)
 
         # A snapshot is millions of long-lived objects without cycles. Building it with the
@@ -241,10 +258,48 @@ class MarketsService:
         # otherwise). Freed snapshots are still reclaimed by reference counting.
         gc.disable()
         try:
-            rows, state = self._database().run(work)
-            return Snapshot.from_rows(rows, state, SORTS), state
+            fingerprint, stored, payload, rows, state = self._database().run(work)
+            if payload is not None:
+                try:
+                    snapshot = compact.decode(payload, state, SORTS)
+                except compact.CompactError as error:
+                    self.compact_counts["undecodable"] += 1
+                    log.warning("stored catalogue snapshot not used (%s); loading the markets rows", error)
+                    stored = None  # replaced below
+                else:
+                    self.compact_counts["loaded"] += 1
+                    if snapshot.skipped:
+                        log.warning("%d stored markets left out of the catalogue (as when its snapshot was built)",
+                                    snapshot.skipped)
+                    return snapshot, state
+                del payload
+                rows, state = self._database().run(rows_only)
+            else:
+                self.compact_counts["missing" if stored is None else "stale"] += 1
+            assert rows is not None  # read whenever no payload was used
+            snapshot = Snapshot.from_rows(rows, state, SORTS)
+            del rows
+            if stored != fingerprint and snapshot.items:
+                self._store_compact(snapshot, fingerprint)
+            return snapshot, state
         finally:
             gc.enable()
+
+    def _store_compact(self, snapshot: Snapshot, fingerprint: str) -> None:
+        """Best effort: without it, the next new instance loads the rows, as before."""
+        try:
+            payload = compact.encode(snapshot)
+        except compact.CompactError as error:
+            self.compact_counts["too_large"] += 1
+            log.warning("catalogue snapshot not stored: %s", error)
+            return
+        try:
+            self._database().run(lambda cur: store.write_compact(cur, fingerprint, payload))
+        except Exception as error:  # noqa: BLE001 - the catalogue is loaded; only the copy is lost
+            self.compact_counts["write_failed"] += 1
+            log.warning("catalogue snapshot not stored (%s)", type(error).__name__)
+            return
+        self.compact_counts["written"] += 1
 
     def _revalidate(self) -> None:
         """Background: adopt a newer catalogue from the database, or refresh from Gamma; each
