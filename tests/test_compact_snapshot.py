@@ -136,33 +136,38 @@ def test_an_undecodable_snapshot_is_counted_and_the_rows_answer(app_env: Upstrea
 
 
 def _tampered(payload: bytes, change: Any) -> bytes:
-    document = json.loads(zlib.decompress(payload))
-    change(document)
-    return zlib.compress(json.dumps(document).encode())
+    head, _, rest = zlib.decompress(payload).partition(b"\n")
+    header = json.loads(head)
+    change(header)
+    return zlib.compress(json.dumps(header).encode() + b"\n" + rest)
 
 
 def test_decode_refuses_what_other_code_or_another_shape_wrote(app_env: Upstream) -> None:
     get_markets_service().refresh(min_age_s=0)
     snapshot = get_markets_service()._snapshot
     assert snapshot is not None
-    payload = compact.encode(snapshot)
+    payload = compact.encode(snapshot, SORTS)
     again = compact.decode(payload, {"refreshed_at": snapshot.as_of}, SORTS)
     assert [i.json for i in again.items] == [i.json for i in snapshot.items]
     assert (again.version, again.last_change, again.skipped_ids) == (
         snapshot.version, snapshot.last_change, snapshot.skipped_ids)
     assert [i.sort_values for i in again.items] == [i.sort_values for i in snapshot.items]
     assert [(i.text, i.tags, i.active) for i in again.items] == [(i.text, i.tags, i.active) for i in snapshot.items]
+    assert compact.decode(_tampered(payload, lambda header: None), None, SORTS).version == snapshot.version
 
-    def probe(document: dict[str, Any]) -> None:
-        document["probe"]["volume"] = "1.5"  # as if market_json now rendered numbers as strings
+    def probe(header: dict[str, Any]) -> None:
+        header["probe"][0]["volume"] = "1.5"  # as if market_json now rendered numbers as strings
 
-    def shape(document: dict[str, Any]) -> None:
-        document["markets"][0].pop()
+    def shape(header: dict[str, Any]) -> None:
+        header["ids"].pop()
 
-    def version(document: dict[str, Any]) -> None:
-        document["app"] = "0.0.0-other"
+    def order(header: dict[str, Any]) -> None:
+        header["ids"][0], header["ids"][1] = header["ids"][1], header["ids"][0]
 
-    for change in (probe, shape, version):
+    def version(header: dict[str, Any]) -> None:
+        header["app"] = "0.0.0-other"
+
+    for change in (probe, shape, order, version):
         with pytest.raises(compact.CompactError):
             compact.decode(_tampered(payload, change), None, SORTS)
 
@@ -174,7 +179,7 @@ def test_the_size_caps_hold(monkeypatch: pytest.MonkeyPatch) -> None:
         compact.decode(bomb, None, SORTS)
     monkeypatch.setattr(compact, "MAX_COMPRESSED_BYTES", 10)
     with pytest.raises(compact.CompactError, match="cap"):
-        compact.encode(Snapshot([], [], version="v", last_change=None, state=None))
+        compact.encode(Snapshot([], [], version="v", last_change=None, state=None), SORTS)
 
 
 def test_importing_the_polymarket_client_module_does_not_import_py_clob_client() -> None:

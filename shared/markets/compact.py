@@ -1,12 +1,14 @@
 """A compact, versioned encoding of a ``Snapshot``, stored so a new instance loads it in one read.
 
-zlib'd JSON (never pickle: the database is not trusted with code): the list JSON of every market
-as rows of values in a fixed key order, plus what the snapshot derives from the stored rows (its
-version, last change, the rows it left out). Searchable text, tags and sort keys are derived again
-on load by the same code as for rows, so both paths give the same answers.
+zlib'd JSON (never pickle: the database is not trusted with code). A header line holds what
+search and sorting read, as parallel arrays (condition ids, search text, tags, active flags, one
+array per sort), and what the snapshot derived from the stored rows (its version, last change,
+the rows it left out); then one line per market with its list JSON, in the same order, kept as
+text until the market is first served (``Item.json``): a new instance parses only what it shows.
 
-A payload is tagged with the application's version and the key order it was written with; one
-from other code, or one that does not decode, is a ``CompactError`` and the caller loads rows.
+A payload is tagged with the format, the application's version and a probe (what this code makes
+of one fixed market); one from other code, or one that does not decode, is a ``CompactError`` and
+the caller loads the rows.
 """
 
 from __future__ import annotations
@@ -28,17 +30,15 @@ MAX_COMPRESSED_BYTES = 128 * 1024 * 1024
 MAX_JSON_BYTES = 1024 * 1024 * 1024
 COMPRESSION_LEVEL = 1  # the fastest: the payload is written after every refresh
 
-EVENT_KEYS = ("id", "slug", "title")
-OUTCOME_KEYS = ("outcome", "token_id", "price")
 
 
 class CompactError(ValueError):
     """A stored payload this code cannot use (other code wrote it, or it is corrupt)."""
 
 
-# One market with every field set: its JSON (``market_json``) is stored with each payload, so a
-# payload from code that renders markets otherwise (a field added, a format changed) is refused
-# even under the same application version.
+# One market with every field set: what this code makes of it is stored with each payload, so a
+# payload from code that renders or indexes markets otherwise (a field added, a format changed)
+# is refused even under the same application version.
 _PROBE_ROW: dict[str, Any] = {
     "condition_id": "0x" + "ab" * 32, "gamma_id": "1", "slug": "probe", "question": "Probe?", "category": "Tech",
     "tags": ["a"], "event_id": "2", "event_slug": "e", "event_title": "E",
@@ -51,90 +51,87 @@ _PROBE_ROW: dict[str, Any] = {
 }
 
 
-def _probe() -> Any:
-    return json.loads(json.dumps(market_json(_PROBE_ROW)))
+def _probe(sorts: Mapping[str, str]) -> Any:
+    item = item_from_json(market_json(_PROBE_ROW), _PROBE_ROW["end_date"].timestamp(), sorts)
+    return json.loads(json.dumps([item.json, item.text, sorted(item.tags), item.active, item.sort_values]))
 
 
-def _market_keys(items: list[Item]) -> list[str]:
-    return list(items[0].json) if items else []
+def _dumps(value: Any) -> str:
+    # ASCII, so a market's line never holds a raw newline (JSON escapes those in strings).
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def encode(snapshot: Snapshot) -> bytes:
+def encode(snapshot: Snapshot, sorts: Mapping[str, str]) -> bytes:
     """The snapshot as a payload for ``decode``; raises CompactError past MAX_COMPRESSED_BYTES."""
-    keys = _market_keys(snapshot.items)
-    event_at, outcomes_at = keys.index("event") if keys else -1, keys.index("outcomes") if keys else -1
-    markets: list[list[Any]] = []
-    for item in snapshot.items:
-        body = item.json
-        row = [body[key] for key in keys]
-        if row[event_at] is not None:
-            row[event_at] = [row[event_at][key] for key in EVENT_KEYS]
-        row[outcomes_at] = [[o[key] for key in OUTCOME_KEYS] for o in row[outcomes_at]]
-        row.append(item.sort_values["end_date"])
-        markets.append(row)
-    document = {
+    items = snapshot.items
+    header = {
         "format": FORMAT,
         "app": __version__,
+        "probe": _probe(sorts),
         "version": snapshot.version,
         "last_change": snapshot.last_change.isoformat() if snapshot.last_change else None,
         "skipped": snapshot.skipped_ids,
-        "probe": _probe(),
-        "market_keys": keys,
-        "event_keys": EVENT_KEYS,
-        "outcome_keys": OUTCOME_KEYS,
-        "markets": markets,
+        "ids": [item.condition_id for item in items],
+        "texts": [item.text for item in items],
+        "tags": [sorted(item.tags) for item in items],
+        "active": [item.active for item in items],
+        "sorts": {name: [item.sort_values[name] for item in items] for name in sorts},
     }
-    payload = zlib.compress(json.dumps(document, separators=(",", ":"), allow_nan=False).encode(),
-                            COMPRESSION_LEVEL)
+    lines = [_dumps(header), *(_dumps(item.json) for item in items)]
+    payload = zlib.compress("\n".join(lines).encode("ascii"), COMPRESSION_LEVEL)
     if len(payload) > MAX_COMPRESSED_BYTES:
         raise CompactError(f"{len(payload):,} bytes compressed, over the {MAX_COMPRESSED_BYTES:,} cap")
     return payload
 
 
-def _inflate(payload: bytes) -> Any:
+def _inflate(payload: bytes) -> bytes:
     if len(payload) > MAX_COMPRESSED_BYTES:
         raise CompactError("payload over the size cap")
     inflater = zlib.decompressobj()
     try:
         raw = inflater.decompress(payload, MAX_JSON_BYTES)
-    except zlib.error:
+    except zlib.error:  # also what a changed byte is: the stream carries a checksum
         raise CompactError("not zlib data") from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise CompactError("truncated, or inflates past the size cap")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise CompactError("not JSON") from None
+    return raw
 
 
 def decode(payload: bytes, state: dict[str, Any] | None, sorts: Mapping[str, str]) -> Snapshot:
     """The snapshot ``encode`` stored, with freshness from the current ``state``; raises
     CompactError for anything this code did not write."""
-    document = _inflate(payload)
-    if not isinstance(document, dict):
-        raise CompactError("not a snapshot document")
-    if document.get("format") != FORMAT or document.get("app") != __version__:
-        raise CompactError("written by other code")
+    raw = _inflate(payload)
+    head, _, rest = raw.partition(b"\n")
     try:
-        keys = document["market_keys"]
-        if document["event_keys"] != list(EVENT_KEYS) or document["outcome_keys"] != list(OUTCOME_KEYS):
-            raise CompactError("written with other keys")
-        version, skipped = document["version"], document["skipped"]
-        last_change = datetime.fromisoformat(document["last_change"]) if document["last_change"] else None
-        if not isinstance(version, str) or not isinstance(skipped, list) or not isinstance(keys, list):
+        header = json.loads(head)
+    except (ValueError, RecursionError):
+        raise CompactError("not JSON") from None
+    if not isinstance(header, dict):
+        raise CompactError("not a snapshot document")
+    if header.get("format") != FORMAT or header.get("app") != __version__:
+        raise CompactError("written by other code")
+    if header.get("probe") != _probe(sorts):
+        raise CompactError("written by code that renders markets otherwise")
+    try:
+        ids, texts, tags, active, columns = (
+            header["ids"], header["texts"], header["tags"], header["active"], header["sorts"])
+        names = list(sorts)
+        values = [columns[name] for name in names]
+        bodies = rest.decode("ascii").split("\n") if ids else []
+        if len({len(ids), len(texts), len(tags), len(active), len(bodies), *(len(v) for v in values)}) != 1:
+            raise CompactError("arrays of different lengths")
+        version, skipped = header["version"], header["skipped"]
+        if not isinstance(version, str) or not isinstance(skipped, list):
             raise CompactError("not a snapshot document")
-        if document["probe"] != _probe():
-            raise CompactError("written by code that renders markets otherwise")
+        last_change = datetime.fromisoformat(header["last_change"]) if header["last_change"] else None
         items: list[Item] = []
-        width = len(keys)
-        for row in document["markets"]:
-            if len(row) != width + 1:
-                raise CompactError("a market of another shape")
-            body = dict(zip(keys, row, strict=False))  # the extra last value is the end timestamp
-            if body["event"] is not None:
-                body["event"] = dict(zip(EVENT_KEYS, body["event"], strict=True))
-            body["outcomes"] = [dict(zip(OUTCOME_KEYS, o, strict=True)) for o in body["outcomes"]]
-            items.append(item_from_json(body, row[width], sorts))
+        for condition_id, body, text, tag_list, is_active, *sort_values in zip(
+                ids, bodies, texts, tags, active, *values, strict=True):
+            # Each line must be its market's: a cheap check that the arrays and lines agree.
+            if not body.startswith(f'{{"condition_id":"{condition_id}"'):
+                raise CompactError("a market line out of place")
+            items.append(Item(condition_id, None, text, frozenset(tag_list), is_active,
+                              dict(zip(names, sort_values, strict=True)), body))
     except CompactError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:

@@ -93,14 +93,34 @@ def market_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True)
 class Item:
-    condition_id: str
-    json: dict[str, Any]
-    text: str  # lower-cased question + slug, for search
-    tags: frozenset[str]
-    active: bool
-    sort_values: dict[str, float | None]
+    """One market: its list JSON and what search and sorting read. Not changed once built.
+
+    From a compact snapshot the JSON arrives as text, decoded when the market is first served:
+    a new instance then parses the few markets its first pages show, not all of them."""
+
+    __slots__ = ("_body", "_text", "active", "condition_id", "sort_values", "tags", "text")
+
+    def __init__(self, condition_id: str, body: dict[str, Any] | None, text: str, tags: frozenset[str],
+                 active: bool, sort_values: dict[str, float | None], body_text: str | None = None) -> None:
+        self.condition_id = condition_id
+        self._body = body
+        self._text = body_text
+        self.text = text  # lower-cased question + slug, for search
+        self.tags = tags
+        self.active = active
+        self.sort_values = sort_values
+
+    @property
+    def json(self) -> dict[str, Any]:
+        # The text is read before the body and dropped only after the body is set, so a thread
+        # that finds no body still holds the text (two may both decode it: the same value).
+        text = self._text
+        body = self._body
+        if body is None:
+            body = self._body = json.loads(text or "")
+            self._text = None
+        return body
 
 
 def item_from_json(body: dict[str, Any], end_ts: float | None, sorts: Mapping[str, str]) -> Item:
@@ -113,7 +133,7 @@ def item_from_json(body: dict[str, Any], end_ts: float | None, sorts: Mapping[st
     sort_values["end_date"] = end_ts
     return Item(
         condition_id=body["condition_id"],
-        json=body,
+        body=body,
         text=f"{body['question']} {body['slug'] or ''}".lower(),
         tags=frozenset(tags),
         active=body["active"],
