@@ -100,10 +100,10 @@ def _inflate(payload: bytes) -> bytes:
 def decode(payload: bytes, state: dict[str, Any] | None, sorts: Mapping[str, str]) -> Snapshot:
     """The snapshot ``encode`` stored, with freshness from the current ``state``; raises
     CompactError for anything this code did not write."""
-    raw = _inflate(payload)
-    head, _, rest = raw.partition(b"\n")
+    # Lines stay bytes (json.loads reads those): no copy of the whole payload as text.
+    lines = _inflate(payload).split(b"\n")
     try:
-        header = json.loads(head)
+        header = json.loads(lines[0])
     except (ValueError, RecursionError):
         raise CompactError("not JSON") from None
     if not isinstance(header, dict):
@@ -117,7 +117,8 @@ def decode(payload: bytes, state: dict[str, Any] | None, sorts: Mapping[str, str
             header["ids"], header["texts"], header["tags"], header["active"], header["sorts"])
         names = list(sorts)
         values = [columns[name] for name in names]
-        bodies = rest.decode("ascii").split("\n") if ids else []
+        bodies = lines[1:] if ids else []
+        del lines
         if len({len(ids), len(texts), len(tags), len(active), len(bodies), *(len(v) for v in values)}) != 1:
             raise CompactError("arrays of different lengths")
         version, skipped = header["version"], header["skipped"]
@@ -128,7 +129,7 @@ def decode(payload: bytes, state: dict[str, Any] | None, sorts: Mapping[str, str
         for condition_id, body, text, tag_list, is_active, *sort_values in zip(
                 ids, bodies, texts, tags, active, *values, strict=True):
             # Each line must be its market's: a cheap check that the arrays and lines agree.
-            if not body.startswith(f'{{"condition_id":"{condition_id}"'):
+            if not body.startswith(b'{"condition_id":"%s"' % condition_id.encode()):
                 raise CompactError("a market line out of place")
             items.append(Item(condition_id, None, text, frozenset(tag_list), is_active,
                               dict(zip(names, sort_values, strict=True)), body))

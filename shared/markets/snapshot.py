@@ -102,7 +102,7 @@ class Item:
     __slots__ = ("_body", "_text", "active", "condition_id", "sort_values", "tags", "text")
 
     def __init__(self, condition_id: str, body: dict[str, Any] | None, text: str, tags: frozenset[str],
-                 active: bool, sort_values: dict[str, float | None], body_text: str | None = None) -> None:
+                 active: bool, sort_values: dict[str, float | None], body_text: bytes | None = None) -> None:
         self.condition_id = condition_id
         self._body = body
         self._text = body_text
@@ -118,7 +118,7 @@ class Item:
         text = self._text
         body = self._body
         if body is None:
-            body = self._body = json.loads(text or "")
+            body = self._body = json.loads(text or b"")
             self._text = None
         return body
 
