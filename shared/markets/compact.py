@@ -84,7 +84,7 @@ def encode(snapshot: Snapshot, sorts: Mapping[str, str]) -> bytes:
     return payload
 
 
-def _inflate(payload: bytes) -> bytes:
+def _inflate(payload: bytes | memoryview) -> bytes:
     if len(payload) > MAX_COMPRESSED_BYTES:
         raise CompactError("payload over the size cap")
     inflater = zlib.decompressobj()
@@ -97,7 +97,7 @@ def _inflate(payload: bytes) -> bytes:
     return raw
 
 
-def decode(payload: bytes, state: dict[str, Any] | None, sorts: Mapping[str, str]) -> Snapshot:
+def decode(payload: bytes | memoryview, state: dict[str, Any] | None, sorts: Mapping[str, str]) -> Snapshot:
     """The snapshot ``encode`` stored, with freshness from the current ``state``; raises
     CompactError for anything this code did not write."""
     # Lines stay bytes (json.loads reads those): no copy of the whole payload as text.

@@ -258,7 +258,7 @@ class MarketsService:
         """The stored catalogue: its compact snapshot when that was built from the rows as they
         are now (one read), else the rows, whose snapshot is then stored for the next instance."""
 
-        def work(cur: Cursor) -> tuple[str, str | None, bytes | None, list[dict[str, Any]] | None,
+        def work(cur: Cursor) -> tuple[str, str | None, bytes | memoryview | None, list[dict[str, Any]] | None,
                                        dict[str, Any] | None]:
             fingerprint, stored, payload = store.read_compact(cur, INACTIVE_WINDOW_DAYS)
             rows = None if payload is not None else store.load_markets(cur, INACTIVE_WINDOW_DAYS)

@@ -299,7 +299,7 @@ SELECT concat_ws('|', m.n, m.last_change, m.xmins, o.n, o.xmins, (SELECT count(*
 _FINGERPRINT_SQL = _FINGERPRINT_TEMPLATE.format(readable=_SUMMARY_SQL.format(extra="") + " WHERE false")
 
 
-def read_compact(cur: Cursor, inactive_window_days: int) -> tuple[str, str | None, bytes | None]:
+def read_compact(cur: Cursor, inactive_window_days: int) -> tuple[str, str | None, bytes | memoryview | None]:
     """(the catalogue's fingerprint now, the stored snapshot's, its payload when they match).
 
     Read before the rows, so a snapshot built from them is never tagged newer than they are."""
@@ -313,8 +313,7 @@ def read_compact(cur: Cursor, inactive_window_days: int) -> tuple[str, str | Non
         {"days": inactive_window_days},
     )
     row = cur.fetchone()
-    payload = row["payload"]
-    return str(row["fingerprint"]), row["stored"], bytes(payload) if payload is not None else None
+    return str(row["fingerprint"]), row["stored"], row["payload"]  # bytea: a memoryview, not copied
 
 
 def write_compact(cur: Cursor, fingerprint: str, payload: bytes) -> None:
