@@ -43,17 +43,17 @@ import function_app
 imported = time.perf_counter()
 import azure.functions as func
 from shared.markets.service import get_markets_service
-handler = {{f.get_function_name(): f for f in function_app.app.get_functions()}}["list_markets"].get_user_function()
-request = func.HttpRequest("GET", "http://localhost/api/markets", body=b"", params={{"limit": "50"}})
+handler = {f.get_function_name(): f for f in function_app.app.get_functions()}["list_markets"].get_user_function()
+request = func.HttpRequest("GET", "http://localhost/api/markets", body=b"", params={"limit": "50"})
 response = handler(request)
 answered = time.perf_counter()
 assert response.status_code == 200, response.get_body()[:500]
-print(json.dumps({{
+print(json.dumps({
     "import_s": imported - started, "first_answer_s": answered - imported,
     "total": json.loads(response.get_body())["total"],
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "compact": get_markets_service().compact_counts,
-}}))
+}))
 """
 
 
@@ -94,17 +94,17 @@ def main() -> int:
     print(f"\ncold-start benchmark: {result.markets:,} stored markets, {os.cpu_count()} CPUs, "
           f"Python {sys.version.split()[0]}; median of {args.runs} fresh processes each")
     print(f"compact snapshot stored: {size / 1e6:.1f} MB\n")
-    print(f"{'figure':<52} {'now':>9} {'before':>9}")
-    print(f"{'import azure.functions':<52} {azure_s:>8.2f}s {'':>9}")
-    print(f"{'import function_app':<52} {app_s:>8.2f}s {BEFORE['import_function_app_s']:>8.2f}s")
-    print(f"{'  ratio to import azure.functions':<52} {app_s / azure_s:>8.1f}x {'':>9}")
+    print(f"{'figure':<62} {'now':>9} {'before':>9}")
+    print(f"{'import azure.functions':<62} {azure_s:>8.2f}s {'':>9}")
+    print(f"{'import function_app':<62} {app_s:>8.2f}s {BEFORE['import_function_app_s']:>8.2f}s")
+    print(f"{'  ratio to import azure.functions':<62} {app_s / azure_s:>8.1f}x {'':>9}")
     for name, label in (("snapshot", "from the compact snapshot"), ("rows", "from the rows (then stores a snapshot)")):
         runs = paths[name]
         first = median([float(r["first_answer_s"]) for r in runs])
         rss = median([float(r["peak_rss_mb"]) for r in runs])
         counts = runs[-1]["compact"]
-        print(f"{'first /api/markets after import, ' + label:<52} {first:>8.2f}s {BEFORE['first_answer_s']:>8.2f}s")
-        print(f"{'  peak RSS of that process':<52} {rss:>7.0f}MB {BEFORE['peak_rss_mb']:>7.0f}MB   {counts}")
+        print(f"{'first /api/markets after import, ' + label:<62} {first:>8.2f}s {BEFORE['first_answer_s']:>8.2f}s")
+        print(f"{'  peak RSS of that process':<62} {rss:>7.0f}MB {BEFORE['peak_rss_mb']:>7.0f}MB   {counts}")
     return 0
 
 
