@@ -100,7 +100,8 @@ class Container:
     def markets(self) -> MarketsService:
         from shared.markets.service import MarketsService
 
-        return self._part("markets", MarketsService)
+        # The pool is asked for on each use: a database down at start is answered, not fatal here.
+        return self._part("markets", lambda: MarketsService(self.settings.cache, lambda: self.database, self.gamma))
 
     @property
     def prices(self) -> PricesService:

@@ -20,8 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
+import shared.markets.crawl
+import shared.markets.refresh
 import shared.markets.service
+from shared.core.config import get_settings
 from shared.db.database import get_database
+from shared.upstream.polymarket import get_gamma
 from tests.conftest import REPORT_LINES, ROOT, Upstream, reset_app, reset_services
 
 KEYSET = "/markets/keyset"
@@ -96,7 +100,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, upstream_urls: tuple[str, str], **env
 def app(database_env: dict[str, str], hostile_env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     # A long backoff makes "no second attempt" deterministic on a slow machine; tests that
     # need the next attempt shorten it.
-    monkeypatch.setattr(shared.markets.service, "BACKOFF_BASE_S", 60.0, raising=False)
+    monkeypatch.setattr(shared.markets.refresh, "BACKOFF_BASE_S", 60.0, raising=False)
     with serve(monkeypatch, (hostile_env.clob_url, hostile_env.gamma_url)) as http:
         yield App(http, hostile_env)
 
@@ -269,7 +273,8 @@ def test_a_backing_off_cold_instance_takes_the_catalogue_another_instance_stored
     app.hostile.on("json", host="gamma", path=KEYSET, value={"markets": "x"}, status=200)
     assert app.get("/api/markets").status_code == 503
     app.hostile.clear()
-    other = shared.markets.service.MarketsService()  # another instance on the same database
+    other = shared.markets.service.MarketsService(  # another instance on the same database
+        get_settings().cache, get_database, get_gamma())
     assert other.refresh(min_age_s=0).status == "refreshed"
     crawled = app.keyset_calls()
     # Still backing off (60 s), yet within the 2 s state check it loads what is stored: no crawl.
@@ -309,7 +314,7 @@ def test_forced_refreshes_back_off_after_a_failure(app: App) -> None:
 
 def test_revalidation_backs_off_after_a_failure(database_env: dict[str, str], hostile_env: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shared.markets.service, "BACKOFF_BASE_S", 60.0, raising=False)
+    monkeypatch.setattr(shared.markets.refresh, "BACKOFF_BASE_S", 60.0, raising=False)
     with serve(monkeypatch, (hostile_env.clob_url, hostile_env.gamma_url), MARKETS_CACHE_TTL_S="1") as http:
         app = App(http, hostile_env)
         app.markets()
@@ -326,7 +331,7 @@ def test_revalidation_backs_off_after_a_failure(database_env: dict[str, str], ho
 
 
 def test_after_the_backoff_a_request_loads_and_success_resets_it(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shared.markets.service, "BACKOFF_BASE_S", 0.5, raising=False)
+    monkeypatch.setattr(shared.markets.refresh, "BACKOFF_BASE_S", 0.5, raising=False)
     app.hostile.on("json", host="gamma", path=KEYSET, value={"markets": "x"}, status=200)
     assert app.get("/api/markets").status_code == 503
     app.hostile.clear()
@@ -351,7 +356,7 @@ def test_a_looping_keyset_cursor_stops_after_a_few_pages_and_the_catalogue_stays
     freshness = app.markets()["freshness"]
     assert freshness["source"] == "stale" and "keyset cursor loops" in freshness["stale_reason"], freshness
     # One page of new markets, then MAX_STALE_PAGES pages that bring none.
-    assert app.keyset_calls() - loaded == 1 + shared.markets.service.MAX_STALE_PAGES
+    assert app.keyset_calls() - loaded == 1 + shared.markets.crawl.MAX_STALE_PAGES
     assert ids(forced) == ids(before)
 
 
@@ -359,7 +364,7 @@ def test_a_looping_keyset_cursor_on_a_cold_instance_is_a_503(app: App) -> None:
     app.hostile.on("keyset_loop", host="gamma")
     response = app.get("/api/markets")
     assert response.status_code == 503 and "keyset cursor loops" in response.json()["error"]["message"]
-    assert app.keyset_calls() == 1 + shared.markets.service.MAX_STALE_PAGES
+    assert app.keyset_calls() == 1 + shared.markets.crawl.MAX_STALE_PAGES
 
 
 # --- break 3: whatever is stored can be loaded -------------------------------------------------

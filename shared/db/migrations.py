@@ -152,4 +152,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             ADD COLUMN price_change_window text CHECK (price_change_window IN ('1w', '1d'));
         """,
     ),
+    Migration(
+        4,
+        "a compact copy of the in-memory catalogue, for new instances",
+        """
+        -- One row: what an instance's catalogue snapshot holds, encoded by
+        -- shared.markets.compact, tagged with the fingerprint of the rows it was built from
+        -- (shared.markets.store.read_compact). A new instance loads it in one read when
+        -- the fingerprint still matches, and from the markets rows otherwise.
+        CREATE TABLE market_snapshot (
+            id          smallint PRIMARY KEY CHECK (id = 1),
+            fingerprint text NOT NULL,
+            built_at    timestamptz NOT NULL DEFAULT now(),
+            payload     bytea NOT NULL
+        );
+        """,
+    ),
 )

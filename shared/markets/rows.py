@@ -215,7 +215,9 @@ Change = _number_type(ge=-1, le=1)
 Tick = _number_type(gt=0, le=1)
 Date = Annotated[datetime | None, BeforeValidator(_datetime)]
 Flag = Annotated[bool | None, BeforeValidator(_bool)]
-ConditionId = Annotated[str, BeforeValidator(lambda v: (_text(v) or "").lower()), _matching(CONDITION_ID_RE, "conditionId")]
+ConditionId = Annotated[
+    str, BeforeValidator(lambda v: (_text(v) or "").lower()), _matching(CONDITION_ID_RE, "conditionId")
+]
 GammaId = Annotated[str | None, BeforeValidator(_text), _matching(GAMMA_ID_RE, "id")]
 TokenId = Annotated[str | None, BeforeValidator(_text), _matching(TOKEN_ID_RE, "token id")]
 

@@ -281,3 +281,47 @@ def outcome_for_token(cur: Cursor, token_id: str) -> dict[str, Any] | None:
     )
     row = cur.fetchone()
     return dict(row) if row else None
+
+
+# What a snapshot is built from, in one value: any change to a served row (every write to a row
+# gives it a new xmin; an insert or delete changes a count) or to the window's membership gives
+# another fingerprint. Text, so an unreadable timestamp cannot fail it. The rows query itself is
+# planned (never run: WHERE false), so a schema the rows cannot be read from fails here as it
+# would there, instead of a stored copy hiding it.
+_FINGERPRINT_TEMPLATE = """
+SELECT concat_ws('|', m.n, m.last_change, m.xmins, o.n, o.xmins, (SELECT count(*) FROM ({readable}) r)) AS fingerprint
+  FROM (SELECT count(*) AS n, max(updated_at)::text AS last_change, sum(xmin::text::bigint) AS xmins
+          FROM markets WHERE in_active_set OR updated_at > now() - make_interval(days => %(days)s)) m,
+       (SELECT count(*) AS n, sum(xmin::text::bigint) AS xmins FROM outcome_tokens) o
+"""
+
+
+_FINGERPRINT_SQL = _FINGERPRINT_TEMPLATE.format(readable=_SUMMARY_SQL.format(extra="") + " WHERE false")
+
+
+def read_compact(cur: Cursor, inactive_window_days: int) -> tuple[str, str | None, bytes | memoryview | None]:
+    """(the catalogue's fingerprint now, the stored snapshot's, its payload when they match).
+
+    Read before the rows, so a snapshot built from them is never tagged newer than they are."""
+    cur.execute(
+        f"""
+        WITH now_fp AS ({_FINGERPRINT_SQL})
+        SELECT now_fp.fingerprint, s.fingerprint AS stored,
+               CASE WHEN s.fingerprint = now_fp.fingerprint THEN s.payload END AS payload
+          FROM now_fp LEFT JOIN market_snapshot s ON s.id = 1
+        """,
+        {"days": inactive_window_days},
+    )
+    row = cur.fetchone()
+    return str(row["fingerprint"]), row["stored"], row["payload"]  # bytea: a memoryview, not copied
+
+
+def write_compact(cur: Cursor, fingerprint: str, payload: bytes) -> None:
+    cur.execute(
+        """
+        INSERT INTO market_snapshot (id, fingerprint, payload) VALUES (1, %s, %s)
+        ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, payload = EXCLUDED.payload,
+                                       built_at = now()
+        """,
+        (fingerprint, psycopg2.Binary(payload)),
+    )

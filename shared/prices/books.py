@@ -7,8 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from py_clob_client_v2.clob_types import BookParams
-
 from shared.core.errors import UpstreamBadResponse, UpstreamError, UpstreamNotFound, UpstreamRejected
 from shared.prices.quotes import Book, book_token, parse_book
 from shared.prices.rejections import Rejections
@@ -47,6 +45,8 @@ class BookReader:
             except UpstreamNotFound:
                 return {token: None}
             return {token: self._parse(raw, datetime.now(UTC), token)}
+        from py_clob_client_v2.clob_types import BookParams  # loaded with the client
+
         try:
             raw_list = clob.call(clob.client.get_order_books, [BookParams(token_id=t) for t in tokens],
                                  expect=list, about_id=True)

@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from py_clob_client_v2.clob_types import PricesHistoryParams
-
 from shared.core import deadline
 from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
@@ -133,6 +131,8 @@ class Histories(TTLCache[Series]):
         upstream: list[Point] = []
         error: UpstreamError | None = None
         clob = self._clob()
+        from py_clob_client_v2.clob_types import PricesHistoryParams  # loaded with the client
+
         params = PricesHistoryParams(market=token, interval=query.interval, fidelity=query.fidelity)
         # A request with stored data to fall back on does not wait on a CLOB whose latest attempt failed.
         failing = clob.breaker.failing() if deadline.is_fail_fast() else None

@@ -22,24 +22,11 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpcore
 import httpx
 import tenacity
-
-# py_ecc, which py-clob-client-v2 imports for order signing (never done here: reads need no
-# key), raises the recursion limit of the whole process to 100,000 when it is imported
-# (py_ecc/__init__.py). Deep recursion then overflows the C stack, a segfault, long before any
-# RecursionError: the limit goes back to what it was, or to CPython's default when py_ecc was
-# imported before this module (by ``shared.prices.service``'s import of py_clob_client_v2.clob_types).
-_CPYTHON_RECURSION_LIMIT = 1000
-_recursion_limit = _CPYTHON_RECURSION_LIMIT if "py_ecc" in sys.modules else sys.getrecursionlimit()
-from py_clob_client_v2 import ClobClient
-from py_clob_client_v2.exceptions import PolyApiException
-from py_clob_client_v2.http_helpers import helpers as clob_http
-
-sys.setrecursionlimit(_recursion_limit)
 
 from shared import __version__
 from shared.core import deadline
@@ -59,6 +46,21 @@ from shared.core.errors import (
 )
 from shared.core.json_depth import deeper_than
 from shared.core.observability import count_upstream_call
+
+if TYPE_CHECKING:  # imported on first use (_clob_library): it costs ~0.45 s at import
+    from types import ModuleType
+
+    from py_clob_client_v2 import ClobClient
+    from py_clob_client_v2.exceptions import PolyApiException
+
+# py_ecc, which py-clob-client-v2 imports for order signing (never done here: reads need no
+# key), raises the recursion limit of the whole process to 100,000 when it is imported
+# (py_ecc/__init__.py). Deep recursion then overflows the C stack, a segfault, long before any
+# RecursionError: the limit goes back to what it was, or to CPython's default when py_ecc was
+# imported before this module (by ``shared.prices.service``'s import of py_clob_client_v2.clob_types).
+_CPYTHON_RECURSION_LIMIT = 1000
+_recursion_limit = _CPYTHON_RECURSION_LIMIT if "py_ecc" in sys.modules else sys.getrecursionlimit()
+sys.setrecursionlimit(_recursion_limit)
 
 log = logging.getLogger("polymarket_api.polymarket")
 # The client logs every non-200 with its body at ERROR; we log our own typed summary instead.
@@ -606,6 +608,33 @@ def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, onc
     return retry.call(attempt)
 
 
+class _ClobLibrary:
+    """py-clob-client-v2, imported when the first CLOB client is built, with the recursion
+    limit put back as above."""
+
+    def __init__(self) -> None:
+        import py_clob_client_v2
+        import py_clob_client_v2.exceptions
+        from py_clob_client_v2.http_helpers import helpers
+
+        sys.setrecursionlimit(_recursion_limit)
+        self.client_class: type[ClobClient] = py_clob_client_v2.ClobClient
+        self.api_exception: type[PolyApiException] = py_clob_client_v2.exceptions.PolyApiException
+        self.http: ModuleType = helpers
+
+
+_clob_library_lock = threading.Lock()
+_clob_library_loaded: _ClobLibrary | None = None
+
+
+def _clob_library() -> _ClobLibrary:
+    global _clob_library_loaded
+    with _clob_library_lock:
+        if _clob_library_loaded is None:
+            _clob_library_loaded = _ClobLibrary()
+        return _clob_library_loaded
+
+
 # --- plain JSON over httpx (Gamma, and CLOB routes py-clob-client lacks) ----------------------
 
 
@@ -688,9 +717,10 @@ class ClobApi:
         # The client sends every request through one module-level httpx client created without
         # a timeout; swapping in ours gives it explicit timeouts and the observing transport.
         self._http = _http_client(settings)
-        clob_http._http_client = self._http
+        self._library = library = _clob_library()
+        library.http._http_client = self._http
         # Reads need no key: never pass POLYMARKET_PRIVATE_KEY to a read-only client.
-        self.client = ClobClient(settings.clob_host, chain_id=POLYGON_CHAIN_ID)
+        self.client = library.client_class(settings.clob_host, chain_id=POLYGON_CHAIN_ID)
         self.breaker = breaker_for(CLOB, settings)
         self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry, self.breaker)
         self._response_deadline_s = settings.response_deadline_s
@@ -700,6 +730,7 @@ class ClobApi:
         """Call a ClobClient method with retries; ``expect`` is the JSON type a 200 must carry;
         ``about_id``: the call asks about ids, so a 404 is an answer (see ``UpstreamStats.record``)."""
         name = getattr(method, "__name__", "call")
+        poly_api_exception = self._library.api_exception
 
         def once() -> Any:
             _observed.reset()
@@ -708,7 +739,7 @@ class ClobApi:
                 result = method(*args)
             except _BadBody as error:
                 raise UpstreamBadResponse(CLOB, f"{name}: {error.reason}") from None
-            except PolyApiException as error:
+            except poly_api_exception as error:
                 if error.status_code is None:
                     raise _error_for_transport(CLOB, _observed.error, name) from None
                 raise _error_for_status(

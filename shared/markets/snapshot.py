@@ -1,0 +1,307 @@
+"""The in-memory catalogue: an immutable ``Snapshot`` of the stored markets, searched, sorted and
+paged without I/O, and the opaque cursors its pages hand out.
+
+A stored row that cannot be served (an unreadable date, a number no float holds) is left out,
+counted and named in the log: one row never stops the catalogue from loading.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from shared.core.errors import BadRequest
+
+if TYPE_CHECKING:  # service.py imports this module; only the type is needed here
+    from shared.markets.query import MarketQuery
+
+log = logging.getLogger("polymarket_api.markets")
+
+MAX_ROW_WARNINGS = 20  # per refresh or load: the first rows skipped are named, the rest counted
+
+
+class Unloadable(ValueError):
+    """A stored row that cannot be served (an unreadable date, a number no float holds)."""
+
+
+def number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int, float)):
+        raise Unloadable("not a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float (a huge numeric inside JSON)
+        raise Unloadable("number out of range") from None
+    if not math.isfinite(number):
+        raise Unloadable("number out of range")
+    return number
+
+
+def _date(value: Any) -> datetime | None:
+    if value is not None and not isinstance(value, datetime):  # store.UNREADABLE
+        raise Unloadable("unreadable timestamp")
+    return value
+
+
+def market_json(row: dict[str, Any]) -> dict[str, Any]:
+    active = bool(row["in_active_set"]) and not row["closed"]
+    out = {
+        "condition_id": row["condition_id"],
+        "gamma_id": row["gamma_id"],
+        "slug": row["slug"],
+        "question": row["question"],
+        "category": row["category"],
+        "tags": list(row["tags"] or []),
+        "event": {"id": row["event_id"], "slug": row["event_slug"], "title": row["event_title"]}
+        if row["event_id"]
+        else None,
+        "end_date": end_date.isoformat() if (end_date := _date(row["end_date"])) else None,
+        "active": active,
+        "closed": bool(row["closed"]) or not row["in_active_set"],
+        "accepting_orders": row["accepting_orders"],
+        "volume": number(row["volume"]),
+        "volume_24h": number(row["volume_24h"]),
+        "liquidity": number(row["liquidity"]),
+        "best_bid": number(row["best_bid"]),
+        "best_ask": number(row["best_ask"]),
+        "last_trade_price": number(row["last_trade_price"]),
+        "spread": number(row["spread"]),
+        "one_day_price_change": number(row["one_day_price_change"]),
+        "outcomes": [
+            {
+                "outcome": o["outcome"],
+                "token_id": o["token_id"],
+                "price": number(o["price"]),
+            }
+            for o in row["outcomes"]
+        ],
+        "updated_at": _date(row["updated_at"]).isoformat(),
+    }
+    return out
+
+
+class Item:
+    """One market: its list JSON and what search and sorting read. Not changed once built.
+
+    From a compact snapshot the JSON arrives as text, decoded when the market is first served:
+    a new instance then parses the few markets its first pages show, not all of them."""
+
+    __slots__ = ("_body", "_text", "active", "condition_id", "sort_values", "tags", "text")
+
+    def __init__(self, condition_id: str, body: dict[str, Any] | None, text: str, tags: frozenset[str],
+                 active: bool, sort_values: dict[str, float | None], body_text: bytes | None = None) -> None:
+        self.condition_id = condition_id
+        self._body = body
+        self._text = body_text
+        self.text = text  # lower-cased question + slug, for search
+        self.tags = tags
+        self.active = active
+        self.sort_values = sort_values
+
+    @property
+    def json(self) -> dict[str, Any]:
+        # The text is read before the body and dropped only after the body is set, so a thread
+        # that finds no body still holds the text (two may both decode it: the same value).
+        text = self._text
+        body = self._body
+        if body is None:
+            body = self._body = json.loads(text or b"")
+            self._text = None
+        return body
+
+
+def item_from_json(body: dict[str, Any], end_ts: float | None, sorts: Mapping[str, str]) -> Item:
+    """The searchable, sortable item for a market's list JSON; ``end_ts``: its end date as a
+    POSIX timestamp (kept apart so a compact snapshot need not parse dates again)."""
+    tags = {t.lower() for t in body["tags"]}
+    if body["category"]:
+        tags.add(_slug(body["category"]))
+    sort_values = {name: body[column] for name, column in sorts.items() if name != "end_date"}
+    sort_values["end_date"] = end_ts
+    return Item(
+        condition_id=body["condition_id"],
+        body=body,
+        text=f"{body['question']} {body['slug'] or ''}".lower(),
+        tags=frozenset(tags),
+        active=body["active"],
+        sort_values=sort_values,
+    )
+
+
+def _item(row: dict[str, Any], sorts: Mapping[str, str]) -> Item:
+    body = market_json(row)
+    return item_from_json(body, row["end_date"].timestamp() if row["end_date"] else None, sorts)  # checked above
+
+
+def _slug(text: str) -> str:
+    return "-".join(text.lower().split())
+
+
+SortKey = tuple[bool, float, str]
+
+
+def _sort_key(item: Item, sort: str, descending: bool) -> SortKey:
+    value = item.sort_values[sort]
+    if value is None:
+        return (True, 0.0, item.condition_id)  # missing values last in either order
+    return (False, -value if descending else value, item.condition_id)
+
+
+@dataclass
+class Selection:
+    items: list[Item]
+    keys: list[SortKey]
+    # Parallel lists for filtering (ordered selections only): scanning a list of strings is
+    # several times faster than reaching each item's attribute.
+    texts: list[str] = field(default_factory=list)
+    tags: list[frozenset[str]] = field(default_factory=list)
+
+
+class Snapshot:
+    """An immutable view of the catalogue, with memoised selections per query.
+
+    A stored row that cannot be served is left out, counted in ``skipped`` and named in the log:
+    one row never stops the catalogue from loading."""
+
+    MAX_SELECTIONS = 64
+
+    def __init__(self, items: list[Item], skipped_ids: list[str], *, version: str, last_change: datetime | None,
+                 state: dict[str, Any] | None) -> None:
+        self.items = items
+        self.skipped_ids = skipped_ids
+        self.by_id = {item.condition_id: item for item in self.items}
+        self.last_change = last_change
+        # Without a recorded refresh (a state row lost or never written) the data's own last
+        # change is the honest "as of": never an infinite age.
+        self.as_of: datetime | None = (state or {}).get("refreshed_at") or last_change
+        self.version = version
+        self.loaded_at = time.monotonic()
+        self._selections: dict[tuple[Any, ...], Selection] = {}
+        self._filtered: OrderedDict[tuple[Any, ...], Selection] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], state: dict[str, Any] | None,
+                  sorts: Mapping[str, str]) -> Snapshot:
+        """Built from ``store.load_markets`` rows; ``sorts``: sort name -> the JSON field it orders by."""
+        items: list[Item] = []
+        skipped_ids: list[str] = []
+        for row in rows:
+            try:
+                items.append(_item(row, sorts))
+            except (Unloadable, TypeError, ValueError, AttributeError, KeyError) as error:
+                skipped_ids.append(row.get("condition_id"))
+                if len(skipped_ids) <= MAX_ROW_WARNINGS:
+                    log.warning("stored market %s left out of the catalogue: %s", row.get("condition_id"),
+                                error if isinstance(error, Unloadable) else type(error).__name__)
+        if len(skipped_ids) > MAX_ROW_WARNINGS:
+            log.warning("%d more stored markets left out of the catalogue", len(skipped_ids) - MAX_ROW_WARNINGS)
+        last_change = max((row["updated_at"] for row in rows if isinstance(row["updated_at"], datetime)),
+                          default=None)
+        # Changes only when stored data changes (upserts skip identical rows), so ETags hold.
+        version = hashlib.sha1(f"{last_change}|{len(rows)}".encode()).hexdigest()[:16]
+        return cls(items, skipped_ids, version=version, last_change=last_change, state=state)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_ids)
+
+    def age_seconds(self) -> float:
+        if self.as_of is None:
+            return float("inf")
+        return max(0.0, (datetime.now(UTC) - self.as_of).total_seconds())
+
+    def _ordered(self, sort: str, descending: bool, active_only: bool) -> Selection:
+        """Every (active) item in one sort order; sorted once per snapshot, then only filtered."""
+        key = ("ordered", sort, descending, active_only)
+        with self._lock:
+            found = self._selections.get(key)
+        if found is not None:
+            return found
+        items = [i for i in self.items if i.active or not active_only]
+        keyed = sorted(((_sort_key(i, sort, descending), i) for i in items), key=lambda pair: pair[0])
+        ordered_items = [i for _, i in keyed]
+        ordered = Selection(
+            items=ordered_items,
+            keys=[k for k, _ in keyed],
+            texts=[i.text for i in ordered_items],
+            tags=[i.tags for i in ordered_items],
+        )
+        with self._lock:
+            self._selections[key] = ordered  # at most 20 of these: 5 sorts x 2 orders x 2 scopes
+        return ordered
+
+    def select(self, query: MarketQuery) -> Selection:
+        ordered = self._ordered(query.sort, query.order == "desc", query.active_only)
+        if not query.q and not query.tag:
+            return ordered
+        key = (query.active_only, query.q, query.tag, query.sort, query.order)
+        with self._lock:
+            found = self._filtered.get(key)
+            if found is not None:
+                self._filtered.move_to_end(key)
+                return found
+        # Filtering an already sorted list keeps its order: no sort per query.
+        items, keys, texts, tags = ordered.items, ordered.keys, ordered.texts, ordered.tags
+        positions: list[int] | None = None
+        for term in query.q.lower().split() if query.q else []:
+            if positions is None:
+                positions = [p for p, text in enumerate(texts) if term in text]
+            else:
+                positions = [p for p in positions if term in texts[p]]
+        if query.tag:
+            tag = _slug(query.tag)
+            candidates = range(len(items)) if positions is None else positions
+            positions = [p for p in candidates if tag in tags[p]]
+        positions = positions or []
+        selection = Selection(items=[items[p] for p in positions], keys=[keys[p] for p in positions])
+        with self._lock:
+            self._filtered[key] = selection
+            while len(self._filtered) > self.MAX_SELECTIONS:
+                self._filtered.popitem(last=False)
+        return selection
+
+
+# --- cursors ---------------------------------------------------------------------------------
+
+
+def encode_cursor(query: MarketQuery, key: SortKey) -> str:
+    raw = json.dumps({"f": query.fingerprint(), "k": list(key)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(query: MarketQuery, cursor: str) -> SortKey:
+    invalid = BadRequest("parameter 'cursor' is not a cursor this API returned", parameter="cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        missing, value, condition_id = data["k"]
+        fingerprint = data["f"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise invalid from None
+    if not isinstance(missing, bool) or not isinstance(value, (int, float)) or not isinstance(condition_id, str):
+        raise invalid
+    try:
+        number = float(value)
+    except OverflowError:  # an integer no float holds (10**309): never one of ours
+        raise invalid from None
+    if fingerprint != query.fingerprint():
+        raise BadRequest(
+            "parameter 'cursor' belongs to a different query (q, tag, sort, order or active_only changed)",
+            parameter="cursor",
+        )
+    return (missing, number, condition_id)
+
