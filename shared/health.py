@@ -12,12 +12,8 @@ from typing import Any
 
 from shared import __version__
 from shared.container import get_container
-from shared.core.config import get_settings
 from shared.core.errors import AppError, UpstreamError
-from shared.db.database import get_database
-from shared.markets.service import get_markets_service
-from shared.prices.service import get_prices_service
-from shared.upstream.polymarket import BREAKERS, CLOB, GAMMA, STATS, get_clob, get_gamma
+from shared.upstream.polymarket import CLOB, GAMMA, UpstreamStats
 
 # Checks run in parallel, so a deep check costs the slowest dependency, not the sum.
 _pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="health")
@@ -69,11 +65,12 @@ def deep() -> tuple[dict[str, Any], bool]:
     The app can serve while the database answers: with Polymarket down it serves stored
     data marked stale. Without the database it cannot, so that is a 503.
     """
-    timeout = get_settings().polymarket.health_timeout_s
+    parts = get_container()
+    timeout = parts.settings.polymarket.health_timeout_s
     checks: dict[str, Callable[[], None]] = {
-        "database": lambda: get_database().ping(),
-        "polymarket_clob": lambda: get_clob().ping(),
-        "polymarket_gamma": lambda: get_gamma().ping(),
+        "database": lambda: parts.database.ping(),
+        "polymarket_clob": lambda: parts.clob.ping(),
+        "polymarket_gamma": lambda: parts.gamma.ping(),
     }
     futures = {name: _pool.submit(_timed, check) for name, check in checks.items()}
     results: dict[str, CheckResult] = {}
@@ -84,14 +81,16 @@ def deep() -> tuple[dict[str, Any], bool]:
             results[name] = CheckResult("error", (timeout + 1) * 1000, "timeout")
     can_serve = results["database"].status == "ok"
     all_ok = all(result.status == "ok" for result in results.values())
-    pool = get_container().peek("database")
+    pool = parts.peek("database")
+    clients = {CLOB: parts.peek("clob"), GAMMA: parts.peek("gamma")}  # as built, never built by asking
     report: dict[str, Any] = {
         **basic(),
         "status": "ok" if all_ok else ("degraded" if can_serve else "unavailable"),
         "checks": {name: result.as_dict() for name, result in results.items()},
-        "upstream_stats": {CLOB: STATS[CLOB].snapshot(), GAMMA: STATS[GAMMA].snapshot()},
-        "circuit_breakers": {name: breaker.snapshot() for name, breaker in sorted(BREAKERS.items())},
-        "datasets": {"markets": get_markets_service().status(), "prices": get_prices_service().status()},
+        "upstream_stats": {name: (client.stats if client else UpstreamStats()).snapshot()
+                           for name, client in clients.items()},
+        "circuit_breakers": {name: client.breaker.snapshot() for name, client in sorted(clients.items()) if client},
+        "datasets": {"markets": parts.markets.status(), "prices": parts.prices.status()},
         "database_pool": pool.pool_stats() if pool else None,
     }
     return report, can_serve

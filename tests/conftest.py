@@ -18,10 +18,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from shared.core.config import reset_settings
-from shared.db.database import reset_database
-from shared.upstream.azure_openai import reset_azure_clients
-from shared.upstream.polymarket import reset_clients
+from shared.container import get_container, reset_container
 
 ROOT = Path(__file__).resolve().parents[1]
 # Figures tests report (load runs): printed in the session summary, never asserted.
@@ -94,21 +91,14 @@ def handler(name: str) -> Any:
 
 
 def reset_app() -> None:
-    reset_clients()
-    reset_azure_clients()
-    reset_database()
-    reset_settings()
+    """Forget everything the composition root built: settings, pool, clients, services."""
+    reset_container()
 
 
 def reset_services() -> None:
-    """Forget the use-case singletons, whose in-memory caches must not leak between tests."""
-    from shared.markets.service import reset_markets_service
-    from shared.prices.service import reset_prices_service
-    from shared.sentiment.service import reset_sentiment_service
-
-    reset_sentiment_service()
-    reset_markets_service()
-    reset_prices_service()
+    """Forget the services, whose in-memory caches must not leak between tests (a new instance
+    on the same database and clients)."""
+    get_container().reset("sentiment", "markets", "prices")
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.container import get_container
 from shared.core.errors import (
     UpstreamBadResponse,
     UpstreamCircuitOpen,
@@ -20,7 +21,7 @@ from shared.core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from shared.upstream.polymarket import STATS, RetryPolicy, get_clob, get_gamma, parse_retry_after
+from shared.upstream.polymarket import RetryPolicy, get_clob, get_gamma, parse_retry_after
 from tests.conftest import Upstream, reset_app
 
 
@@ -85,13 +86,13 @@ def test_a_404_counts_as_an_answer_only_for_a_call_about_an_id(upstream_env: Ups
     with pytest.raises(UpstreamNotFound) as caught:
         clob.call(clob.client.get_order_book, "12345678901234567890", about_id=True)
     assert caught.value.kind == "4xx" and caught.value.status_code == 404
-    stats = STATS["clob"].snapshot()
+    stats = get_clob().stats.snapshot()
     assert (stats["requests"], stats["failures"]) == (1, 0) and stats["last_success_at"] is not None
     upstream_env.fail("status", host="gamma", path="/markets/keyset", status=404,
                       body={"type": "not found error", "error": "id not found"})
     with pytest.raises(UpstreamNotFound):
         get_gamma().get("/markets/keyset", {"limit": 1})  # a listing: about no id
-    stats = STATS["gamma"].snapshot()
+    stats = get_gamma().stats.snapshot()
     assert (stats["requests"], stats["failures"], stats["last_error_kind"]) == (1, 1, "4xx")
     assert stats["last_success_at"] is None
     assert sleeps.calls == []
@@ -109,7 +110,7 @@ def test_the_routers_404_page_is_a_rejected_request_not_an_unknown_id(
     assert caught.value.kind == "4xx" and caught.value.status_code == 404
     with pytest.raises(UpstreamRejected):
         clob.ping()
-    stats = STATS["clob"].snapshot()
+    stats = get_clob().stats.snapshot()
     assert (stats["requests"], stats["failures"], stats["last_success_at"]) == (2, 2, None)
     assert upstream_env.count("/v1/book", host="clob") == 1  # a 4xx: not retried
 
@@ -162,7 +163,7 @@ def test_non_json_body_is_a_bad_response_not_retried(upstream_env: Upstream, sle
         else:
             get_gamma().get("/markets", {"limit": 1})
     assert sleeps.calls == []
-    assert STATS[host].snapshot()["last_error_kind"] == "bad_body"
+    assert getattr(get_container(), host).stats.snapshot()["last_error_kind"] == "bad_body"
 
 
 def test_health_pings_use_one_attempt(upstream_env: Upstream, sleeps: Sleeps) -> None:
@@ -423,7 +424,7 @@ def test_a_body_refused_while_read_is_a_bad_body_on_both_clients(
         else:
             get_gamma().get("/markets/keyset")
     assert hostile_env.standin.count(host=host) == 1
-    assert STATS[host].snapshot()["last_error_kind"] == "bad_body"
+    assert getattr(get_container(), host).stats.snapshot()["last_error_kind"] == "bad_body"
     assert caught.value.status == 502 and "sent an unreadable response" in caught.value.message
 
 
@@ -437,7 +438,7 @@ def test_gzip_and_large_real_pages_are_read_as_before(hostile_env: Any, host: st
     else:
         page = get_gamma().get("/markets/keyset", {"closed": "false", "limit": 100, "include_tag": "true"})
         assert len(page["markets"]) == 100
-    assert STATS[host].snapshot()["failures"] == 0
+    assert getattr(get_container(), host).stats.snapshot()["failures"] == 0
 
 
 def test_an_error_page_is_not_mistaken_for_a_bad_body(hostile_env: Any) -> None:

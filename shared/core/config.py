@@ -393,11 +393,3 @@ def get_settings() -> Settings:
     from shared.container import get_container
 
     return get_container().settings
-
-
-def reset_settings() -> None:
-    """Re-read the environment on next use: everything built from the old settings (clients,
-    pool, services) is forgotten with them (tests, local host)."""
-    from shared.container import reset_container
-
-    reset_container()

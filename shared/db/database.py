@@ -478,10 +478,3 @@ def get_database() -> Database:
     from shared.container import get_container
 
     return get_container().database
-
-
-def reset_database() -> None:
-    """Close and forget the pool (tests, local host shutdown)."""
-    from shared.container import get_container
-
-    get_container().reset("database")

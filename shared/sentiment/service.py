@@ -326,9 +326,3 @@ def get_sentiment_service() -> SentimentService:
     from shared.container import get_container
 
     return get_container().sentiment
-
-
-def reset_sentiment_service() -> None:
-    from shared.container import get_container
-
-    get_container().reset("sentiment")

@@ -110,13 +110,6 @@ def get_azure_openai_client() -> AzureOpenAI:
     return get_container().model
 
 
-def reset_azure_clients() -> None:
-    """Close and forget the client (tests, settings changes); the next call re-reads settings."""
-    from shared.container import get_container
-
-    get_container().reset("model")
-
-
 def _model_error(error: openai.OpenAIError) -> ModelError:
     """The client's exceptions as a ModelError with a stable kind; details go to logs only."""
     import openai

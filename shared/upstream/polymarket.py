@@ -420,14 +420,8 @@ class UpstreamStats:
             }
 
 
-STATS: dict[str, UpstreamStats] = {CLOB: UpstreamStats(), GAMMA: UpstreamStats()}
-BREAKERS: dict[str, CircuitBreaker] = {}
-
-
 def breaker_for(upstream: str, settings: PolymarketSettings) -> CircuitBreaker:
-    breaker = CircuitBreaker(upstream, settings.breaker_failures, settings.breaker_cooldown_s)
-    BREAKERS[upstream] = breaker
-    return breaker
+    return CircuitBreaker(upstream, settings.breaker_failures, settings.breaker_cooldown_s)
 
 
 # --- circuit breaker ---------------------------------------------------------------------------
@@ -580,7 +574,7 @@ def retry_policy(settings: PolymarketSettings) -> RetryPolicy:
     return RetryPolicy(settings.retry_attempts, settings.retry_backoff_s, settings.retry_after_max_s)
 
 
-def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, once: Callable[[], T],
+def guarded_call(stats: UpstreamStats, breaker: CircuitBreaker, retry: RetryPolicy, once: Callable[[], T],
                  response_deadline_s: float | None = None, about_id: bool = False) -> T:
     """The one path of every upstream call: the circuit breaker, one attempt bounded by its
     whole-response deadline, the health bookkeeping, and the retry policy around it all.
@@ -596,11 +590,11 @@ def guarded_call(upstream: str, breaker: CircuitBreaker, retry: RetryPolicy, onc
             with deadline.within(response_deadline_s):
                 result = once()
         except UpstreamError as error:
-            STATS[upstream].record(error, about_id=about_id)
+            stats.record(error, about_id=about_id)
             breaker.record(error)
             deadline.attempt_failed(error)
             raise
-        STATS[upstream].record(None)
+        stats.record(None)
         breaker.record(None)
         deadline.attempt_answered()
         return result
@@ -640,11 +634,12 @@ def _clob_library() -> _ClobLibrary:
 
 class JsonApi:
     def __init__(self, upstream: str, base_url: str, settings: PolymarketSettings, retry: RetryPolicy,
-                 breaker: CircuitBreaker) -> None:
+                 breaker: CircuitBreaker, stats: UpstreamStats | None = None) -> None:
         self.upstream = upstream
         self.base_url = base_url
         self.retry = retry
         self.breaker = breaker
+        self.stats = stats or UpstreamStats()  # what deep health reports of this upstream
         self._health_timeout = settings.health_timeout_s
         self._response_deadline_s = settings.response_deadline_s
         self._http = _http_client(settings, base_url)
@@ -676,7 +671,7 @@ class JsonApi:
     def request(self, method: str, path: str, *, params: Any = None, body: Any = None,
                 about_id: bool = False) -> Any:
         return guarded_call(
-            self.upstream, self.breaker, self.retry, lambda: self._once(method, path, params, body, None),
+            self.stats, self.breaker, self.retry, lambda: self._once(method, path, params, body, None),
             self._response_deadline_s, about_id,
         )
 
@@ -693,9 +688,9 @@ class JsonApi:
             with deadline.within(self._health_timeout):
                 self._once("GET", path, None, None, self._health_timeout)
         except UpstreamError as error:
-            STATS[self.upstream].record(error)
+            self.stats.record(error)
             raise
-        STATS[self.upstream].record(None)
+        self.stats.record(None)
 
     def close(self) -> None:
         self._http.close()
@@ -722,7 +717,8 @@ class ClobApi:
         # Reads need no key: never pass POLYMARKET_PRIVATE_KEY to a read-only client.
         self.client = library.client_class(settings.clob_host, chain_id=POLYGON_CHAIN_ID)
         self.breaker = breaker_for(CLOB, settings)
-        self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry, self.breaker)
+        self.stats = UpstreamStats()  # shared with ``direct``: one upstream, one record
+        self.direct = JsonApi(CLOB, settings.clob_host, settings, self.retry, self.breaker, self.stats)
         self._response_deadline_s = settings.response_deadline_s
 
     def call(self, method: Callable[..., Any], *args: Any, expect: type | tuple[type, ...] = dict,
@@ -751,7 +747,7 @@ class ClobApi:
                 raise UpstreamBadResponse(CLOB, f"{name}: unexpected {type(result).__name__} body")
             return result
 
-        return guarded_call(CLOB, self.breaker, self.retry, once, self._response_deadline_s, about_id)
+        return guarded_call(self.stats, self.breaker, self.retry, once, self._response_deadline_s, about_id)
 
     def ping(self) -> None:
         self.direct.ping("/ok")
@@ -771,13 +767,3 @@ def get_gamma() -> GammaApi:
     from shared.container import get_container
 
     return get_container().gamma
-
-
-def reset_clients() -> None:
-    """Close and forget the clients and their statistics (tests; the next call re-reads settings)."""
-    from shared.container import get_container
-
-    get_container().reset("clob", "gamma")
-    for upstream in STATS:
-        STATS[upstream] = UpstreamStats()
-    BREAKERS.clear()
