@@ -276,7 +276,7 @@ def test_a_browser_on_another_origin_uses_the_api(
 ) -> None:
     import function_app
     from devtools.funchost import LOCAL_CORS_ORIGINS, CorsPolicy, LocalHost, LocalSettings, resolve_cors
-    from shared.api.http import EXPOSED_HEADERS
+    from shared.api.cors import EXPOSED_HEADERS
 
     monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
     monkeypatch.setenv("POLYMARKET_SIMULATED", "true")  # as `make demo`: the label must reach JavaScript too

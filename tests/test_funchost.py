@@ -557,7 +557,7 @@ def _preflight(url: str, origin: str) -> httpx.Response:
 
 
 def test_cli_allows_the_local_frontend_origins_by_default(tmp_path: Path) -> None:
-    from shared.api.http import EXPOSED_HEADERS
+    from shared.api.cors import EXPOSED_HEADERS
 
     with cli_host(tmp_path) as (url, output):
         for origin in LOCAL_CORS_ORIGINS:

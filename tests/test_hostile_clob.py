@@ -392,7 +392,7 @@ def test_stored_rows_out_of_range_are_never_served_and_future_ones_are_pruned(ap
 
 
 def test_the_serialiser_refuses_nan_and_infinity_as_a_last_line_of_defence() -> None:
-    from shared.api.http import dumps
+    from shared.api.responses import dumps
 
     for value in (float("inf"), float("-inf"), float("nan"), Decimal("Infinity")):
         with pytest.raises(ValueError):

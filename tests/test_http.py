@@ -1,4 +1,4 @@
-"""The app's HTTP layer (``shared/api/http.py``): gzip, ETags across encodings, Vary, CORS exposure and
+"""The app's HTTP layer (``shared/api/``): gzip, ETags across encodings, Vary, CORS exposure and
 demo-mode labels, on a real PostgreSQL and the Polymarket stand-in.
 
 Handlers are called as Azure calls them (a ``func.HttpRequest``, no socket); one test goes through
@@ -17,7 +17,9 @@ import azure.functions as func
 import httpx
 import pytest
 
-from shared.api.http import EXPOSED_HEADERS, GZIP_ETAG_SUFFIX, GZIP_MIN_BYTES, _gzip, _serialise, accepts_gzip
+from shared.api.compression import GZIP_ETAG_SUFFIX, GZIP_MIN_BYTES, _gzip, accepts_gzip
+from shared.api.cors import EXPOSED_HEADERS
+from shared.api.responses import _serialise
 from shared.markets.service import get_markets_service
 from tests.conftest import ROOT, Upstream, handler, reset_app, reset_services
 

@@ -190,7 +190,7 @@ def test_the_local_default_origins_get_preflights_and_exposed_headers(
     CORS_ALLOWED_ORIGINS are the same default list."""
     import function_app
     from devtools.funchost import LOCAL_CORS_ORIGINS, CorsPolicy, LocalHost
-    from shared.api.http import EXPOSED_HEADERS
+    from shared.api.cors import EXPOSED_HEADERS
 
     assert origin in LOCAL_CORS_ORIGINS
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", ",".join(LOCAL_CORS_ORIGINS))

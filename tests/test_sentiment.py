@@ -21,7 +21,7 @@ import pytest
 
 from devtools.openai_standin import OpenAIStandIn, Reply, verdict
 from shared.api import handlers
-from shared.api.http import endpoint
+from shared.api.endpoint import endpoint
 from shared.core.errors import NotFound
 from shared.db.database import get_database
 from shared.markets.service import get_markets_service

@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = args.port if args.port is not None else (settings.local_http_port or DEFAULT_PORT)
         try:
             app = load_app(args.app)
-            from shared.api.http import EXPOSED_HEADERS
+            from shared.api.cors import EXPOSED_HEADERS
 
             host = LocalHost(
                 app, host=args.host, port=port, host_json=root / "host.json",

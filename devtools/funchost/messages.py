@@ -12,7 +12,7 @@ import azure.functions as func
 
 # Hop-by-hop headers are the server's business, and the body length is recomputed here.
 DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
-# What the app puts on every answer in demo mode (shared.api.http); the host's own answers match it.
+# What the app puts on every answer in demo mode (shared.api.responses); the host's own answers match it.
 SIMULATED_HEADER = ("X-Data-Simulated", "true")
 
 

@@ -1,4 +1,4 @@
-"""Typed failures. Use cases raise these; ``shared.api.http`` maps them to HTTP in one place.
+"""Typed failures. Use cases raise these; ``shared.api.endpoint`` maps them to HTTP in one place.
 
 Messages here are shown to API clients, so they never carry exception text, DSNs, keys or
 upstream bodies.
