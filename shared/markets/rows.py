@@ -197,22 +197,18 @@ def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _text_type(max_length: int) -> Any:
-    return Annotated[Annotated[str, Field(max_length=max_length)] | None, BeforeValidator(_text)]
-
-
-def _number_type(**bounds: Any) -> Any:
-    return Annotated[Annotated[Decimal, Field(allow_inf_nan=False, **bounds)] | None, BeforeValidator(_decimal)]
-
-
-Slug = _text_type(MAX_SLUG)
-Description = _text_type(MAX_DESCRIPTION)
-ShortText = _text_type(MAX_SHORT_TEXT)
-Title = _text_type(MAX_TITLE)
-Price = _number_type(ge=0, le=1)
-Amount = _number_type(ge=0, lt=MAX_AMOUNT)
-Change = _number_type(ge=-1, le=1)
-Tick = _number_type(gt=0, le=1)
+# Written out, not built by a factory: mypy takes only a literal Annotated[...] as a type alias.
+# Outer BeforeValidator cleans/parses; the inner Field holds the bound; None passes both.
+Slug = Annotated[Annotated[str, Field(max_length=MAX_SLUG)] | None, BeforeValidator(_text)]
+Description = Annotated[Annotated[str, Field(max_length=MAX_DESCRIPTION)] | None, BeforeValidator(_text)]
+ShortText = Annotated[Annotated[str, Field(max_length=MAX_SHORT_TEXT)] | None, BeforeValidator(_text)]
+Title = Annotated[Annotated[str, Field(max_length=MAX_TITLE)] | None, BeforeValidator(_text)]
+Price = Annotated[Annotated[Decimal, Field(allow_inf_nan=False, ge=0, le=1)] | None, BeforeValidator(_decimal)]
+Amount = Annotated[
+    Annotated[Decimal, Field(allow_inf_nan=False, ge=0, lt=MAX_AMOUNT)] | None, BeforeValidator(_decimal)
+]
+Change = Annotated[Annotated[Decimal, Field(allow_inf_nan=False, ge=-1, le=1)] | None, BeforeValidator(_decimal)]
+Tick = Annotated[Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=1)] | None, BeforeValidator(_decimal)]
 Date = Annotated[datetime | None, BeforeValidator(_datetime)]
 Flag = Annotated[bool | None, BeforeValidator(_bool)]
 ConditionId = Annotated[
@@ -309,9 +305,13 @@ class GammaMarket(BaseModel):
             }
             for index, label in enumerate(labels)
         ]
-        events = row.get("events") if isinstance(row.get("events"), list) else []
+        events = row.get("events")
+        if not isinstance(events, list):
+            events = []
         event = events[0] if events and isinstance(events[0], dict) else {}
-        tag_objects = row.get("tags") if isinstance(row.get("tags"), list) else []
+        tag_objects = row.get("tags")
+        if not isinstance(tag_objects, list):
+            tag_objects = []
         if len(tag_objects) > MAX_TAGS:
             raise BadMarketRow("too many tags")
         tag_names = [_text(tag.get("slug") or tag.get("label")) for tag in tag_objects if isinstance(tag, dict)]

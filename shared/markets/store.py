@@ -157,13 +157,17 @@ def mark_for_rewrite(cur: Cursor, condition_ids: Sequence[str]) -> None:
 
 def active_count(cur: Cursor) -> int:
     cur.execute("SELECT count(*) AS n FROM markets WHERE in_active_set")
-    return int(cur.fetchone()["n"])
+    row = cur.fetchone()
+    assert row is not None, "an aggregate without GROUP BY returns one row"
+    return int(row["n"])
 
 
 def try_refresh_lock(cur: Cursor) -> bool:
     """Transaction-scoped, so it is released at commit/rollback and is safe through PgBouncer."""
     cur.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", (REFRESH_LOCK_KEY,))
-    return bool(cur.fetchone()["locked"])
+    row = cur.fetchone()
+    assert row is not None, "a SELECT without FROM returns one row"
+    return bool(row["locked"])
 
 
 def read_state(cur: Cursor, dataset: str = MARKETS_DATASET) -> dict[str, Any] | None:
@@ -185,7 +189,9 @@ def record_success(cur: Cursor, dataset: str = MARKETS_DATASET) -> datetime:
         """,
         (dataset,),
     )
-    return cur.fetchone()["refreshed_at"]
+    row = cur.fetchone()
+    assert row is not None, "an upsert's RETURNING gives its one row, inserted or updated"
+    return row["refreshed_at"]
 
 
 def record_attempt(cur: Cursor, dataset: str = MARKETS_DATASET) -> None:
@@ -233,7 +239,9 @@ class Unreadable:
 UNREADABLE = Unreadable()
 
 
-def _timestamptz_or_unreadable(value: str | None, cur: Any) -> Any:
+def _timestamptz_or_unreadable(
+    value: str | bytes | None, cur: psycopg2.extensions.cursor
+) -> datetime | Unreadable | None:
     try:
         return psycopg2.extensions.PYDATETIMETZ(value, cur)
     except (ValueError, OverflowError, psycopg2.DataError):
@@ -259,6 +267,7 @@ def load_markets(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]
             + " WHERE m.in_active_set OR m.updated_at > now() - make_interval(days => %s)",
             (inactive_window_days,),
         )
+        assert plain.description is not None, "a SELECT always describes its columns"
         names = [column.name for column in plain.description]
         return [dict(zip(names, row, strict=True)) for row in plain.fetchall()]
 
@@ -313,6 +322,7 @@ def read_compact(cur: Cursor, inactive_window_days: int) -> tuple[str, str | Non
         {"days": inactive_window_days},
     )
     row = cur.fetchone()
+    assert row is not None, "now_fp is one aggregate row and the LEFT JOIN keeps it"
     return str(row["fingerprint"]), row["stored"], row["payload"]  # bytea: a memoryview, not copied
 
 

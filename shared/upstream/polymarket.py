@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpcore
 import httpx
@@ -48,8 +48,6 @@ from shared.core.json_depth import deeper_than
 from shared.core.observability import count_upstream_call
 
 if TYPE_CHECKING:  # imported on first use (_clob_library): it costs ~0.45 s at import
-    from types import ModuleType
-
     from py_clob_client_v2 import ClobClient
     from py_clob_client_v2.exceptions import PolyApiException
 
@@ -201,7 +199,9 @@ class _BoundedBody(httpx.SyncByteStream):
     checked for nesting; network failures while reading are noted in ``_observed``."""
 
     def __init__(self, response: httpx.Response, max_bytes: int) -> None:
-        self._inner = response.stream
+        inner = response.stream
+        assert isinstance(inner, httpx.SyncByteStream), "a sync transport answers with a sync stream"
+        self._inner = inner
         self._max_bytes = max_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -485,10 +485,9 @@ class CircuitBreaker:
         return max(0.0, self.cooldown_s - (self._clock() - self._opened_at))
 
     def record(self, error: UpstreamError | None) -> None:
-        transient_failure = error is not None and error.transient
         with self._lock:
             self._probing = False
-            if not transient_failure:
+            if error is None or not error.transient:
                 self._failures = 0
                 self._opened_at = None
                 return
@@ -602,6 +601,12 @@ def guarded_call(stats: UpstreamStats, breaker: CircuitBreaker, retry: RetryPoli
     return retry.call(attempt)
 
 
+class _ClobHttp(Protocol):
+    """``py_clob_client_v2.http_helpers.helpers``: the module whose one client sends every request."""
+
+    _http_client: httpx.Client
+
+
 class _ClobLibrary:
     """py-clob-client-v2, imported when the first CLOB client is built, with the recursion
     limit put back as above."""
@@ -614,7 +619,7 @@ class _ClobLibrary:
         sys.setrecursionlimit(_recursion_limit)
         self.client_class: type[ClobClient] = py_clob_client_v2.ClobClient
         self.api_exception: type[PolyApiException] = py_clob_client_v2.exceptions.PolyApiException
-        self.http: ModuleType = helpers
+        self.http: _ClobHttp = helpers
 
 
 _clob_library_lock = threading.Lock()
