@@ -213,6 +213,7 @@ def test_a_failed_background_write_is_counted_and_never_fails_an_answer(
     counts = new_instance()
     assert answers() == expected
     assert counts["missing"] == 1 and counts["write_failed"] == 1 and counts["written"] == 0, counts
+    assert get_markets_service().status()["compact_snapshot"] == counts  # deep health, datasets.markets
 
 
 def test_one_background_writer_and_the_newest_snapshot_waiting_wins(

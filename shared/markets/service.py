@@ -544,6 +544,7 @@ class MarketsService:
             "unloadable_rows": snapshot.skipped if snapshot else 0,
             "failures_in_a_row": max(self._refresh_backoff.failures, self._load_backoff.failures),
             "retry_in_s": round(retry_in, 1) if retry_in else None,
+            "compact_snapshot": dict(self.compact_counts),
         }
 
     # queries ------------------------------------------------------------------------------
