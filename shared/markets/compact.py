@@ -327,28 +327,24 @@ def _decode(header: dict[str, Any], columns: dict[str, memoryview], blocks: memo
     return snapshot
 
 
-def read_payload(cur: Cursor, inactive_window_days: int) -> tuple[str, str | None, bytes | None]:
-    """(the catalogue's fingerprint now, the stored snapshot's, its payload when they match).
-
-    The payload comes by binary COPY: the raw bytes, not bytea's hex text (twice the size, then
-    unescaped). Read before the rows, so a snapshot built from them is never tagged newer."""
-    cur.execute(
-        f"""
-        WITH now_fp AS ({store._FINGERPRINT_SQL})
-        SELECT now_fp.fingerprint, s.fingerprint AS stored
-          FROM now_fp LEFT JOIN market_snapshot s ON s.id = 1
-        """,
-        {"days": inactive_window_days},
-    )
+def current_fingerprint(cur: Cursor, inactive_window_days: int) -> str:
+    """The fingerprint of the rows a snapshot would be built from now (``store``)."""
+    cur.execute(store._FINGERPRINT_SQL, {"days": inactive_window_days})
     row = cur.fetchone()
     assert row is not None  # an aggregate: always one row
-    fingerprint, stored = str(row["fingerprint"]), row["stored"]
-    if stored != fingerprint:
-        return fingerprint, stored, None
+    return str(row["fingerprint"])
+
+
+def read_stored(cur: Cursor) -> tuple[str | None, memoryview | None]:
+    """(the stored snapshot's fingerprint, its payload), or (None, None) without one.
+
+    By binary COPY: the raw bytes, not bytea's hex text (twice the size, then unescaped)."""
     sink = _Sink()
-    copy = "COPY (SELECT payload FROM market_snapshot WHERE id = 1 AND fingerprint = {}) TO STDOUT (FORMAT binary)"
-    cur.copy_expert(copy.format(cur.mogrify("%s", (fingerprint,)).decode()), sink, size=1 << 20)
-    return fingerprint, stored, _copied_value(b"".join(sink.parts))
+    cur.copy_expert("COPY (SELECT fingerprint, payload FROM market_snapshot WHERE id = 1) TO STDOUT (FORMAT binary)",
+                    sink, size=1 << 20)
+    data = sink.parts[0] if len(sink.parts) == 1 else b"".join(sink.parts)
+    sink.parts.clear()  # one copy of the payload in memory, not two
+    return _copied_row(data)
 
 
 def write_payload(cur: Cursor, fingerprint: str, payload: bytes) -> None:
@@ -404,17 +400,23 @@ class _Sink:
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
-def _copied_value(data: bytes) -> bytes | None:
-    """The one bytea of a binary COPY's only row (None without a row: replaced meanwhile)."""
+def _copied_row(data: bytes) -> tuple[str | None, memoryview | None]:
+    """(text, bytea) of a binary COPY's only row; (None, None) without a row."""
     if not data.startswith(_COPY_SIGNATURE):
         raise CompactError("not a binary COPY")
     at = len(_COPY_SIGNATURE) + 4
-    extension = int.from_bytes(data[at : at + 4], "big")
-    at += 4 + extension
-    if int.from_bytes(data[at : at + 2], "big", signed=True) != 1:
-        return None  # the trailer: no row
-    size = int.from_bytes(data[at + 2 : at + 6], "big", signed=True)
-    at += 6
-    if size < 0 or at + size + 2 != len(data):
-        raise CompactError("not one bytea row")
-    return data[at : at + size]
+    at += 4 + int.from_bytes(data[at : at + 4], "big")  # the header extension
+    if int.from_bytes(data[at : at + 2], "big", signed=True) != 2:
+        return None, None  # the trailer: no row
+    at += 2
+    view = memoryview(data)  # the payload is a slice of it, not a copy
+    fields: list[memoryview] = []
+    for _ in range(2):
+        size = int.from_bytes(data[at : at + 4], "big", signed=True)
+        if size < 0 or at + 4 + size > len(data):
+            raise CompactError("not a (text, bytea) row")
+        fields.append(view[at + 4 : at + 4 + size])
+        at += 4 + size
+    if at + 2 != len(data):
+        raise CompactError("not one row")
+    return str(fields[0], "utf-8"), fields[1]
