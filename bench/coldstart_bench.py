@@ -83,6 +83,7 @@ def main() -> int:
         from shared.markets.service import get_markets_service
 
         result = get_markets_service().refresh(min_age_s=0)
+        assert get_markets_service().wait_compact(300)  # stored in the background
         size = get_database().query("SELECT length(payload) AS n FROM market_snapshot")[0]["n"]
         env = {**stack.env, "LOG_LEVEL": "warning"}
 

@@ -95,6 +95,12 @@ def _strings(values: list[str]) -> tuple[bytes, bytes]:
 
 def encode(snapshot: Snapshot, sorts: Mapping[str, str]) -> bytes:
     """The snapshot as a payload for ``decode``; raises CompactError past MAX_COMPRESSED_BYTES."""
+    return b"".join(encode_parts(snapshot, sorts))
+
+
+def encode_parts(snapshot: Snapshot, sorts: Mapping[str, str]) -> list[bytes]:
+    """``encode``'s payload in the pieces it is made of (``write_payload`` streams them, never
+    holding them joined as well)."""
     items = snapshot.items
     # Stored by condition id; ``positions`` gives each one's place in ``snapshot.items``.
     positions = sorted(range(len(items)), key=lambda p: items[p].condition_id)
@@ -105,6 +111,7 @@ def encode(snapshot: Snapshot, sorts: Mapping[str, str]) -> bytes:
     body_order = default + [k for k in range(len(stored)) if k not in in_default]
     body_lengths = array("I")
     blocks: list[bytes] = []
+    blocks_crc = 0
     for b in range(0, len(body_order), BLOCK):  # a block at a time: never all the JSON at once
         rests: list[bytes] = []
         for k in body_order[b : b + BLOCK]:
@@ -116,6 +123,7 @@ def encode(snapshot: Snapshot, sorts: Mapping[str, str]) -> bytes:
             rests.append(body[len(prefix):])
         body_lengths.extend(map(len, rests))
         blocks.append(zlib.compress(b"".join(rests), COMPRESSION_LEVEL))
+        blocks_crc = zlib.crc32(blocks[-1], blocks_crc)
     columns: dict[str, bytes] = {}
     columns["id_lengths"], columns["ids"] = _strings([i.condition_id for i in stored])
     columns["text_lengths"], columns["texts"] = _strings([i.text for i in stored])
@@ -142,13 +150,17 @@ def encode(snapshot: Snapshot, sorts: Mapping[str, str]) -> bytes:
         "markets": len(stored),
         "columns": {name: len(value) for name, value in columns.items()},
         "blocks": [len(block) for block in blocks],
-        "blocks_crc": zlib.crc32(b"".join(blocks)),
+        "blocks_crc": blocks_crc,
     }
-    head = zlib.compress(b"\n".join([_dumps(header).encode(), *columns.values()]), COMPRESSION_LEVEL)
-    payload = b"".join([head, *blocks])
-    if len(payload) > MAX_COMPRESSED_BYTES:
-        raise CompactError(f"{len(payload):,} bytes compressed, over the {MAX_COMPRESSED_BYTES:,} cap")
-    return payload
+    # Joined, compressed and freed one after the other: this runs beside a serving catalogue.
+    raw = b"\n".join([_dumps(header).encode(), *columns.values()])
+    columns.clear()
+    head = zlib.compress(raw, COMPRESSION_LEVEL)
+    del raw
+    size = len(head) + sum(map(len, blocks))
+    if size > MAX_COMPRESSED_BYTES:
+        raise CompactError(f"{size:,} bytes compressed, over the {MAX_COMPRESSED_BYTES:,} cap")
+    return [head, *blocks]
 
 
 class _Block:
@@ -347,15 +359,15 @@ def read_stored(cur: Cursor) -> tuple[str | None, memoryview | None]:
     return _copied_row(data)
 
 
-def write_payload(cur: Cursor, fingerprint: str, payload: bytes) -> None:
-    """Store the payload by binary COPY: streamed in chunks, where a bytea parameter would be
-    escaped to hex text in memory (twice the payload, then copied into the query: +140 MB peak
-    at 50,000 markets)."""
+def write_payload(cur: Cursor, fingerprint: str, parts: list[bytes]) -> None:
+    """Store the payload (``encode_parts``) by binary COPY, streamed in chunks, where a bytea
+    parameter would be escaped to hex text in memory (twice the payload, then copied into the
+    query: +140 MB peak at 50,000 markets)."""
     cur.execute("CREATE TEMP TABLE compact_upload (fingerprint text, payload bytea) ON COMMIT DROP")
     fingerprint_bytes = fingerprint.encode()
     head = b"".join([_COPY_SIGNATURE, bytes(8), (2).to_bytes(2, "big"), len(fingerprint_bytes).to_bytes(4, "big"),
-                     fingerprint_bytes, len(payload).to_bytes(4, "big")])
-    cur.copy_expert("COPY compact_upload FROM STDIN (FORMAT binary)", _Source([head, payload, b"\xff\xff"]),
+                     fingerprint_bytes, sum(map(len, parts)).to_bytes(4, "big")])
+    cur.copy_expert("COPY compact_upload FROM STDIN (FORMAT binary)", _Source([head, *parts, b"\xff\xff"]),
                     size=1 << 20)
     cur.execute(
         """

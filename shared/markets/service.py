@@ -341,7 +341,7 @@ class MarketsService:
     def _store_compact(self, snapshot: Snapshot, fingerprint: str) -> None:
         """Best effort: without it, the next new instance loads the rows, as before."""
         try:
-            payload = compact.encode(snapshot, SORTS)
+            payload = compact.encode_parts(snapshot, SORTS)
         except compact.CompactError as error:
             self.compact_counts["too_large"] += 1
             log.warning("catalogue snapshot not stored: %s", error)
