@@ -152,11 +152,15 @@ def encode_parts(snapshot: Snapshot, sorts: Mapping[str, str]) -> list[bytes]:
         "blocks": [len(block) for block in blocks],
         "blocks_crc": blocks_crc,
     }
-    # Joined, compressed and freed one after the other: this runs beside a serving catalogue.
-    raw = b"\n".join([_dumps(header).encode(), *columns.values()])
-    columns.clear()
-    head = zlib.compress(raw, COMPRESSION_LEVEL)
-    del raw
+    # Compressed a column at a time, each freed once in: this runs beside a serving catalogue.
+    compressor = zlib.compressobj(COMPRESSION_LEVEL)
+    pieces = [compressor.compress(_dumps(header).encode())]
+    for name in list(columns):
+        pieces.append(compressor.compress(b"\n"))
+        pieces.append(compressor.compress(columns.pop(name)))
+    pieces.append(compressor.flush())
+    head = b"".join(pieces)
+    del pieces
     size = len(head) + sum(map(len, blocks))
     if size > MAX_COMPRESSED_BYTES:
         raise CompactError(f"{size:,} bytes compressed, over the {MAX_COMPRESSED_BYTES:,} cap")
