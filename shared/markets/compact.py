@@ -351,16 +351,23 @@ def current_fingerprint(cur: Cursor, inactive_window_days: int) -> str:
     return str(row["fingerprint"])
 
 
-def read_stored(cur: Cursor) -> tuple[str | None, memoryview | None]:
-    """(the stored snapshot's fingerprint, its payload), or (None, None) without one.
+def read_stored(cur: Cursor, fingerprint: str) -> tuple[str | None, memoryview | None]:
+    """(the stored snapshot's fingerprint, its payload when that is ``fingerprint``); (None, None)
+    without one.
 
     By binary COPY: the raw bytes, not bytea's hex text (twice the size, then unescaped)."""
     sink = _Sink()
-    cur.copy_expert("COPY (SELECT fingerprint, payload FROM market_snapshot WHERE id = 1) TO STDOUT (FORMAT binary)",
-                    sink, size=1 << 20)
+    copy = ("COPY (SELECT fingerprint, payload FROM market_snapshot WHERE id = 1 AND fingerprint = {}) "
+            "TO STDOUT (FORMAT binary)")
+    cur.copy_expert(copy.format(cur.mogrify("%s", (fingerprint,)).decode()), sink, size=1 << 20)
     data = sink.parts[0] if len(sink.parts) == 1 else b"".join(sink.parts)
     sink.parts.clear()  # one copy of the payload in memory, not two
-    return _copied_row(data)
+    stored, payload = _copied_row(data)
+    if stored is None:  # none stored, or another: which one is counted
+        cur.execute("SELECT fingerprint FROM market_snapshot WHERE id = 1")
+        row = cur.fetchone()
+        stored = row["fingerprint"] if row else None
+    return stored, payload
 
 
 def write_payload(cur: Cursor, fingerprint: str, parts: list[bytes]) -> None:
