@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -52,7 +53,8 @@ def get(route: str, params: dict[str, str], route_params: dict[str, str] | None 
 
 
 def answers() -> list[tuple[int, str | None, str]]:
-    """Every query's pages (following cursors) and one market: status, ETag, body without freshness."""
+    """Every query's pages (following cursors) and one market: status, ETag, body without freshness.
+    Then waits for the compact snapshot a load from the rows stores in the background."""
     out: list[tuple[int, str | None, str]] = []
     for query in QUERIES:
         params = dict(query)
@@ -69,6 +71,7 @@ def answers() -> list[tuple[int, str | None, str]]:
     first = json.loads(out[0][2])["markets"][0]["condition_id"]
     market = get("market", {}, {"condition_id": first})
     out.append((market.status_code, market.headers.get("ETag"), json.dumps(json.loads(market.get_body())["market"])))
+    assert get_markets_service().wait_compact(60)
     return out
 
 
@@ -80,6 +83,7 @@ def new_instance() -> dict[str, int]:
 
 def test_a_new_instance_gives_the_same_answers_from_the_compact_snapshot_as_from_rows(app_env: Upstream) -> None:
     assert get_markets_service().refresh(min_age_s=0).status == "refreshed"
+    assert get_markets_service().wait_compact(60)
     assert get_markets_service().compact_counts["written"] == 1
     stored = get_database().query("SELECT fingerprint, length(payload) AS size FROM market_snapshot")
     assert len(stored) == 1 and stored[0]["size"] > 0
@@ -111,6 +115,7 @@ def test_a_stale_snapshot_is_not_served(app_env: Upstream) -> None:
     body = json.loads(get("markets", {"limit": "7"}).get_body())
     assert counts["stale"] == 1 and counts["loaded"] == 0, counts
     assert body["markets"][0]["question"] == "Changed behind the snapshot?"
+    assert get_markets_service().wait_compact(60)
     assert counts["written"] == 1  # rebuilt for the next one, which loads it
     counts = new_instance()
     body = json.loads(get("markets", {"limit": "7"}).get_body())
@@ -137,10 +142,12 @@ def test_an_undecodable_snapshot_is_counted_and_the_rows_answer(app_env: Upstrea
 
 
 def _tampered(payload: bytes, change: Any) -> bytes:
-    head, _, rest = zlib.decompress(payload).partition(b"\n")
-    header = json.loads(head)
+    """The payload with ``change`` applied to its header, the condition ids shown as ``ids``."""
+    header, columns, blocks = compact.unpack(payload)
+    header["ids"] = compact._read_strings(columns["id_lengths"], columns["ids"])
     change(header)
-    return zlib.compress(json.dumps(header).encode() + b"\n" + rest)
+    lengths, text = compact._strings(header.pop("ids"))
+    return compact.pack(header, {**columns, "id_lengths": lengths, "ids": text}, blocks)
 
 
 def test_decode_refuses_what_other_code_or_another_shape_wrote(app_env: Upstream) -> None:
@@ -191,3 +198,43 @@ def test_importing_the_polymarket_client_module_does_not_import_py_clob_client()
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False"]
+
+
+def test_a_failed_background_write_is_counted_and_never_fails_an_answer(
+        app_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    get_markets_service().refresh(min_age_s=0)
+    expected = answers()
+    get_database().execute("DELETE FROM market_snapshot")
+
+    def fail(*_: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(compact, "write_payload", fail)
+    counts = new_instance()
+    assert answers() == expected
+    assert counts["missing"] == 1 and counts["write_failed"] == 1 and counts["written"] == 0, counts
+    assert get_markets_service().status()["compact_snapshot"] == counts  # deep health, datasets.markets
+
+
+def test_one_background_writer_and_the_newest_snapshot_waiting_wins(
+        app_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = get_markets_service()
+    started, release = threading.Event(), threading.Event()
+    written: list[str] = []
+    writers: set[str] = set()
+
+    def store(snapshot: Snapshot, fingerprint: str) -> None:
+        writers.add(threading.current_thread().name + str(threading.get_ident()))
+        started.set()
+        release.wait(10)
+        written.append(fingerprint)
+
+    monkeypatch.setattr(service, "_store_compact", store)
+    empty = Snapshot([], [], version="v", last_change=None, state=None)
+    service._store_compact_later(empty, "first")
+    assert started.wait(10)
+    service._store_compact_later(empty, "second")  # waits for the writer...
+    service._store_compact_later(empty, "third")  # ...and is replaced by a newer one
+    release.set()
+    assert service.wait_compact(10)
+    assert written == ["first", "third"] and len(writers) == 1

@@ -51,12 +51,13 @@ from shared.core.errors import (
     retry_after_header,
 )
 from shared.core.etag import etag as make_etag
-from shared.core.freshness import Answer, Freshness
+from shared.core.freshness import Answer, Freshness, Source
 from shared.core.ids import validate_condition_id
 from shared.db.database import Cursor, Database
 from shared.markets import compact, store
 from shared.markets.facts import MarketFacts, market_facts
-from shared.markets.query import SORTS, MarketQuery
+from shared.markets.query import SORTS as _QUERY_SORTS
+from shared.markets.query import MarketQuery
 from shared.markets.refresh import Backoff, RefreshResult, bounded_refresh, failure_reason, retry_after_s
 from shared.markets.snapshot import Snapshot, Unloadable, decode_cursor, encode_cursor, market_json, number
 from shared.upstream.polymarket import GammaApi
@@ -66,6 +67,10 @@ T = TypeVar("T")
 
 INACTIVE_WINDOW_DAYS = 30
 LOCK_WAIT_S = 60.0
+# Sort name -> the JSON field it orders by (str keys: what snapshot and compact read).
+SORTS: dict[str, str] = {str(name): column for name, column in _QUERY_SORTS.items()}
+COMPACT_COUNTS = ("loaded", "missing", "stale", "undecodable", "written", "too_large", "write_failed")
+
 
 def _load_reason(error: BaseException) -> str:
     # The class name only: exception text can carry SQL, hosts or values.
@@ -124,8 +129,11 @@ class MarketsService:
         self._failed_at: datetime | None = None  # when this instance's last refresh failed
         self._reload_lock = threading.Lock()  # one snapshot built at a time
         # How loads went with the stored compact snapshot (shared.markets.compact).
-        self.compact_counts = dict.fromkeys(
-            ("loaded", "missing", "stale", "undecodable", "written", "too_large", "write_failed"), 0)
+        self.compact_counts = dict.fromkeys(COMPACT_COUNTS, 0)
+        # One background writer of compact snapshots; a newer one waiting replaces an older.
+        self._compact_lock = threading.Lock()
+        self._compact_pending: tuple[Snapshot, str] | None = None
+        self._compact_writer: threading.Thread | None = None
 
     # refresh ------------------------------------------------------------------------------
 
@@ -229,9 +237,12 @@ class MarketsService:
         """The stored catalogue: its compact snapshot when that was built from the rows as they
         are now (one read), else the rows, whose snapshot is then stored for the next instance."""
 
-        def work(cur: Cursor) -> tuple[str, str | None, bytes | memoryview | None, list[dict[str, Any]] | None,
+        def work(cur: Cursor) -> tuple[str, str | None, memoryview | None, list[dict[str, Any]] | None,
                                        dict[str, Any] | None]:
-            fingerprint, stored, payload = store.read_compact(cur, INACTIVE_WINDOW_DAYS)
+            # Computed before the rows are read, so a snapshot built from them is never tagged
+            # newer than they are.
+            fingerprint = compact.current_fingerprint(cur, INACTIVE_WINDOW_DAYS)
+            stored, payload = compact.read_stored(cur, fingerprint)
             rows = None if payload is not None else store.load_markets(cur, INACTIVE_WINDOW_DAYS)
             return fingerprint, stored, payload, rows, store.read_state(cur)
 
@@ -266,21 +277,55 @@ class MarketsService:
             snapshot = Snapshot.from_rows(rows, state, SORTS)
             del rows
             if stored != fingerprint and snapshot.items:
-                self._store_compact(snapshot, fingerprint)
+                self._store_compact_later(snapshot, fingerprint)
             return snapshot, state
         finally:
             gc.enable()
 
+    def _store_compact_later(self, snapshot: Snapshot, fingerprint: str) -> None:
+        """Stores the snapshot's compact copy in the background: the load that built it answers
+        first. One writer at a time; a snapshot waiting for it is replaced by a newer one."""
+        with self._compact_lock:
+            self._compact_pending = (snapshot, fingerprint)
+            if self._compact_writer is not None and self._compact_writer.is_alive():
+                return
+            # Not a daemon: an instance shutting down finishes the write it started.
+            self._compact_writer = threading.Thread(target=self._write_compacts, name="compact-snapshot-writer")
+            self._compact_writer.start()
+
+    def _write_compacts(self) -> None:
+        while True:
+            with self._compact_lock:
+                pending, self._compact_pending = self._compact_pending, None
+                if pending is None:
+                    self._compact_writer = None
+                    return
+            try:
+                self._store_compact(*pending)
+            except Exception:  # never lost silently, never the writer's end
+                self.compact_counts["write_failed"] += 1
+                log.exception("catalogue snapshot not stored")
+            del pending
+
+    def wait_compact(self, timeout: float | None = None) -> bool:
+        """Waits for the background compact writer (tests, benchmarks); False if still writing."""
+        with self._compact_lock:
+            writer = self._compact_writer
+        if writer is not None:
+            writer.join(timeout)
+            return not writer.is_alive()
+        return True
+
     def _store_compact(self, snapshot: Snapshot, fingerprint: str) -> None:
         """Best effort: without it, the next new instance loads the rows, as before."""
         try:
-            payload = compact.encode(snapshot, SORTS)
+            payload = compact.encode_parts(snapshot, SORTS)
         except compact.CompactError as error:
             self.compact_counts["too_large"] += 1
             log.warning("catalogue snapshot not stored: %s", error)
             return
         try:
-            self._database().run(lambda cur: store.write_compact(cur, fingerprint, payload))
+            self._database().run(lambda cur: compact.write_payload(cur, fingerprint, payload))
         except Exception as error:
             self.compact_counts["write_failed"] += 1
             log.warning("catalogue snapshot not stored (%s)", type(error).__name__)
@@ -314,12 +359,12 @@ class MarketsService:
         with contextlib.suppress(Exception):
             self.refresh(min_age_s=ttl)
 
-    def _first_load(self) -> tuple[Snapshot, str]:
+    def _first_load(self) -> tuple[Snapshot, Source]:
         """No snapshot in this instance: take the database's, or wait for the first refresh.
         Returns the snapshot and its source: ``live`` only when it came from Gamma just now."""
         stop_at = time.monotonic() + LOCK_WAIT_S
         snapshot = self._reload()
-        source = "cache"
+        source: Source = "cache"
         while not snapshot.items:
             if self._refresh_backoff.remaining() and self._last_failure:
                 raise ServiceUnavailable(f"no market data is available yet: {self._last_failure}")
@@ -373,7 +418,7 @@ class MarketsService:
         raise ServiceUnavailable(f"no market data is available yet: {reason}; the next attempt is in "
                                  f"{math.ceil(wait_s)} s", headers=retry_after_header(wait_s))
 
-    def _load_first(self) -> tuple[Snapshot, str]:
+    def _load_first(self) -> tuple[Snapshot, Source]:
         """The first load runs in the background (it may crawl all of Gamma); the request waits
         for it only until its deadline, then answers 503 while the load goes on. After a failed
         first load, requests answer 503 at once until the backoff has passed: failing requests
@@ -403,7 +448,7 @@ class MarketsService:
                 headers=retry_after_header(max(self._load_backoff.remaining(), DEFAULT_RETRY_AFTER_S)),
             ) from error
 
-    def _forced_refresh(self) -> tuple[str, str | None]:
+    def _forced_refresh(self) -> tuple[Source, str | None]:
         """``refresh=true``: (source, stale reason). Waits for the refresh until the request's
         deadline, but not past its first failed attempt, nor past STALE_IF_ERROR_WAIT_S without
         any answer from Gamma, and not at all while Gamma's latest attempt failed: then the
@@ -443,7 +488,8 @@ class MarketsService:
     def current(self, *, force_refresh: bool = False) -> tuple[Snapshot, Freshness]:
         cache = self._cache
         ttl = cache.markets_ttl_s
-        source, reason = "cache", None
+        source: Source = "cache"
+        reason: str | None = None
         snapshot = self._snapshot
         if snapshot is None:
             snapshot, source = self._load_first()
@@ -470,7 +516,7 @@ class MarketsService:
         is why this instance still serves an older one, whatever failed after it."""
         return self._load_failure or self._database_failure or self._last_failure
 
-    def _freshness(self, snapshot: Snapshot, source: str, reason: str | None = None) -> Freshness:
+    def _freshness(self, snapshot: Snapshot, source: Source, reason: str | None = None) -> Freshness:
         age = snapshot.age_seconds()
         reason = reason or self._served_failure()
         state = self._state or {}
@@ -501,6 +547,7 @@ class MarketsService:
             "unloadable_rows": snapshot.skipped if snapshot else 0,
             "failures_in_a_row": max(self._refresh_backoff.failures, self._load_backoff.failures),
             "retry_in_s": round(retry_in, 1) if retry_in else None,
+            "compact_snapshot": dict(self.compact_counts),
         }
 
     # queries ------------------------------------------------------------------------------

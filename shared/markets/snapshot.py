@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import logging
 import math
+import operator
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.errors import BadRequest
 
@@ -88,24 +90,39 @@ def market_json(row: dict[str, Any]) -> dict[str, Any]:
             }
             for o in row["outcomes"]
         ],
-        "updated_at": _date(row["updated_at"]).isoformat(),
+        "updated_at": _updated_at(row["updated_at"]),
     }
     return out
+
+
+def _updated_at(value: Any) -> str:
+    updated_at = _date(value)
+    if updated_at is None:  # NOT NULL in the schema: a row without one is not ours to serve
+        raise Unloadable("no updated_at")
+    return updated_at.isoformat()
+
+
+class BodySource(Protocol):
+    """Where a market's list JSON is until first served (``shared.markets.compact``)."""
+
+    def body_text(self, slot: int, condition_id: str) -> bytes: ...
 
 
 class Item:
     """One market: its list JSON and what search and sorting read. Not changed once built.
 
-    From a compact snapshot the JSON arrives as text, decoded when the market is first served:
-    a new instance then parses the few markets its first pages show, not all of them."""
+    From a compact snapshot the JSON stays in its source (a compressed block) until the market
+    is first served: a new instance then inflates and parses the few its first pages show."""
 
-    __slots__ = ("_body", "_text", "active", "condition_id", "sort_values", "tags", "text")
+    __slots__ = ("_body", "_slot", "_source", "active", "condition_id", "sort_values", "tags", "text")
 
     def __init__(self, condition_id: str, body: dict[str, Any] | None, text: str, tags: frozenset[str],
-                 active: bool, sort_values: dict[str, float | None], body_text: bytes | None = None) -> None:
+                 active: bool, sort_values: dict[str, float | None], source: BodySource | None = None,
+                 slot: int = 0) -> None:
         self.condition_id = condition_id
         self._body = body
-        self._text = body_text
+        self._source = source
+        self._slot = slot
         self.text = text  # lower-cased question + slug, for search
         self.tags = tags
         self.active = active
@@ -113,13 +130,14 @@ class Item:
 
     @property
     def json(self) -> dict[str, Any]:
-        # The text is read before the body and dropped only after the body is set, so a thread
-        # that finds no body still holds the text (two may both decode it: the same value).
-        text = self._text
+        # Two threads may both decode it: the same value, and the source stays readable.
         body = self._body
         if body is None:
-            body = self._body = json.loads(text or b"")
-            self._text = None
+            source = self._source
+            if source is None:
+                raise RuntimeError("an item without a body or a source")  # not built by this package
+            body = self._body = json.loads(source.body_text(self._slot, self.condition_id))
+            self._source = None
         return body
 
 
@@ -182,7 +200,7 @@ class Snapshot:
                  state: dict[str, Any] | None) -> None:
         self.items = items
         self.skipped_ids = skipped_ids
-        self.by_id = {item.condition_id: item for item in self.items}
+        self.by_id = dict(zip(map(operator.attrgetter("condition_id"), items), items, strict=True))
         self.last_change = last_change
         # Without a recorded refresh (a state row lost or never written) the data's own last
         # change is the honest "as of": never an infinite age.
@@ -203,7 +221,7 @@ class Snapshot:
             try:
                 items.append(_item(row, sorts))
             except (Unloadable, TypeError, ValueError, AttributeError, KeyError) as error:
-                skipped_ids.append(row.get("condition_id"))
+                skipped_ids.append(str(row.get("condition_id")))
                 if len(skipped_ids) <= MAX_ROW_WARNINGS:
                     log.warning("stored market %s left out of the catalogue: %s", row.get("condition_id"),
                                 error if isinstance(error, Unloadable) else type(error).__name__)
@@ -243,6 +261,24 @@ class Snapshot:
         with self._lock:
             self._selections[key] = ordered  # at most 20 of these: 5 sorts x 2 orders x 2 scopes
         return ordered
+
+    def adopt_order(self, sort: str, descending: bool, active_only: bool, ordered_items: list[Item],
+                    keys: list[SortKey]) -> None:
+        """Take a stored result of ``_ordered`` (so a new instance's first page needs no sort):
+        ``keys`` are the items' sort keys, built by the caller from the same values as the items.
+        Checked to be that result: strictly increasing keys (so no item twice) over exactly the
+        items the scope holds. Raises ValueError otherwise."""
+        if len(keys) != len(ordered_items) or not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+            raise ValueError("stored order not sorted")
+        # map() with attrgetter: no Python frame per item, on a new instance's first answer.
+        active = operator.attrgetter("active")
+        in_scope = sum(map(active, self.items)) if active_only else len(self.items)
+        if (active_only and not all(map(active, ordered_items))) or len(ordered_items) != in_scope:
+            raise ValueError("stored order not the scope's items")
+        ordered = Selection(items=ordered_items, keys=keys, texts=list(map(operator.attrgetter("text"), ordered_items)),
+                            tags=list(map(operator.attrgetter("tags"), ordered_items)))
+        with self._lock:
+            self._selections[("ordered", sort, descending, active_only)] = ordered
 
     def select(self, query: MarketQuery) -> Selection:
         ordered = self._ordered(query.sort, query.order == "desc", query.active_only)

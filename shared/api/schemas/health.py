@@ -51,6 +51,20 @@ class Breaker(Body):
     opened_count: Count
 
 
+class CompactSnapshotCounts(Body):
+    """This instance's loads and writes of the compact catalogue snapshot (one read for a new
+    instance) since it started."""
+
+    loaded: Count = Field(description="Loads that used the stored snapshot.")
+    missing: Count = Field(description="Loads that found none stored (then loaded the rows).")
+    stale: Count = Field(description="Loads whose stored snapshot was built from other rows than those stored now.")
+    undecodable: Count = Field(description="Loads whose stored snapshot this code could not use (other code wrote "
+                                           "it, or it is corrupt); the rows answered.")
+    written: Count = Field(description="Snapshots stored (in the background, after a load from the rows).")
+    too_large: Count = Field(description="Snapshots not stored: over the size cap.")
+    write_failed: Count = Field(description="Snapshots not stored: the write failed (logged).")
+
+
 class MarketsStatus(Body):
     loaded: bool
     as_of: Time | None
@@ -67,6 +81,7 @@ class MarketsStatus(Body):
     failures_in_a_row: Count = Field(description="Consecutive failed refreshes (or loads) of this instance.")
     retry_in_s: NonNegative | None = Field(description="Backoff after failures: no refresh (or load) that requests "
                                                        "can start before this many seconds.")
+    compact_snapshot: CompactSnapshotCounts
 
 
 class Writer(Body):
