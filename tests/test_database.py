@@ -259,3 +259,35 @@ def test_a_server_that_does_not_answer_is_cut_off_at_the_bound(
         os.kill(pid, signal.SIGCONT)
     assert 0.5 + CLIENT_GRACE_S - 0.1 < took < 0.5 + CLIENT_GRACE_S + 1.5
     assert db.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid  # that connection was discarded
+
+
+def test_a_sql_error_on_a_surplus_connection_is_the_sql_error(
+    database_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With more connections in use than POSTGRES_POOL_MIN, the pool closes the surplus one as it
+    # comes back. A SQL error on it is still the SQL error, not "connection lost" (a 503).
+    monkeypatch.setenv("POSTGRES_POOL_MIN", "1")
+    db = Database(get_settings().database)
+    try:
+        db.query("SELECT 1")  # schema ready: nothing below opens a third connection
+        release, other_done = threading.Event(), threading.Event()
+
+        def hold(cur: Cursor) -> None:
+            cur.execute("SELECT 1")
+            assert release.wait(10)
+
+        def fail(cur: Cursor) -> None:
+            cur.execute("SELECT 1")  # this connection is held now: two in use, one kept
+            release.set()
+            assert other_done.wait(10)  # the other connection is back in the pool, idle
+            cur.execute("SELECT 1 / 0")
+
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(db.run, hold)
+            time.sleep(0.2)
+            held.add_done_callback(lambda _: other_done.set())
+            with pytest.raises(psycopg2.errors.DivisionByZero):
+                db.run(fail)
+            held.result(timeout=10)
+    finally:
+        db.close()

@@ -380,23 +380,31 @@ class Database:
         for attempt in (1, 2):
             conn = None
             began = False
+            # (connection still open, unusable), judged while the connection is held: once it is
+            # back, the pool may have closed it as surplus, which says nothing about the error.
+            verdict: tuple[bool, bool] | None = None
             try:
                 with self._connection() as conn, _watched(conn, limits.client_s):
-                    with conn.cursor(cursor_factory=Cursor) as cur:
-                        try:
-                            cur.execute(limits.begin_sql)
-                            began = True
-                            result = work(cur)
-                            cur.execute("COMMIT")
-                        except BaseException:
-                            _rollback(conn)
-                            raise
+                    try:
+                        with conn.cursor(cursor_factory=Cursor) as cur:
+                            try:
+                                cur.execute(limits.begin_sql)
+                                began = True
+                                result = work(cur)
+                                cur.execute("COMMIT")
+                            except BaseException:
+                                _rollback(conn)
+                                raise
+                    except psycopg2.Error as error:
+                        verdict = (conn.closed == 0, _unusable(error, conn))
+                        raise
                     return result
             except psycopg2.Error as error:
+                still_open, unusable = verdict or (conn is None or conn.closed == 0, _unusable(error, conn))
                 reason = _CANCELLED.get(type(error))
-                if reason is not None and (conn is None or conn.closed == 0):
+                if reason is not None and still_open:
                     raise DatabaseTimeout(f"the database did not answer in time ({reason})") from error
-                if not _unusable(error, conn):
+                if not unusable:
                     raise
                 if began:
                     raise DatabaseUnavailable("the database connection was lost during the transaction") from error
