@@ -16,7 +16,7 @@ import azure.functions as func
 import pytest
 
 from shared.db.database import get_database
-from shared.markets import compact
+from shared.markets import compact, store
 from shared.markets.query import SORTS
 from shared.markets.service import get_markets_service, reset_markets_service
 from shared.markets.snapshot import Snapshot
@@ -209,7 +209,7 @@ def test_a_failed_background_write_is_counted_and_never_fails_an_answer(
     def fail(*_: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(compact, "write_payload", fail)
+    monkeypatch.setattr(store, "write_payload", fail)
     counts = new_instance()
     assert answers() == expected
     assert counts["missing"] == 1 and counts["write_failed"] == 1 and counts["written"] == 0, counts

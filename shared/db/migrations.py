@@ -158,7 +158,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         """
         -- One row: what an instance's catalogue snapshot holds, encoded by
         -- shared.markets.compact, tagged with the fingerprint of the rows it was built from
-        -- (shared.markets.store.read_compact). A new instance loads it in one read when
+        -- (shared.markets.store.read_stored). A new instance loads it in one read when
         -- the fingerprint still matches, and from the markets rows otherwise.
         CREATE TABLE market_snapshot (
             id          smallint PRIMARY KEY CHECK (id = 1),

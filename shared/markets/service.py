@@ -241,8 +241,8 @@ class MarketsService:
                                        dict[str, Any] | None]:
             # Computed before the rows are read, so a snapshot built from them is never tagged
             # newer than they are.
-            fingerprint = compact.current_fingerprint(cur, INACTIVE_WINDOW_DAYS)
-            stored, payload = compact.read_stored(cur, fingerprint)
+            fingerprint = store.current_fingerprint(cur, INACTIVE_WINDOW_DAYS)
+            stored, payload = store.read_stored(cur, fingerprint)
             rows = None if payload is not None else store.load_markets(cur, INACTIVE_WINDOW_DAYS)
             return fingerprint, stored, payload, rows, store.read_state(cur)
 
@@ -325,7 +325,7 @@ class MarketsService:
             log.warning("catalogue snapshot not stored: %s", error)
             return
         try:
-            self._database().run(lambda cur: compact.write_payload(cur, fingerprint, payload))
+            self._database().run(lambda cur: store.write_payload(cur, fingerprint, payload))
         except Exception as error:
             self.compact_counts["write_failed"] += 1
             log.warning("catalogue snapshot not stored (%s)", type(error).__name__)
