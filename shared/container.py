@@ -101,7 +101,8 @@ class Container:
         from shared.markets.service import MarketsService
 
         # The pool is asked for on each use: a database down at start is answered, not fatal here.
-        return self._part("markets", lambda: MarketsService(self.settings.cache, lambda: self.database, self.gamma))
+        return self._part(
+            "markets", lambda: MarketsService(self.settings.cache, lambda: self.database, lambda: self.gamma))
 
     @property
     def prices(self) -> PricesService:

@@ -13,7 +13,6 @@ from typing import Any
 from shared import __version__
 from shared.container import get_container
 from shared.core.errors import AppError, UpstreamError
-from shared.upstream.polymarket import CLOB, GAMMA, UpstreamStats
 
 # Checks run in parallel, so a deep check costs the slowest dependency, not the sum.
 _pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="health")
@@ -82,6 +81,8 @@ def deep() -> tuple[dict[str, Any], bool]:
     can_serve = results["database"].status == "ok"
     all_ok = all(result.status == "ok" for result in results.values())
     pool = parts.peek("database")
+    from shared.upstream.polymarket import CLOB, GAMMA, UpstreamStats  # built by the checks above anyway
+
     clients = {CLOB: parts.peek("clob"), GAMMA: parts.peek("gamma")}  # as built, never built by asking
     report: dict[str, Any] = {
         **basic(),

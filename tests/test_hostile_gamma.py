@@ -274,7 +274,7 @@ def test_a_backing_off_cold_instance_takes_the_catalogue_another_instance_stored
     assert app.get("/api/markets").status_code == 503
     app.hostile.clear()
     other = shared.markets.service.MarketsService(  # another instance on the same database
-        get_settings().cache, get_database, get_gamma())
+        get_settings().cache, get_database, get_gamma)
     assert other.refresh(min_age_s=0).status == "refreshed"
     crawled = app.keyset_calls()
     # Still backing off (60 s), yet within the 2 s state check it loads what is stored: no crawl.

@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,7 +21,9 @@ from shared.core.errors import UpstreamBadResponse
 from shared.core.ids import is_condition_id
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market, row_label
 from shared.markets.snapshot import MAX_ROW_WARNINGS
-from shared.upstream.polymarket import GammaApi
+
+if TYPE_CHECKING:  # the client (and httpx) is imported with the first refresh
+    from shared.upstream.polymarket import GammaApi
 
 log = logging.getLogger("polymarket_api.markets")
 T = TypeVar("T")

@@ -12,13 +12,16 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.core import deadline
 from shared.core.errors import AppError, DatabaseUnavailable, UpstreamError, UpstreamTimeout
 from shared.db.database import Cursor, Database, bound_transaction
 from shared.markets import store
 from shared.markets.crawl import BadCatalogue, Crawl, catalogue_pages, prefetched
-from shared.upstream.polymarket import GammaApi
+
+if TYPE_CHECKING:  # the client (and httpx) is imported with the first refresh
+    from shared.upstream.polymarket import GammaApi
 
 # A refresh that would drop more than half the active set is more likely a broken upstream
 # than a mass closure; it fails instead of marking thousands of markets inactive.

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.core import deadline
 from shared.core.cache import SingleFlight
@@ -60,7 +60,9 @@ from shared.markets.query import SORTS as _QUERY_SORTS
 from shared.markets.query import MarketQuery
 from shared.markets.refresh import Backoff, RefreshResult, bounded_refresh, failure_reason, retry_after_s
 from shared.markets.snapshot import Snapshot, Unloadable, decode_cursor, encode_cursor, market_json, number
-from shared.upstream.polymarket import GammaApi
+
+if TYPE_CHECKING:  # the client (and httpx) is imported with the first refresh
+    from shared.upstream.polymarket import GammaApi
 
 log = logging.getLogger("polymarket_api.markets")
 T = TypeVar("T")
@@ -105,9 +107,10 @@ def _collect_before_first_load() -> bool:
 class MarketsService:
     """One instance's catalogue. ``cache``: the freshness settings; ``database``: gives the pool
     on each use (building it may fail while the server is down, which is answered, not raised
-    at construction); ``gamma``: the Gamma client."""
+    at construction); ``gamma``: gives the Gamma client (built, with httpx, only when a refresh
+    or a forced one needs it: a catalogue loaded from PostgreSQL never does)."""
 
-    def __init__(self, cache: CacheSettings, database: Callable[[], Database], gamma: GammaApi) -> None:
+    def __init__(self, cache: CacheSettings, database: Callable[[], Database], gamma: Callable[[], GammaApi]) -> None:
         self._cache = cache
         self._database = database
         self._gamma = gamma
@@ -144,7 +147,7 @@ class MarketsService:
         self._last_attempt = time.monotonic()
         db = self._database()
         try:
-            result = bounded_refresh(db, self._gamma, min_age_s=min_age, limit_s=cache.markets_refresh_deadline_s)
+            result = bounded_refresh(db, self._gamma(), min_age_s=min_age, limit_s=cache.markets_refresh_deadline_s)
         except DatabaseUnavailable as error:
             self._database_down(error)
             raise
@@ -455,7 +458,7 @@ class MarketsService:
         stored catalogue answers at once, stale (and says so until the refresh ends), while the
         refresh and its retries go on in the background."""
         done_before = self._refreshes_done
-        failing = self._gamma.breaker.failing()  # the latest attempt failed: do not wait on another
+        failing = self._gamma().breaker.failing()  # the latest attempt failed: do not wait on another
         if self._refresh_backoff.remaining() and not self._flight.in_flight("refresh"):
             # A refresh failed moments ago: none starts before its backoff has passed.
             reason = failure_reason(failing) if failing is not None else (
