@@ -139,6 +139,10 @@ class Container:
             parts = [(n, self._parts.pop(n)) for n in chosen if n in self._parts]
             if not names or "database" in names:
                 self._database_failed_at = 0.0
+            if not names:
+                from shared.core.cache import clear_derived
+
+                clear_derived()
         for _, part in parts:
             close = getattr(part, "close", None)
             if callable(close):

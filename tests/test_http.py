@@ -204,6 +204,29 @@ def test_reused_compression_never_serves_other_bytes() -> None:
     assert errors == []
 
 
+def test_a_cached_answer_is_serialised_once_per_path_and_etag() -> None:
+    from shared.api import responses
+
+    body = {"markets": [{"i": i} for i in range(50)], "total": 50}
+    tail = {"freshness": {"source": "cache", "age_seconds": 1.0}}
+    first, stable = _serialise(body, tail, ("/api/markets", "tag-1"))
+    assert json.loads(first) == {**body, **tail}
+    # The same path and tag: the JSON made for it (a 304 promises the body is the same).
+    again, _ = _serialise({"markets": [], "total": 0}, {"freshness": {"age_seconds": 2.0}}, ("/api/markets", "tag-1"))
+    assert again[:stable] == first[:stable] and json.loads(again)["freshness"] == {"age_seconds": 2.0}
+    # Another path, another tag, or none: serialised afresh.
+    for key in (("/api/other", "tag-1"), ("/api/markets", "tag-2"), None):
+        other, _ = _serialise({"total": 0}, tail, key)
+        assert json.loads(other) == {"total": 0, **tail}
+    # Bounded in entries, and a head over the size cap is not kept.
+    for n in range(responses.HEAD_CACHE_ENTRIES * 2):
+        _serialise({"n": n}, tail, ("/api/bound", str(n)))
+    assert len(responses._heads) <= responses.HEAD_CACHE_ENTRIES
+    huge = {"blob": "x" * (responses.HEAD_CACHE_MAX_BYTES + 1)}
+    _serialise(huge, tail, ("/api/huge", "t"))
+    assert responses._heads.get(("/api/huge", "t")) is None
+
+
 def test_gzip_passes_through_the_local_host_untouched(app_env: Upstream) -> None:
     import function_app
     from devtools.funchost import LocalHost

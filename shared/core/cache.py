@@ -135,3 +135,20 @@ class TTLCache(Generic[V]):
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+# Process-wide caches of what was derived from the built parts (e.g. serialised answers keyed by
+# ETag): forgotten with them (``shared.container.reset_container``), since a new database may
+# reuse ids and so tags.
+_derived: list[TTLCache[object]] = []
+
+
+def derived_cache(max_entries: int, ttl_s: float) -> TTLCache[V]:
+    cache: TTLCache[V] = TTLCache(max_entries, ttl_s)
+    _derived.append(cache)  # type: ignore[arg-type]  # only cleared, never read, through this list
+    return cache
+
+
+def clear_derived() -> None:
+    for cache in _derived:
+        cache.clear()
