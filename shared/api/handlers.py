@@ -31,9 +31,9 @@ def _path(req: func.HttpRequest, name: str) -> str:
     return PATH_IDS[name](req.route_params.get(name))
 
 
-def _answer(req: func.HttpRequest, answer: Answer, *, tag_is_content: bool = False) -> func.HttpResponse:
+def _answer(req: func.HttpRequest, answer: Answer) -> func.HttpResponse:
     return cached_json(req, answer.body, freshness=answer.freshness.as_dict(), etag=answer.etag, ttl_s=answer.ttl_s,
-                       tag_is_content=tag_is_content)
+                       body_key=answer.body_key)
 
 
 def health_check(req: func.HttpRequest) -> func.HttpResponse:
@@ -45,8 +45,7 @@ def health_check(req: func.HttpRequest) -> func.HttpResponse:
 
 def list_markets(req: func.HttpRequest) -> func.HttpResponse:
     query = parse_query(MarketListQuery, req.params)
-    # A page's tag digests the snapshot's version and the query: its JSON can be made once.
-    return _answer(req, _services().markets.list(query, force_refresh=query.refresh), tag_is_content=True)
+    return _answer(req, _services().markets.list(query, force_refresh=query.refresh))
 
 
 def get_market(req: func.HttpRequest) -> func.HttpResponse:

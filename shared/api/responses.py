@@ -52,11 +52,12 @@ class JsonResponse(func.HttpResponse):
         self.stable = stable
 
 
-# Where an answer's ETag is a digest of its whole content (a markets page: the catalogue
-# snapshot's version and the query), its JSON is made once per (path, ETag): a cached 50-market
-# page then costs no serialisation (0.24 ms of ~1.5 ms). Not for tags of stored rows, which a
-# later check may render differently (a sentiment summary withheld). Bounded: at most
-# HEAD_CACHE_ENTRIES heads of at most HEAD_CACHE_MAX_BYTES each (32 MB).
+# Where the use case gives a key that fixes an answer's body in this process (Answer.body_key: a
+# markets page of one in-memory snapshot), its JSON is made once per (path, key): a cached
+# 50-market page then costs no serialisation (0.24 ms of ~1.5 ms). Never keyed by ETag alone: a
+# tag built from stored rows can outlive a change to them (a row edited in place, a summary a
+# later check withholds). Bounded: at most HEAD_CACHE_ENTRIES heads of at most
+# HEAD_CACHE_MAX_BYTES each (32 MB).
 HEAD_CACHE_ENTRIES = 128
 HEAD_CACHE_MAX_BYTES = 256 * 1024
 _heads: TTLCache[bytes] = derived_cache(HEAD_CACHE_ENTRIES, ttl_s=300.0)
@@ -125,12 +126,12 @@ def cached_json(
     freshness: dict[str, Any],
     etag: str,
     ttl_s: int,
-    tag_is_content: bool = False,
+    body_key: str | None = None,
 ) -> func.HttpResponse:
     """A cacheable response: freshness in the body, Cache-Control from the TTL, ETag/304.
 
     A 304 carries the tag of the copy the client revalidated (identity or gzip), which is the one
-    a cache must freshen. ``tag_is_content``: ``etag`` digests the whole body (see _heads).
+    a cache must freshen. ``body_key``: what fixes ``body`` in this process, if anything (see _heads).
     """
     fresh = freshness.get("source") != "stale"
     max_age = max(0, int(ttl_s - freshness.get("age_seconds", 0))) if fresh else 0
@@ -142,7 +143,7 @@ def cached_json(
     held = _held_tag(req.headers.get("If-None-Match"), etag, accepts_gzip(req.headers.get("Accept-Encoding")))
     if held is None:
         observability.note_cache(str(freshness.get("source")))
-        key = (urlsplit(req.url).path, etag) if tag_is_content else None
+        key = (urlsplit(req.url).path, body_key) if body_key is not None else None
         return _json_response(body, {"freshness": freshness}, 200, headers, key)
     observability.note_cache("not_modified")
     if held == "*":  # any current copy: the tag of the one this request would get

@@ -33,9 +33,13 @@ class Freshness:
 
 @dataclass(frozen=True)
 class Answer:
-    """What a use case hands the HTTP layer: the body, how fresh it is, its ETag and TTL."""
+    """What a use case hands the HTTP layer: the body, how fresh it is, its ETag and TTL.
+
+    ``body_key``: set only by a use case that can promise it, a key that fixes the body within
+    this process (an immutable in-memory object and the query), so its JSON may be made once."""
 
     body: dict[str, Any]
     freshness: Freshness
     etag: str
     ttl_s: int
+    body_key: str | None = None

@@ -569,7 +569,10 @@ class MarketsService:
             "total": len(selection.items),
         }
         etag = make_etag(snapshot.version, query.fingerprint(), query.cursor, query.limit)
-        return Answer(body, freshness, etag, self._cache.markets_ttl_s)
+        # The page is fixed by this in-memory snapshot and the query (the ETag alone is not: rows
+        # changed behind the catalogue's back keep its version).
+        body_key = make_etag(snapshot.serial, query.fingerprint(), query.cursor, query.limit)
+        return Answer(body, freshness, etag, self._cache.markets_ttl_s, body_key)
 
     def get(self, condition_id: str) -> Answer:
         condition_id = validate_condition_id(condition_id)

@@ -34,6 +34,9 @@ log = logging.getLogger("polymarket_api.markets")
 MAX_ROW_WARNINGS = 20  # per refresh or load: the first rows skipped are named, the rest counted
 
 
+
+_SERIALS = itertools.count(1)
+
 class Unloadable(ValueError):
     """A stored row that cannot be served (an unreadable date, a number no float holds)."""
 
@@ -206,6 +209,7 @@ class Snapshot:
         # change is the honest "as of": never an infinite age.
         self.as_of: datetime | None = (state or {}).get("refreshed_at") or last_change
         self.version = version
+        self.serial = next(_SERIALS)  # unique in this process: a body key (Answer.body_key) never outlives it
         self.loaded_at = time.monotonic()
         self._selections: dict[tuple[Any, ...], Selection] = {}
         self._filtered: OrderedDict[tuple[Any, ...], Selection] = OrderedDict()
