@@ -256,6 +256,20 @@ def upstream_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
 
 
 @pytest.fixture
+def app_env(
+    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Upstream]:
+    """The app on a real database and the stand-in, with no retry waits and no refresh interval,
+    and a new markets service before and after (modules that need another setup define their own)."""
+    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
+    monkeypatch.setenv("MARKETS_REFRESH_MIN_INTERVAL_S", "0")
+    reset_app()
+    get_container().reset("markets")
+    yield upstream_env
+    get_container().reset("markets")
+
+
+@pytest.fixture
 def hostile_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The hostile Polymarket (``devtools.hostile``) over a fresh stand-in; the app's
     POLYMARKET_* settings point at it. Turn misbehaviours on with ``hostile_env.on(...)``."""

@@ -9,10 +9,8 @@ import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from shared.db.database import get_database
@@ -20,7 +18,8 @@ from shared.markets import compact, store
 from shared.markets.query import SORTS
 from shared.markets.service import get_markets_service, reset_markets_service
 from shared.markets.snapshot import Snapshot
-from tests.conftest import ROOT, Upstream, handler, reset_app
+from tests.conftest import ROOT, Upstream
+from tests.test_markets import get
 
 QUERIES: list[dict[str, str]] = [
     {"limit": "7"},
@@ -31,25 +30,6 @@ QUERIES: list[dict[str, str]] = [
     {"limit": "3", "q": "will"},
     {"limit": "50", "tag": "politics"},
 ]
-
-
-@pytest.fixture
-def app_env(
-    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Upstream]:
-    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
-    monkeypatch.setenv("MARKETS_REFRESH_MIN_INTERVAL_S", "0")
-    reset_app()
-    reset_markets_service()
-    yield upstream_env
-    reset_markets_service()
-
-
-def get(route: str, params: dict[str, str], route_params: dict[str, str] | None = None) -> func.HttpResponse:
-    name = "list_markets" if route == "markets" else "get_market"
-    req = func.HttpRequest("GET", f"http://localhost/api/{route}", body=b"", params=params,
-                           route_params=route_params or {})
-    return handler(name)(req)
 
 
 def answers() -> list[tuple[int, str | None, str]]:
@@ -69,7 +49,7 @@ def answers() -> list[tuple[int, str | None, str]]:
                 break
             params = {**query, "cursor": body["next_cursor"]}
     first = json.loads(out[0][2])["markets"][0]["condition_id"]
-    market = get("market", {}, {"condition_id": first})
+    market = get("market", {}, route_params={"condition_id": first})
     out.append((market.status_code, market.headers.get("ETag"), json.dumps(json.loads(market.get_body())["market"])))
     assert get_markets_service().wait_compact(60)
     return out

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -21,18 +21,6 @@ from shared.markets.service import get_markets_service, reset_markets_service
 from tests.conftest import ROOT, Upstream, handler, reset_app
 
 KEYSET = "/markets/keyset"
-
-
-@pytest.fixture
-def app_env(
-    database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Upstream]:
-    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
-    monkeypatch.setenv("MARKETS_REFRESH_MIN_INTERVAL_S", "0")
-    reset_app()
-    reset_markets_service()
-    yield upstream_env
-    reset_markets_service()
 
 
 def get(route: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
