@@ -571,8 +571,7 @@ class MarketsService:
         etag = make_etag(snapshot.version, query.fingerprint(), query.cursor, query.limit)
         # The page is fixed by this in-memory snapshot and the query (the ETag alone is not: rows
         # changed behind the catalogue's back keep its version).
-        body_key = make_etag(snapshot.serial, query.fingerprint(), query.cursor, query.limit)
-        return Answer(body, freshness, etag, self._cache.markets_ttl_s, body_key)
+        return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{snapshot.serial}:{etag}")
 
     def get(self, condition_id: str) -> Answer:
         condition_id = validate_condition_id(condition_id)
