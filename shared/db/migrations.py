@@ -212,4 +212,58 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX events_slug_idx ON events (slug);
         """,
     ),
+    Migration(
+        6,
+        "price history captured by every catalogue refresh, packed and downsampled (shared.history)",
+        """
+        -- One series per market: its first outcome (a binary market's second is the complement).
+        -- The last values written, so a refresh stores only what changed; fillfactor leaves
+        -- room for those updates in place (no index covers them).
+        CREATE TABLE history_series (
+            series_id     integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            condition_id  text NOT NULL UNIQUE CHECK (condition_id ~ '^0x[0-9a-f]{64}$'),
+            token_0       text CHECK (token_0 ~ '^[0-9]{1,78}$'),
+            token_1       text CHECK (token_1 ~ '^[0-9]{1,78}$'),
+            first_at      timestamptz,
+            last_at       timestamptz,
+            last_price    smallint,
+            last_bid      smallint,
+            last_ask      smallint,
+            last_trade    smallint,
+            last_volume   bigint,
+            settled_at    timestamptz
+        ) WITH (fillfactor = 70);
+        CREATE INDEX history_series_token_0_idx ON history_series (token_0);
+        CREATE INDEX history_series_token_1_idx ON history_series (token_1);
+
+        -- Recent captures, one row per market whose values changed (prices in ticks of
+        -- 1/10,000, -1 unknown; cumulative volume in cents); packed into chunks within the hour.
+        CREATE TABLE history_raw (
+            series_id integer NOT NULL,
+            ts        timestamptz NOT NULL,
+            price     smallint NOT NULL CHECK (price BETWEEN 0 AND 10000),
+            bid       smallint NOT NULL CHECK (bid BETWEEN -1 AND 10000),
+            ask       smallint NOT NULL CHECK (ask BETWEEN -1 AND 10000),
+            last      smallint NOT NULL CHECK (last BETWEEN -1 AND 10000),
+            volume    bigint NOT NULL CHECK (volume >= -1)
+        );
+        CREATE INDEX history_raw_series_ts_idx ON history_raw (series_id, ts);
+
+        -- Packed points (shared.history.points): one market, one period (5 min, 1 h, 1 d), the
+        -- days from start_day (days since 1970-01-01). Already compressed: kept in the row.
+        CREATE TABLE history_chunks (
+            series_id integer NOT NULL,
+            period_s  integer NOT NULL CHECK (period_s IN (300, 3600, 86400)),
+            start_day integer NOT NULL,
+            points    bytea NOT NULL,
+            PRIMARY KEY (series_id, period_s, start_day)
+        );
+        ALTER TABLE history_chunks ALTER COLUMN points SET STORAGE MAIN;
+
+        CREATE TABLE history_state (
+            id              smallint PRIMARY KEY CHECK (id = 1),
+            last_capture_at timestamptz NOT NULL
+        );
+        """,
+    ),
 )

@@ -8,6 +8,7 @@ A catalogue that shrinks by half, or brings no usable row, fails the refresh.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -17,11 +18,14 @@ from typing import TYPE_CHECKING
 from shared.core import deadline
 from shared.core.errors import AppError, DatabaseUnavailable, UpstreamError, UpstreamTimeout
 from shared.db.database import Cursor, Database, bound_transaction
+from shared.history.store import CaptureCounts, record_refresh
 from shared.markets import store
 from shared.markets.crawl import BadCatalogue, Crawl, catalogue_pages, prefetched
 
 if TYPE_CHECKING:  # the client (and httpx) is imported with the first refresh
     from shared.upstream.polymarket import GammaApi
+
+log = logging.getLogger("polymarket_api.markets")
 
 # A refresh that would drop more than half the active set is more likely a broken upstream
 # than a mass closure; it fails instead of marking thousands of markets inactive.
@@ -37,6 +41,9 @@ class RefreshResult:
     skipped_rows: int = 0  # rows not stored: invalid, duplicate, or refused by the database
     seconds: float = 0.0
     duplicate_rows: int = 0  # of skipped_rows: a condition, Gamma or token id an earlier row had
+    captures: int = 0  # open markets whose prices the history captured (shared.history)
+    captures_written: int = 0  # of those, rows written: the values changed
+    captures_skipped: int = 0  # bad captures, skipped and counted (the market itself is stored)
 
 
 
@@ -52,10 +59,13 @@ def _refresh_in_transaction(cur: Cursor, gamma: GammaApi, *, min_age_s: float, l
     before = store.active_count(cur)
     changed = 0
     crawl = Crawl()
+    captured = CaptureCounts()
+    at = store.transaction_time(cur)  # the refresh's time: refreshed_at, and every capture's
     for records in prefetched(catalogue_pages(gamma, crawl)):
         if deadline.remaining() == 0.0:  # pages came, but slowly: nothing more is written
             raise _refresh_deadline_passed(limit_s)
         changed += store.upsert_markets(cur, records, crawl.refused)
+        captured.add(record_refresh(cur, records, at))
         left = deadline.remaining()
         if left is not None:  # the server ends a stalled refresh by its deadline too
             bound_transaction(cur, left)
@@ -68,9 +78,11 @@ def _refresh_in_transaction(cur: Cursor, gamma: GammaApi, *, min_age_s: float, l
     # A market whose row was skipped keeps its stored version: a bad row is not a closure.
     deactivated = store.mark_missing_inactive(cur, [*seen, *crawl.kept])
     store.record_success(cur)
+    if captured.skipped:
+        log.warning("price captures skipped: %s", captured.skipped)
     return RefreshResult(
         "refreshed", len(seen), changed, deactivated, skipped, round(time.perf_counter() - started, 2),
-        crawl.duplicates,
+        crawl.duplicates, captured.captured, captured.written, captured.skipped_total,
     )
 
 

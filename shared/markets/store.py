@@ -213,6 +213,14 @@ def try_refresh_lock(cur: Cursor) -> bool:
     return bool(row["locked"])
 
 
+def transaction_time(cur: Cursor) -> datetime:
+    """The transaction's start (PostgreSQL's now()): what ``record_success`` stores as refreshed_at."""
+    cur.execute("SELECT now() AS at")
+    row = cur.fetchone()
+    assert row is not None, "a SELECT without FROM returns one row"
+    return row["at"]
+
+
 def read_state(cur: Cursor, dataset: str = MARKETS_DATASET) -> dict[str, Any] | None:
     cur.execute(
         "SELECT refreshed_at, last_attempt_at, last_error, last_error_at, now() AS db_now "

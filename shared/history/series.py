@@ -1,0 +1,286 @@
+"""Reading the captured history: one series per token, one point per period.
+
+``series`` answers, per token, a point per period from ``start`` to ``end``: the period's
+open, high, low and close (``price``) of the display price, the last bid, ask, trade and
+cumulative volume, and how many captures it summarises. Where nothing changed the last value
+is carried forward (``captures`` 0): a refresh stores only what changed. A period is never
+finer than what is stored for it (5 minutes for the last week, hourly to the retention, daily
+beyond: ``shared.history.downsample``), so a 5-minute read of last month answers hourly points
+there. Points stop at the newest capture (nothing is known after it) and at a resolved
+market's settled point.
+
+The second outcome of a binary market is the first's complement: its bid is 1 - the first's
+ask, its high 1 - the first's low.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.db.database import Cursor
+from shared.history.points import DAY_S, SPAN_DAYS, TICKS, UNKNOWN, Native, decode, downsample
+
+RESOLUTIONS = {"5m": 300, "1h": 3_600, "1d": 86_400}
+MAX_PERIODS = 20_000  # per token and read: the caller bounds its ranges well below this
+_OPENING_CHUNKS = 3  # chunks read back per series to find the value a range opens with
+
+
+@dataclass(frozen=True)
+class Point:
+    ts: datetime  # the period's start, UTC
+    period_s: int
+    price: float  # the display price at the period's end (its close)
+    open: float
+    high: float
+    low: float
+    bid: float | None
+    ask: float | None
+    last: float | None  # last trade price
+    volume: float | None  # the market's cumulative volume (USDC): per market, not per outcome
+    captures: int  # captures in the period; 0: the previous value carried forward
+
+
+@dataclass(frozen=True)
+class _Series:
+    series_id: int
+    outcome: int  # 0, or 1 for the complement
+    settled_at: int | None  # epoch seconds
+
+
+def series(cur: Cursor, token_ids: Sequence[str], start: datetime, end: datetime,
+           resolution: str = "5m") -> dict[str, list[Point]]:
+    """Per token (those with a captured series; others are absent), its points in [start, end)
+    at ``resolution`` ("5m", "1h", "1d") or coarser where only coarser is stored."""
+    step = RESOLUTIONS[resolution]
+    lo, hi = _epoch(start), _epoch(end)
+    if hi <= lo:
+        return {}
+    if (hi - lo) // step > MAX_PERIODS:
+        raise ValueError(f"more than {MAX_PERIODS} periods of {resolution}")
+    found = _find(cur, token_ids)
+    if not found:
+        return {}
+    ids = sorted({s.series_id for s in found.values()})
+    horizon = _last_capture(cur)
+    # From the day's start: a coarser point that began before ``lo`` may still cover it.
+    day_start = lo - lo % DAY_S
+    stored = _natives_between(cur, ids, day_start, hi)
+    opening = latest_natives(cur, dict.fromkeys(ids, day_start - 1))
+    out: dict[str, list[Point]] = {}
+    by_series: dict[int, list[Point]] = {}
+    for token, info in found.items():
+        if info.series_id not in by_series:
+            stop = hi if horizon is None else min(hi, horizon + 1)
+            if info.settled_at is not None:
+                stop = min(stop, info.settled_at + 1)
+            by_series[info.series_id] = _periods(stored.get(info.series_id, []), opening.get(info.series_id),
+                                                 lo, stop, step)
+        points = by_series[info.series_id]
+        out[token] = points if info.outcome == 0 else [_complement(p) for p in points]
+    return out
+
+
+def latest_before(cur: Cursor, token_ids: Sequence[str], ts: datetime) -> dict[str, Point | None]:
+    """Per token, the newest stored point whose period began at or before ``ts`` (None: the
+    series begins later); tokens without a captured series are absent."""
+    found = _find(cur, token_ids)
+    if not found:
+        return {}
+    latest = latest_natives(cur, dict.fromkeys(sorted({s.series_id for s in found.values()}), _epoch(ts)))
+    out: dict[str, Point | None] = {}
+    for token, info in found.items():
+        hit = latest.get(info.series_id)
+        point = None if hit is None else _point(hit[1], hit[0])
+        out[token] = point if point is None or info.outcome == 0 else _complement(point)
+    return out
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def _epoch(when: datetime) -> int:
+    if when.tzinfo is None:
+        raise ValueError("a time without a time zone")
+    return int(when.timestamp())
+
+
+def _find(cur: Cursor, token_ids: Sequence[str]) -> dict[str, _Series]:
+    tokens = list(dict.fromkeys(token_ids))
+    cur.execute(
+        """
+        SELECT series_id, token_0, token_1, extract(epoch FROM settled_at)::bigint AS settled_at
+          FROM history_series WHERE token_0 = ANY(%(t)s) OR token_1 = ANY(%(t)s)
+         ORDER BY last_at DESC NULLS LAST
+        """,
+        {"t": tokens},
+    )
+    wanted, found = set(tokens), {}
+    for row in cur.fetchall():  # a token that passed between markets: the newest series wins
+        for outcome, token in enumerate((row["token_0"], row["token_1"])):
+            if token in wanted and token not in found:
+                settled = row["settled_at"]
+                found[token] = _Series(row["series_id"], outcome, None if settled is None else int(settled))
+    return {t: found[t] for t in tokens if t in found}
+
+
+def _last_capture(cur: Cursor) -> int | None:
+    cur.execute("SELECT extract(epoch FROM last_capture_at)::bigint AS at FROM history_state WHERE id = 1")
+    row = cur.fetchone()
+    return None if row is None else int(row["at"])
+
+
+Tagged = tuple[int, Native]  # (the period it was stored at, the point)
+
+
+def _natives_between(cur: Cursor, ids: list[int], lo: int, hi: int) -> dict[int, list[Tagged]]:
+    """Stored points of ``ids`` whose period starts in [lo, hi): chunks and raw captures."""
+    out: dict[int, list[Tagged]] = {}
+    cur.execute(
+        """
+        SELECT series_id, period_s, start_day, points FROM history_chunks
+         WHERE series_id = ANY(%(ids)s) AND start_day <= %(hi_day)s
+           AND start_day > %(lo_day)s - CASE period_s WHEN 300 THEN %(s5)s WHEN 3600 THEN %(s1h)s ELSE %(s1d)s END
+        """,
+        {"ids": ids, "hi_day": hi // DAY_S, "lo_day": lo // DAY_S,
+         "s5": SPAN_DAYS[300], "s1h": SPAN_DAYS[3_600], "s1d": SPAN_DAYS[86_400]},
+    )
+    for row in cur.fetchall():
+        for point in _decoded(row):
+            if lo <= point.ts < hi:
+                out.setdefault(row["series_id"], []).append((row["period_s"], point))
+    cur.execute(
+        """
+        SELECT series_id, extract(epoch FROM ts)::bigint AS ts, price, bid, ask, last, volume FROM history_raw
+         WHERE series_id = ANY(%s) AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)
+        """,
+        (ids, lo, hi),
+    )
+    for row in cur.fetchall():
+        out.setdefault(row["series_id"], []).append((300, _raw_native(row)))
+    return out
+
+
+def latest_natives(cur: Cursor, at: Mapping[int, int]) -> dict[int, Tagged]:
+    """Per series id, the newest stored point (with its stored period) whose period starts at
+    or before the epoch seconds ``at`` gives it."""
+    best: dict[int, Tagged] = {}
+    ids = list(at)
+    if not ids:
+        return best
+
+    def offer(series_id: int, tagged: Tagged) -> None:
+        if tagged[1].ts <= at[series_id] and (series_id not in best or tagged[1].ts >= best[series_id][1].ts):
+            best[series_id] = tagged
+
+    cur.execute(
+        """
+        SELECT c.series_id, c.period_s, c.start_day, c.points FROM unnest(%s::int[], %s::int[]) AS k (series_id, day)
+        CROSS JOIN LATERAL (
+            SELECT series_id, period_s, start_day, points FROM history_chunks
+             WHERE series_id = k.series_id AND start_day <= k.day ORDER BY start_day DESC LIMIT %s
+        ) c
+        """,
+        (ids, [at[i] // DAY_S for i in ids], _OPENING_CHUNKS),
+    )
+    for row in cur.fetchall():
+        for point in _decoded(row):
+            offer(row["series_id"], (row["period_s"], point))
+    cur.execute(
+        """
+        SELECT r.* FROM unnest(%s::int[], %s::bigint[]) AS k (series_id, at)
+        CROSS JOIN LATERAL (
+            SELECT series_id, extract(epoch FROM ts)::bigint AS ts, price, bid, ask, last, volume FROM history_raw
+             WHERE series_id = k.series_id AND ts < to_timestamp(k.at + 1) ORDER BY ts DESC LIMIT 1
+        ) r
+        """,
+        (ids, [at[i] for i in ids]),
+    )
+    for row in cur.fetchall():
+        offer(row["series_id"], (300, _raw_native(row)))
+    return best
+
+
+def _decoded(row: dict[str, object]) -> list[Native]:
+    try:
+        return decode(row["points"], int(row["start_day"]))  # type: ignore[arg-type, call-overload]
+    except ValueError:
+        return []  # an unreadable chunk is a gap, not a failed read
+
+
+def _raw_native(row: dict[str, object]) -> Native:
+    ts, p = int(row["ts"]), int(row["price"])  # type: ignore[call-overload]
+    native = Native(ts, p, p, p, p, row["bid"], row["ask"], row["last"], int(row["volume"]), 1)  # type: ignore[arg-type, call-overload]
+    return native._replace(ts=ts - ts % 300)
+
+
+# --- shaping -----------------------------------------------------------------------------
+
+
+def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, step: int) -> list[Point]:
+    """One point per period overlapping [lo, stop): stored points grouped by period (never finer
+    than they were stored), gaps filled with the value before them (``opening`` before all)."""
+    buckets: list[tuple[int, int, list[Native]]] = []  # (start, length, points)
+    tagged = sorted(stored, key=lambda t: t[1].ts)
+    for period, point in [opening, *tagged] if opening is not None else tagged:
+        size = max(step, period)
+        start = point.ts - point.ts % size
+        if buckets and start < buckets[-1][0] + buckets[-1][1]:  # inside (or coarser than) the last
+            begin, span, group = buckets[-1]
+            buckets[-1] = (begin, max(span, start + size - begin), [*group, point])
+        else:
+            buckets.append((start, size, [point]))
+    out: list[Point] = []
+    previous: tuple[Native, int, int] | None = None  # (point, its period, where it ends)
+    for begin, span, group in buckets:
+        if begin >= stop:
+            break
+        if previous is not None:
+            out.extend(_carried(previous[0], previous[2], min(begin, stop), previous[1], lo))
+        merged = _one(group, begin, span, None if previous is None else previous[0])
+        if begin + span > lo:
+            out.append(_point(merged, span))
+        previous = (merged, span, begin + span)
+    if previous is not None:
+        out.extend(_carried(previous[0], previous[2], stop, previous[1], lo))
+    return out
+
+
+def _one(group: list[Native], begin: int, span: int, before: Native | None) -> Native:
+    """The points of one period as one (``downsample``'s rule, whatever their stored periods)."""
+    first = group[0]
+    merged = downsample([p._replace(ts=begin) for p in group], span)[0]
+    if before is not None and first.ts > begin:  # it opened at the value before it
+        c = before.close
+        merged = merged._replace(open=c, high=max(merged.high, c), low=min(merged.low, c))
+    return merged
+
+
+def _carried(point: Native, start: int, stop: int, size: int, lo: int) -> list[Point]:
+    """``point``'s close held over the periods of ``size`` from ``start`` to ``stop`` that end after ``lo``."""
+    c = point.close
+    held = Native(0, c, c, c, c, point.bid, point.ask, point.last, point.volume, 0)
+    first = max(start, lo - lo % size)
+    return [_point(held._replace(ts=t), size) for t in range(first, stop, size)]
+
+
+def _price(ticks: int) -> float | None:
+    return None if ticks == UNKNOWN else ticks / TICKS
+
+
+def _point(p: Native, period_s: int) -> Point:
+    return Point(
+        ts=datetime.fromtimestamp(p.ts, UTC), period_s=period_s, price=p.close / TICKS, open=p.open / TICKS,
+        high=p.high / TICKS, low=p.low / TICKS, bid=_price(p.bid), ask=_price(p.ask), last=_price(p.last),
+        volume=None if p.volume == UNKNOWN else p.volume / 100, captures=p.n,
+    )
+
+
+def _complement(p: Point) -> Point:
+    def flip(value: float | None) -> float | None:
+        return None if value is None else round(1 - value, 4)
+
+    return Point(ts=p.ts, period_s=p.period_s, price=round(1 - p.price, 4), open=round(1 - p.open, 4),
+                 high=round(1 - p.low, 4), low=round(1 - p.high, 4), bid=flip(p.ask), ask=flip(p.bid),
+                 last=flip(p.last), volume=p.volume, captures=p.captures)
