@@ -17,6 +17,7 @@ import sys
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 from typing import NamedTuple
 
 TICKS = 10_000  # a price of 1.0
@@ -68,11 +69,12 @@ def downsample(points: Iterable[Native], period_s: int, before: Native | None = 
     carry = None if before is None else before.close
     for ts, group in sorted(buckets.items()):
         first, last = group[0], group[-1]
-        opened, high, low = first.open, max(p.high for p in group), min(p.low for p in group)
+        opened, high, low, captures = first.open, first.high, first.low, 0
+        for p in group:
+            high, low, captures = max(high, p.high), min(low, p.low), captures + p.n
         if carry is not None and first.ts > ts:
             opened, high, low = carry, max(high, carry), min(low, carry)
-        out.append(Native(ts, opened, high, low, last.close, last.bid, last.ask, last.last, last.volume,
-                          sum(p.n for p in group)))
+        out.append(Native(ts, opened, high, low, last.close, last.bid, last.ask, last.last, last.volume, captures))
         carry = last.close
     return out
 
@@ -89,11 +91,7 @@ def _undeltas(data: bytes, typecode: str) -> list[int]:
     values.frombytes(data)
     if _BIG_ENDIAN:
         values.byteswap()
-    total, out = 0, []
-    for delta in values:
-        total += delta
-        out.append(total)
-    return out
+    return list(accumulate(values))
 
 
 def encode(points: Sequence[Native], start_day: int) -> bytes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.db.database import Cursor
-from shared.history.points import DAY_S, SPAN_DAYS, TICKS, UNKNOWN, Native, decode, downsample
+from shared.history.points import DAY_S, SPAN_DAYS, TICKS, UNKNOWN, Native, decode
 
 RESOLUTIONS = {"5m": 300, "1h": 3_600, "1d": 86_400}
 MAX_PERIODS = 20_000  # per token and read: the caller bounds its ranges well below this
@@ -69,7 +69,8 @@ def series(cur: Cursor, token_ids: Sequence[str], start: datetime, end: datetime
     stored = _natives_between(cur, ids, day_start, hi)
     opening = latest_natives(cur, dict.fromkeys(ids, day_start - 1))
     out: dict[str, list[Point]] = {}
-    by_series: dict[int, list[Point]] = {}
+    by_series: dict[int, list[Tagged]] = {}
+    times: dict[int, datetime] = {}
     for token, info in found.items():
         if info.series_id not in by_series:
             stop = hi if horizon is None else min(hi, horizon + 1)
@@ -77,8 +78,8 @@ def series(cur: Cursor, token_ids: Sequence[str], start: datetime, end: datetime
                 stop = min(stop, info.settled_at + 1)
             by_series[info.series_id] = _periods(stored.get(info.series_id, []), opening.get(info.series_id),
                                                  lo, stop, step)
-        points = by_series[info.series_id]
-        out[token] = points if info.outcome == 0 else [_complement(p) for p in points]
+        flip = info.outcome == 1
+        out[token] = [_point(_complement(p) if flip else p, period, times) for period, p in by_series[info.series_id]]
     return out
 
 
@@ -92,8 +93,11 @@ def latest_before(cur: Cursor, token_ids: Sequence[str], ts: datetime) -> dict[s
     out: dict[str, Point | None] = {}
     for token, info in found.items():
         hit = latest.get(info.series_id)
-        point = None if hit is None else _point(hit[1], hit[0])
-        out[token] = point if point is None or info.outcome == 0 else _complement(point)
+        if hit is None:
+            out[token] = None
+        else:
+            period, native = hit
+            out[token] = _point(_complement(native) if info.outcome == 1 else native, period)
     return out
 
 
@@ -174,19 +178,26 @@ def latest_natives(cur: Cursor, at: Mapping[int, int]) -> dict[int, Tagged]:
         if tagged[1].ts <= at[series_id] and (series_id not in best or tagged[1].ts >= best[series_id][1].ts):
             best[series_id] = tagged
 
-    cur.execute(
-        """
-        SELECT c.series_id, c.period_s, c.start_day, c.points FROM unnest(%s::int[], %s::int[]) AS k (series_id, day)
-        CROSS JOIN LATERAL (
-            SELECT series_id, period_s, start_day, points FROM history_chunks
-             WHERE series_id = k.series_id AND start_day <= k.day ORDER BY start_day DESC LIMIT %s
-        ) c
-        """,
-        (ids, [at[i] // DAY_S for i in ids], _OPENING_CHUNKS),
-    )
-    for row in cur.fetchall():
-        for point in _decoded(row):
-            offer(row["series_id"], (row["period_s"], point))
+    # The newest chunk begun by then nearly always holds the point; a few more when it does not.
+    missing = ids
+    for offset, limit in ((0, 1), (1, _OPENING_CHUNKS)):
+        cur.execute(
+            """
+            SELECT c.series_id, c.period_s, c.start_day, c.points
+              FROM unnest(%s::int[], %s::int[]) AS k (series_id, day)
+            CROSS JOIN LATERAL (
+                SELECT series_id, period_s, start_day, points FROM history_chunks
+                 WHERE series_id = k.series_id AND start_day <= k.day ORDER BY start_day DESC OFFSET %s LIMIT %s
+            ) c
+            """,
+            (missing, [at[i] // DAY_S for i in missing], offset, limit),
+        )
+        for row in cur.fetchall():
+            for point in _decoded(row):
+                offer(row["series_id"], (row["period_s"], point))
+        missing = [i for i in missing if i not in best]
+        if not missing:
+            break
     cur.execute(
         """
         SELECT r.* FROM unnest(%s::int[], %s::bigint[]) AS k (series_id, at)
@@ -218,9 +229,10 @@ def _raw_native(row: dict[str, object]) -> Native:
 # --- shaping -----------------------------------------------------------------------------
 
 
-def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, step: int) -> list[Point]:
-    """One point per period overlapping [lo, stop): stored points grouped by period (never finer
-    than they were stored), gaps filled with the value before them (``opening`` before all)."""
+def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, step: int) -> list[Tagged]:
+    """One point per period overlapping [lo, stop), as (period, point): stored points grouped
+    by period (never finer than they were stored), gaps filled with the value before them
+    (``opening`` before all)."""
     buckets: list[tuple[int, int, list[Native]]] = []  # (start, length, points)
     tagged = sorted(stored, key=lambda t: t[1].ts)
     for period, point in [opening, *tagged] if opening is not None else tagged:
@@ -228,10 +240,11 @@ def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, s
         start = point.ts - point.ts % size
         if buckets and start < buckets[-1][0] + buckets[-1][1]:  # inside (or coarser than) the last
             begin, span, group = buckets[-1]
-            buckets[-1] = (begin, max(span, start + size - begin), [*group, point])
+            group.append(point)
+            buckets[-1] = (begin, max(span, start + size - begin), group)
         else:
             buckets.append((start, size, [point]))
-    out: list[Point] = []
+    out: list[Tagged] = []
     previous: tuple[Native, int, int] | None = None  # (point, its period, where it ends)
     for begin, span, group in buckets:
         if begin >= stop:
@@ -240,7 +253,7 @@ def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, s
             out.extend(_carried(previous[0], previous[2], min(begin, stop), previous[1], lo))
         merged = _one(group, begin, span, None if previous is None else previous[0])
         if begin + span > lo:
-            out.append(_point(merged, span))
+            out.append((span, merged))
         previous = (merged, span, begin + span)
     if previous is not None:
         out.extend(_carried(previous[0], previous[2], stop, previous[1], lo))
@@ -248,39 +261,47 @@ def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, s
 
 
 def _one(group: list[Native], begin: int, span: int, before: Native | None) -> Native:
-    """The points of one period as one (``downsample``'s rule, whatever their stored periods)."""
-    first = group[0]
-    merged = downsample([p._replace(ts=begin) for p in group], span)[0]
+    """The points of one period (in time order) as one: ``downsample``'s rule, whatever their
+    stored periods."""
+    first, last = group[0], group[-1]
+    if len(group) == 1 and first.ts == begin:  # the usual case: one stored point, its own period
+        return first
+    opened, high, low, captures = first.open, first.high, first.low, 0
+    for p in group:
+        high, low, captures = max(high, p.high), min(low, p.low), captures + p.n
     if before is not None and first.ts > begin:  # it opened at the value before it
-        c = before.close
-        merged = merged._replace(open=c, high=max(merged.high, c), low=min(merged.low, c))
-    return merged
+        opened, high, low = before.close, max(high, before.close), min(low, before.close)
+    return Native(begin, opened, high, low, last.close, last.bid, last.ask, last.last, last.volume, captures)
 
 
-def _carried(point: Native, start: int, stop: int, size: int, lo: int) -> list[Point]:
+def _carried(point: Native, start: int, stop: int, size: int, lo: int) -> list[Tagged]:
     """``point``'s close held over the periods of ``size`` from ``start`` to ``stop`` that end after ``lo``."""
-    c = point.close
-    held = Native(0, c, c, c, c, point.bid, point.ask, point.last, point.volume, 0)
+    c, bid, ask, last, volume = point.close, point.bid, point.ask, point.last, point.volume
     first = max(start, lo - lo % size)
-    return [_point(held._replace(ts=t), size) for t in range(first, stop, size)]
+    return [(size, Native(t, c, c, c, c, bid, ask, last, volume, 0)) for t in range(first, stop, size)]
+
+
+def _flip(ticks: int) -> int:
+    return UNKNOWN if ticks == UNKNOWN else TICKS - ticks
+
+
+def _complement(p: Native) -> Native:
+    """The other outcome of a binary market: 1 - each price; its bid is 1 - the ask, its high 1 - the low."""
+    return Native(p.ts, TICKS - p.open, TICKS - p.low, TICKS - p.high, TICKS - p.close, _flip(p.ask), _flip(p.bid),
+                  _flip(p.last), p.volume, p.n)
 
 
 def _price(ticks: int) -> float | None:
     return None if ticks == UNKNOWN else ticks / TICKS
 
 
-def _point(p: Native, period_s: int) -> Point:
+def _point(p: Native, period_s: int, times: dict[int, datetime] | None = None) -> Point:
+    if times is None:
+        ts = datetime.fromtimestamp(p.ts, UTC)
+    else:  # a page of tokens shares its period starts: one datetime each
+        ts = times.get(p.ts) or times.setdefault(p.ts, datetime.fromtimestamp(p.ts, UTC))
     return Point(
-        ts=datetime.fromtimestamp(p.ts, UTC), period_s=period_s, price=p.close / TICKS, open=p.open / TICKS,
+        ts=ts, period_s=period_s, price=p.close / TICKS, open=p.open / TICKS,
         high=p.high / TICKS, low=p.low / TICKS, bid=_price(p.bid), ask=_price(p.ask), last=_price(p.last),
         volume=None if p.volume == UNKNOWN else p.volume / 100, captures=p.n,
     )
-
-
-def _complement(p: Point) -> Point:
-    def flip(value: float | None) -> float | None:
-        return None if value is None else round(1 - value, 4)
-
-    return Point(ts=p.ts, period_s=p.period_s, price=round(1 - p.price, 4), open=round(1 - p.open, 4),
-                 high=round(1 - p.low, 4), low=round(1 - p.high, 4), bid=flip(p.ask), ask=flip(p.bid),
-                 last=flip(p.last), volume=p.volume, captures=p.captures)
