@@ -233,6 +233,7 @@ provision() {
     "POSTGRES_PASSWORD=@Microsoft.KeyVault(VaultName=$KEY_VAULT_NAME;SecretName=postgres-password)"
     "MARKETS_REFRESH_SCHEDULE=0 */5 * * * *"
     "PRICE_HISTORY_PRUNE_SCHEDULE=0 17 * * * *"
+    "PRICE_HISTORY_COMPACT_SCHEDULE=0 41 * * * *"
     "CORS_ALLOWED_ORIGINS=$CORS_ALLOWED_ORIGINS"
   )
   if [[ -n "${AZURE_OPENAI_API_KEY:-}" || "$DRY_RUN" -eq 1 ]]; then

@@ -104,3 +104,13 @@ def prune_price_history(timer: func.TimerRequest) -> None:
         log.warning("price history retention failed: %s", error.code)
         return
     log.info("price history retention: %s", result)
+
+
+@app.timer_trigger(schedule="%PRICE_HISTORY_COMPACT_SCHEDULE%", arg_name="timer", run_on_startup=False)
+def compact_price_history(timer: func.TimerRequest) -> None:
+    try:
+        result = _handlers().compact_price_history()
+    except AppError as error:
+        log.warning("price history compaction failed: %s", error.code)
+        return
+    log.info("price history compaction: %s", result)

@@ -20,7 +20,7 @@ from shared.history.series import latest_before, series
 from shared.history.store import record_refresh, record_settled
 from shared.markets.rows import MarketRecord, Outcome
 from shared.markets.service import get_markets_service
-from tests.conftest import Upstream
+from tests.conftest import Upstream, handler
 from tests.test_markets import all_pages
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, midnight UTC
@@ -277,3 +277,16 @@ def test_chunks_round_trip_and_downsample() -> None:
     assert hourly[0].open == points[0].open and hourly[0].close == points[11].close and hourly[0].n == 12
     with pytest.raises(ValueError):
         decode(b"\x01\x00\x00\x00\x05garbage", day)
+
+
+def test_the_timer_runs_the_job(database_env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    # Captures of an hour ago are packed by the hourly timer (the real clock: ``now`` is now).
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    capture([_record(1)], an_hour_ago)
+    assert raw_rows() == 1
+    caplog.set_level("INFO", logger="polymarket_api")
+    handler("compact_price_history")(None)
+    assert raw_rows() == 0
+    assert read([token(1)], an_hour_ago, an_hour_ago + timedelta(minutes=5))[token(1)][0].price == 0.41
+    assert any("price history compaction" in r.getMessage() and "'packed_rows': 1" in r.getMessage()
+               for r in caplog.records)

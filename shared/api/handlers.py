@@ -5,6 +5,8 @@ start), so this is where the models and the services come in.
 
 from __future__ import annotations
 
+from typing import Any
+
 import azure.functions as func
 
 from shared import health
@@ -93,6 +95,14 @@ def get_api_docs_asset(req: func.HttpRequest) -> func.HttpResponse:
     if body is None:
         raise NotFound(f"no documentation file {name[:100]!r}")
     return func.HttpResponse(body, headers={"Content-Type": docs.ASSETS[name], **_static_headers(docs.ASSET_CACHE)})
+
+
+def compact_price_history() -> dict[str, Any]:
+    """The captured history's downsampling job (``shared.history.downsample``), one bounded run."""
+    from shared.history import downsample
+
+    services = _services()
+    return downsample.compact(lambda: services.database, services.settings.cache.price_history_retention_days).as_dict()
 
 
 def _static_headers(cache_control: str) -> dict[str, str]:

@@ -385,6 +385,8 @@ TRIGGER_SETTING_DEFAULTS = {
     "MARKETS_REFRESH_SCHEDULE": "0 */5 * * * *",
     # Hourly, off the markets refresh's minutes.
     "PRICE_HISTORY_PRUNE_SCHEDULE": "0 17 * * * *",
+    # Hourly too, apart from the prune: packs the hour's captures (shared.history.downsample).
+    "PRICE_HISTORY_COMPACT_SCHEDULE": "0 41 * * * *",
 }
 
 
