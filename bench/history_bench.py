@@ -52,7 +52,7 @@ STEP_S = 300
 
 @dataclass
 class Sim:
-    """One market's simulated book: price and spread in ticks, volume in cents, change rate."""
+    """One market's simulated book: price and spread in ticks, volume in USDC, change rate."""
 
     price: int
     spread: int
@@ -73,13 +73,13 @@ def simulate(seed: int, start_s: int, steps: int) -> tuple[list[Native], float]:
     p = change_rate(rng)
     price = rng.randint(200, 9_800) // 10 * 10
     spread = rng.choice((10, 20, 100, 200))
-    volume = rng.randint(1_000_00, 5_000_000_00)
+    volume = rng.randint(1_000, 5_000_000)
     out = []
     for i in range(steps):
         if i and rng.random() >= p:
             continue
         price = min(9_990, max(10, price + rng.choice((-1, 1)) * rng.choice((5, 10, 10, 50, 100))))
-        volume += rng.randint(0, 20_000_00)
+        volume += rng.randint(0, 20_000)
         bid, ask = max(0, price - spread // 2), min(10_000, price + spread // 2)
         out.append(Native(start_s + i * STEP_S, price, price, price, price, bid, ask, price + rng.choice((-5, 0, 5)),
                           volume, 1))
@@ -167,7 +167,7 @@ def run(markets: int, days: int, distinct: int, refreshes: int, reads: int) -> i
         return MarketRecord(
             condition_id=f"0x{n:064x}", gamma_id=str(n), slug=None, question="?", description=None, category=None,
             tags=(), event_id=None, event_slug=None, event_title=None, end_date=None, closed=False,
-            accepting_orders=True, enable_order_book=True, neg_risk=False, volume=Decimal(volume) / 100,
+            accepting_orders=True, enable_order_book=True, neg_risk=False, volume=Decimal(volume),
             volume_24h=None, liquidity=None, best_bid=bid, best_ask=ask, last_trade_price=Decimal(price) / 10_000,
             spread=ask - bid, one_day_price_change=None, tick_size=Decimal("0.01"),
             outcomes=(Outcome(0, "Yes", str(2 * n + 10), None), Outcome(1, "No", str(2 * n + 11), None)),
@@ -175,7 +175,7 @@ def run(markets: int, days: int, distinct: int, refreshes: int, reads: int) -> i
 
     # 1. the series (the first refresh that sees each market), then the synthetic past.
     rng = random.Random(1)
-    state = [Sim(rng.randint(200, 9_800) // 10 * 10, rng.choice((10, 20, 100, 200)), rng.randint(1_000_00, 10**9),
+    state = [Sim(rng.randint(200, 9_800) // 10 * 10, rng.choice((10, 20, 100, 200)), rng.randint(1_000, 10**7),
                  change_rate(rng)) for _ in range(markets)]
     current = [record(n + 1, s.price, s.spread, s.volume) for n, s in enumerate(state)]
     first_at = now - timedelta(days=days)
@@ -210,7 +210,7 @@ def run(markets: int, days: int, distinct: int, refreshes: int, reads: int) -> i
         for i, s in enumerate(state):
             if rng.random() < s.rate:
                 s.price = min(9_990, max(10, s.price + rng.choice((-1, 1)) * rng.choice((5, 10, 50, 100))))
-                s.volume += rng.randint(0, 20_000_00)
+                s.volume += rng.randint(0, 20_000)
                 current[i] = record(i + 1, s.price, s.spread, s.volume)
         started = time.perf_counter()
         counts = db.run(partial(write_refresh, records=current, at=at), timeout_s=600)

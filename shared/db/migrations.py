@@ -237,7 +237,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX history_series_token_1_idx ON history_series (token_1);
 
         -- Recent captures, one row per market whose values changed (prices in ticks of
-        -- 1/10,000, -1 unknown; cumulative volume in cents); packed into chunks within the hour.
+        -- 1/10,000, -1 unknown; cumulative volume in whole USDC); packed into chunks within the hour.
         CREATE TABLE history_raw (
             series_id integer NOT NULL,
             ts        timestamptz NOT NULL,

@@ -19,8 +19,6 @@ from shared.core.display import display_price
 from shared.history.points import TICKS, UNKNOWN
 from shared.markets.rows import MAX_AMOUNT, MarketRecord
 
-MAX_VOLUME_CENTS = int(MAX_AMOUNT * 100)
-
 
 class BadCapture(ValueError):
     """``reason``: a short label the refresh counts by (``price``, ``volume``, ``outcomes``...)."""
@@ -39,7 +37,7 @@ class Capture:
     bid: int  # ticks, UNKNOWN if none
     ask: int
     last: int
-    volume: int  # cents, UNKNOWN if none
+    volume: int  # whole USDC, UNKNOWN if none
 
 
 def ticks(value: Any, what: str = "price") -> int:
@@ -52,13 +50,15 @@ def ticks(value: Any, what: str = "price") -> int:
     return int((number * TICKS).to_integral_value())
 
 
-def cents(value: Any) -> int:
+def dollars(value: Any) -> int:
+    """A cumulative volume in whole USDC (cents are noise to a candle, and cost a byte a stored
+    point); ``UNKNOWN`` for None."""
     if value is None:
         return UNKNOWN
     number = _finite(value, "volume")
     if not 0 <= number < MAX_AMOUNT:
         raise BadCapture("volume")
-    return int((number * 100).to_integral_value())
+    return int(number.to_integral_value())
 
 
 def _finite(value: Any, what: str) -> Decimal:
@@ -90,4 +90,4 @@ def capture_of(record: MarketRecord) -> Capture:
     if price_ticks == UNKNOWN:
         raise BadCapture("no_price")
     return Capture(record.condition_id, record.outcomes[0].token_id, record.outcomes[1].token_id,
-                   price_ticks, bid, ask, last, cents(record.volume))
+                   price_ticks, bid, ask, last, dollars(record.volume))

@@ -2,13 +2,13 @@
 
 A stored point is one period of one market's first outcome (the second outcome of a binary
 market is its complement, derived on read): a ``Native`` tuple of integers, prices in ticks of
-1/10,000 (``TICKS``), cumulative volume in cents, -1 for "unknown" (bid, ask, last trade or
+1/10,000 (``TICKS``), cumulative volume in whole USDC, -1 for "unknown" (bid, ask, last trade or
 volume; the price is always known). ``n`` counts the captures it stands for.
 
 A chunk (one ``history_chunks`` row: one market, one period, ``SPAN_DAYS[period]`` days) is the
-points as columns, each delta-coded, then zlib: unchanged or slowly moving prices become runs of
-zeros, and the open/high/low columns of 5-minute points equal the close column, which the
-compressor stores as a back-reference.
+points as columns of small differences (``_COLUMNS``), each byte-shuffled, then zlib: a slowly
+moving price is mostly zero bytes, and the open, high and low of a 5-minute point (its close)
+cost nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ PERIODS = (300, 3_600, 86_400)  # 5m, 1h, 1d: what is stored
 SPAN_DAYS = {300: 1, 3_600: 8, 86_400: 256}
 
 _FORMAT = 1
-_PRICE_COLUMNS = 7  # open, high, low, close, bid, ask, last
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -42,7 +41,7 @@ class Native(NamedTuple):
     bid: int
     ask: int
     last: int
-    volume: int  # cumulative, cents
+    volume: int  # cumulative, whole USDC
     n: int  # captures summarised
 
 
@@ -79,19 +78,47 @@ def downsample(points: Iterable[Native], period_s: int, before: Native | None = 
     return out
 
 
-def _deltas(values: Sequence[int], typecode: str) -> bytes:
-    out = array(typecode, [values[0], *(b - a for a, b in zip(values, values[1:], strict=False))])
-    if _BIG_ENDIAN:
-        out.byteswap()
-    return out.tobytes()
+# Columns: (type code, width). Times, closes and volumes as differences from the point before;
+# open, high and low from the point's own close (small, mostly 0); bid, ask and last trade from
+# it too (nearly constant), ``_NONE`` standing for unknown.
+_COLUMNS = (("i", 4), ("h", 2), ("h", 2), ("h", 2), ("h", 2), ("h", 2), ("h", 2), ("h", 2), ("q", 8), ("h", 2))
+_ROW_BYTES = sum(width for _, width in _COLUMNS)
+_NONE = 32_767  # never a difference of two prices in [0, 10,000]
+_MAX_N = 32_767
 
 
-def _undeltas(data: bytes, typecode: str) -> list[int]:
-    values = array(typecode)
-    values.frombytes(data)
+def _pack(values: Sequence[int], typecode: str, width: int) -> bytes:
+    """Little-endian, then byte-shuffled (every value's first byte, then every second...): the
+    high bytes of small numbers are runs of 0x00 or 0xff, which zlib takes almost for free."""
+    column = array(typecode, values)
     if _BIG_ENDIAN:
-        values.byteswap()
-    return list(accumulate(values))
+        column.byteswap()
+    data = column.tobytes()
+    return b"".join(data[k::width] for k in range(width))
+
+
+def _unpack(data: bytes, typecode: str, width: int) -> list[int]:
+    count = len(data) // width
+    interleaved = bytearray(len(data))
+    for k in range(width):
+        interleaved[k::width] = data[k * count:(k + 1) * count]
+    column = array(typecode)
+    column.frombytes(bytes(interleaved))
+    if _BIG_ENDIAN:
+        column.byteswap()
+    return column.tolist()
+
+
+def _delta(values: Sequence[int]) -> list[int]:
+    return [values[0], *(b - a for a, b in zip(values, values[1:], strict=False))]
+
+
+def _relative(values: Sequence[int], closes: Sequence[int]) -> list[int]:
+    return [_NONE if v == UNKNOWN else v - c for v, c in zip(values, closes, strict=True)]
+
+
+def _absolute(values: Sequence[int], closes: Sequence[int]) -> list[int]:
+    return [UNKNOWN if v == _NONE else v + c for v, c in zip(values, closes, strict=True)]
 
 
 def encode(points: Sequence[Native], start_day: int) -> bytes:
@@ -99,13 +126,15 @@ def encode(points: Sequence[Native], start_day: int) -> bytes:
     if not points:
         raise ValueError("an empty chunk")
     base = start_day * DAY_S
-    columns = list(zip(*points, strict=True))
-    body = b"".join([
-        _deltas([t - base for t in columns[0]], "i"),
-        *(_deltas(columns[i], "h") for i in range(1, 1 + _PRICE_COLUMNS)),
-        _deltas(columns[8], "q"),
-        _deltas(columns[9], "i"),
-    ])
+    ts, opens, highs, lows, closes, bids, asks, lasts, volumes, ns = (list(c) for c in zip(*points, strict=True))
+    columns = [
+        _delta([t - base for t in ts]), _delta(closes),
+        [o - c for o, c in zip(opens, closes, strict=True)], [h - c for h, c in zip(highs, closes, strict=True)],
+        [c - low for low, c in zip(lows, closes, strict=True)],
+        _relative(bids, closes), _relative(asks, closes), _relative(lasts, closes),
+        _delta(volumes), [min(n, _MAX_N) for n in ns],
+    ]
+    body = b"".join(_pack(values, code, width) for values, (code, width) in zip(columns, _COLUMNS, strict=True))
     return bytes([_FORMAT]) + len(points).to_bytes(4, "little") + zlib.compress(body, 9)
 
 
@@ -119,13 +148,17 @@ def decode(payload: bytes, start_day: int) -> list[Native]:
         body = zlib.decompress(data[5:])
     except zlib.error as error:
         raise ValueError("a corrupt history chunk") from error
-    sizes = [4] + [2] * _PRICE_COLUMNS + [8, 4]
-    if len(body) != count * sum(sizes):
+    if len(body) != count * _ROW_BYTES:
         raise ValueError("a history chunk of the wrong length")
     columns, at = [], 0
-    for size, typecode in zip(sizes, ["i"] + ["h"] * _PRICE_COLUMNS + ["q", "i"], strict=True):
-        columns.append(_undeltas(body[at:at + size * count], typecode))
-        at += size * count
+    for code, width in _COLUMNS:
+        columns.append(_unpack(body[at:at + width * count], code, width))
+        at += width * count
     base = start_day * DAY_S
-    columns[0] = [t + base for t in columns[0]]
-    return [Native(*row) for row in zip(*columns, strict=True)]
+    ts = [t + base for t in accumulate(columns[0])]
+    closes = list(accumulate(columns[1]))
+    opens = [o + c for o, c in zip(columns[2], closes, strict=True)]
+    highs = [h + c for h, c in zip(columns[3], closes, strict=True)]
+    lows = [c - low for low, c in zip(columns[4], closes, strict=True)]
+    bids, asks, lasts = (_absolute(columns[k], closes) for k in (5, 6, 7))
+    return list(map(Native, ts, opens, highs, lows, closes, bids, asks, lasts, accumulate(columns[8]), columns[9]))

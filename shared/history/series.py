@@ -303,5 +303,5 @@ def _point(p: Native, period_s: int, times: dict[int, datetime] | None = None) -
     return Point(
         ts=ts, period_s=period_s, price=p.close / TICKS, open=p.open / TICKS,
         high=p.high / TICKS, low=p.low / TICKS, bid=_price(p.bid), ask=_price(p.ask), last=_price(p.last),
-        volume=None if p.volume == UNKNOWN else p.volume / 100, captures=p.n,
+        volume=None if p.volume == UNKNOWN else float(p.volume), captures=p.n,
     )
