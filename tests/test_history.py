@@ -290,3 +290,16 @@ def test_the_timer_runs_the_job(database_env: dict[str, str], caplog: pytest.Log
     assert read([token(1)], an_hour_ago, an_hour_ago + timedelta(minutes=5))[token(1)][0].price == 0.41
     assert any("price history compaction" in r.getMessage() and "'packed_rows': 1" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_market_that_left_the_open_set_is_not_carried_past_it(database_env: dict[str, str]) -> None:
+    from shared.markets import store as markets
+
+    run(lambda cur: markets.upsert_markets(cur, [_record(1), _record(2)]))
+    for m in range(0, 60, 5):
+        capture([_record(1), _record(2, bid=str(Decimal("0.30") + Decimal(m) / 1000))], minutes(m))
+    run(lambda cur: cur.execute("UPDATE markets SET in_active_set = false, updated_at = %s WHERE condition_id = %s",
+                                (minutes(20), _record(1).condition_id)))
+    history = read([token(1), token(2)], minutes(0), minutes(60))
+    assert [p.ts for p in history[token(1)]] == [minutes(m) for m in range(0, 25, 5)]
+    assert len(history[token(2)]) == 12  # the other goes on to the newest capture

@@ -6,8 +6,9 @@ cumulative volume, and how many captures it summarises. Where nothing changed th
 is carried forward (``captures`` 0): a refresh stores only what changed. A period is never
 finer than what is stored for it (5 minutes for the last week, hourly to the retention, daily
 beyond: ``shared.history.downsample``), so a 5-minute read of last month answers hourly points
-there. Points stop at the newest capture (nothing is known after it) and at a resolved
-market's settled point.
+there. Points stop at the newest capture (nothing is known after it), at a resolved market's
+settled point, and when a market left the open set (its closing time, or when the refresh
+stopped seeing it).
 
 The second outcome of a binary market is the first's complement: its bid is 1 - the first's
 ask, its high 1 - the first's low.
@@ -46,7 +47,7 @@ class Point:
 class _Series:
     series_id: int
     outcome: int  # 0, or 1 for the complement
-    settled_at: int | None  # epoch seconds
+    ends_at: int | None  # epoch seconds: settled, or left the open set (nothing is known after)
 
 
 def series(cur: Cursor, token_ids: Sequence[str], start: datetime, end: datetime,
@@ -74,8 +75,8 @@ def series(cur: Cursor, token_ids: Sequence[str], start: datetime, end: datetime
     for token, info in found.items():
         if info.series_id not in by_series:
             stop = hi if horizon is None else min(hi, horizon + 1)
-            if info.settled_at is not None:
-                stop = min(stop, info.settled_at + 1)
+            if info.ends_at is not None:
+                stop = min(stop, info.ends_at + 1)
             by_series[info.series_id] = _periods(stored.get(info.series_id, []), opening.get(info.series_id),
                                                  lo, stop, step)
         flip = info.outcome == 1
@@ -114,9 +115,12 @@ def _find(cur: Cursor, token_ids: Sequence[str]) -> dict[str, _Series]:
     tokens = list(dict.fromkeys(token_ids))
     cur.execute(
         """
-        SELECT series_id, token_0, token_1, extract(epoch FROM settled_at)::bigint AS settled_at
-          FROM history_series WHERE token_0 = ANY(%(t)s) OR token_1 = ANY(%(t)s)
-         ORDER BY last_at DESC NULLS LAST
+        SELECT s.series_id, s.token_0, s.token_1, extract(epoch FROM COALESCE(s.settled_at, CASE
+                   WHEN NOT m.in_active_set THEN GREATEST(s.last_at, LEAST(m.closed_time, m.updated_at)) END))::bigint
+                   AS ends_at
+          FROM history_series s LEFT JOIN markets m USING (condition_id)
+         WHERE s.token_0 = ANY(%(t)s) OR s.token_1 = ANY(%(t)s)
+         ORDER BY s.last_at DESC NULLS LAST
         """,
         {"t": tokens},
     )
@@ -124,8 +128,8 @@ def _find(cur: Cursor, token_ids: Sequence[str]) -> dict[str, _Series]:
     for row in cur.fetchall():  # a token that passed between markets: the newest series wins
         for outcome, token in enumerate((row["token_0"], row["token_1"])):
             if token in wanted and token not in found:
-                settled = row["settled_at"]
-                found[token] = _Series(row["series_id"], outcome, None if settled is None else int(settled))
+                ends = row["ends_at"]
+                found[token] = _Series(row["series_id"], outcome, None if ends is None else int(ends))
     return {t: found[t] for t in tokens if t in found}
 
 
