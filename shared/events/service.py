@@ -1,0 +1,239 @@
+"""Events use case: Polymarket's events (one question, one or many candidate markets), served
+from an in-memory catalogue built from what the markets refresh stores.
+
+- No extra upstream calls for the catalogue: each Gamma market row carries its parent event,
+  and ``shared.markets.store`` keeps one ``events`` row per event. The catalogue is read from
+  PostgreSQL (two queries) on the first events request, and again when the markets snapshot
+  changes; never on the markets path, so a markets cold start does not pay for it.
+- One event by id or slug is read from PostgreSQL; one never stored (an old link) is fetched
+  from Gamma once, stored like any market (outside the active set when closed) and answered;
+  an id Gamma does not know is remembered for a while, so repeated unknown ids cost one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from shared.core.cache import SingleFlight, TTLCache
+from shared.core.config import CacheSettings
+from shared.core.errors import NotFound, UpstreamNotFound
+from shared.core.etag import etag as make_etag
+from shared.core.freshness import Answer
+from shared.db.database import Cursor, Database
+from shared.events import catalogue as cat
+from shared.events import store
+from shared.events.catalogue import EventsCatalogue
+from shared.events.query import EventQuery
+from shared.events.refs import EVENT_ID_RE, validate_event_ref
+from shared.markets import store as market_store
+from shared.markets.rows import BadMarketRow, MarketRecord, parse_market
+from shared.markets.service import INACTIVE_WINDOW_DAYS
+from shared.markets.snapshot import Unloadable, market_json
+
+if TYPE_CHECKING:
+    from shared.markets.service import MarketsService
+    from shared.upstream.polymarket import GammaApi
+
+log = logging.getLogger("polymarket_api.events")
+
+MISSING_TTL_S = 300.0  # an event Gamma does not know is not asked for again before this
+MISSING_ENTRIES = 4096
+MAX_EVENT_MARKETS = 500  # of one event fetched on demand: far above real events
+
+# Module-level names: inside the class its ``list`` method shadows the builtin.
+Rows = list[dict[str, Any]]
+Ids = list[str]
+
+
+class EventsService:
+    """``markets``: the markets service (its snapshot says when the stored catalogue changed);
+    ``database`` and ``gamma`` give the pool and the Gamma client on each use."""
+
+    def __init__(self, cache: CacheSettings, database: Callable[[], Database], gamma: Callable[[], GammaApi],
+                 markets: Callable[[], MarketsService]) -> None:
+        self._cache = cache
+        self._database = database
+        self._gamma = gamma
+        self._markets = markets
+        self._catalogue: EventsCatalogue | None = None
+        self._build_lock = threading.Lock()
+        self._missing: TTLCache[bool] = TTLCache(MISSING_ENTRIES, MISSING_TTL_S)
+        self._fetches: SingleFlight[bool] = SingleFlight()
+        self.fetched = 0  # events fetched from Gamma on demand (deep health, tests)
+
+    # the catalogue --------------------------------------------------------------------------
+
+    def catalogue(self, *, force_refresh: bool = False) -> tuple[EventsCatalogue, Any]:
+        """The current catalogue and the freshness of the markets it was built from."""
+        snapshot, freshness = self._markets().current(force_refresh=force_refresh)
+        current = self._catalogue
+        if current is not None and current.markets_serial == snapshot.serial:
+            return current, freshness
+        # One build at a time; while one runs, others serve the catalogue they have.
+        if current is not None and not self._build_lock.acquire(blocking=False):
+            return current, freshness
+        if current is None:
+            self._build_lock.acquire()
+        try:
+            current = self._catalogue
+            if current is None or current.markets_serial != snapshot.serial:
+                current = self._build(snapshot.version, snapshot.serial, current)
+                self._catalogue = current
+            return current, freshness
+        finally:
+            self._build_lock.release()
+
+    def _build(self, markets_version: str, markets_serial: int, previous: EventsCatalogue | None) -> EventsCatalogue:
+        def work(cur: Cursor) -> tuple[str, list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+            fingerprint = store.events_fingerprint(cur)
+            if previous is not None and previous.source == (markets_version, fingerprint):
+                return fingerprint, None, None
+            rows = market_store.load_markets(cur, INACTIVE_WINDOW_DAYS)
+            return fingerprint, store.load_events(cur, INACTIVE_WINDOW_DAYS), rows
+
+        fingerprint, events, rows = self._database().run(work)
+        source = (markets_version, fingerprint)
+        if events is None or rows is None:  # nothing stored changed: the same events, a new snapshot
+            assert previous is not None
+            previous.markets_serial = markets_serial
+            return previous
+        markets: list[dict[str, Any]] = []
+        others: dict[str, bool] = {}
+        skipped = 0
+        for row in rows:
+            if not row.get("event_id"):
+                continue
+            try:
+                markets.append(market_json(row))
+            except (Unloadable, TypeError, ValueError, KeyError, AttributeError):
+                skipped += 1  # the markets catalogue names it; here it is only left out
+                continue
+            if row.get("neg_risk_other"):
+                others[row["condition_id"]] = True
+        built = cat.build(events, markets, source=source, version=make_etag(*source)[:16],
+                          markets_serial=markets_serial, neg_risk_other=others)
+        built.skipped += skipped
+        log.info("events catalogue built: %d events from %d markets (%d left out)", len(built.items),
+                 len(markets), built.skipped)
+        return built
+
+    # queries --------------------------------------------------------------------------------
+
+    def list(self, query: EventQuery, *, force_refresh: bool = False) -> Answer:
+        if query.cursor:
+            cat.decode_cursor(query, query.cursor)  # a bad cursor is a 400 before any work
+        catalogue, freshness = self.catalogue(force_refresh=force_refresh)
+        page, next_cursor, total = catalogue.page(query)
+        body = {"events": [item.json for item in page], "next_cursor": next_cursor, "total": total}
+        etag = make_etag("events", catalogue.version, query.fingerprint(), query.cursor, query.limit)
+        return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{catalogue.serial}:{etag}")
+
+    def get(self, ref: str) -> Answer:
+        """One event by Gamma id or slug, with its markets in full; fetched from Gamma when it
+        was never stored."""
+        ref = validate_event_ref(ref)
+        _, freshness = self._markets().current()
+        found = self._read(ref)
+        if found is None:
+            self._fetch_once(ref)
+            found = self._read(ref)
+            if found is None:
+                raise NotFound(f"no event with id or slug {ref!r}")
+        row, market_rows = found
+        markets: Rows = []
+        others: Ids = []
+        for market_row in market_rows:
+            try:
+                markets.append(market_json(market_row))
+            except (Unloadable, TypeError, ValueError, KeyError, AttributeError) as error:
+                log.warning("stored market %s left out of event %s: %s", market_row.get("condition_id"),
+                            row["event_id"], type(error).__name__)
+                continue
+            if market_row.get("neg_risk_other"):
+                others.append(market_row["condition_id"])
+        ordered = cat.order_candidates(markets, bool(row.get("neg_risk")))
+        try:
+            body = cat.event_json(row, row["event_id"], ordered, others)
+        except Unloadable as error:
+            raise NotFound(f"event {ref!r} is stored with a value that cannot be served ({error})") from None
+        body["markets"] = ordered
+        etag = make_etag("event", row["event_id"], row["updated_at"],
+                         *sorted((m["condition_id"], m["updated_at"]) for m in markets))
+        return Answer({"event": body}, freshness, etag, self._cache.markets_ttl_s)
+
+    def _read(self, ref: str) -> tuple[dict[str, Any], Rows] | None:
+        def work(cur: Cursor) -> tuple[dict[str, Any], Rows] | None:
+            row = store.find_event(cur, ref)
+            if row is None:
+                return None
+            return row, store.event_markets(cur, row["event_id"])
+
+        return self._database().run(work)
+
+    # on demand ------------------------------------------------------------------------------
+
+    def _fetch_once(self, ref: str) -> None:
+        """Fetch and store the event unless Gamma said lately that it has none (NotFound then)."""
+        if self._missing.get(ref) is not None:
+            raise NotFound(f"no event with id or slug {ref!r}")
+        if not self._fetches.run(ref, lambda: self._fetch(ref)):
+            self._missing.put(ref, True)
+            raise NotFound(f"no event with id or slug {ref!r}")
+
+    def _fetch(self, ref: str) -> bool:
+        """Whether Gamma had the event (with at least one readable market), now stored."""
+        path = f"/events/{ref}" if EVENT_ID_RE.match(ref) else f"/events/slug/{ref}"
+        try:
+            event = self._gamma().get(path, about_id=True)
+        except UpstreamNotFound:
+            return False
+        records = records_of_event(event)
+        if not records:
+            return False
+
+        def write(cur: Cursor) -> None:
+            closed = [r for r in records if r.closed]
+            if closed:
+                market_store.upsert_markets(cur, closed, in_active_set=False)
+            open_ = [r for r in records if not r.closed]
+            if open_:
+                market_store.upsert_markets(cur, open_)
+
+        self._database().run(write)
+        self.fetched += 1
+        log.info("event %s fetched from Gamma on demand: %d markets stored", ref, len(records))
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """For deep health: this instance's events catalogue, without I/O."""
+        current = self._catalogue
+        return {"loaded": current is not None, "events": len(current.items) if current else 0,
+                "skipped": current.skipped if current else 0, "fetched_on_demand": self.fetched}
+
+
+def records_of_event(event: Any) -> list[MarketRecord]:
+    """The markets of a Gamma event object (``/events/{id}``), each parsed with the event
+    attached as a market row of the list endpoints carries it; a bad market is skipped and
+    counted in the log, never the whole event."""
+    if not isinstance(event, dict) or not isinstance(event.get("markets"), list):
+        return []
+    parent = {key: value for key, value in event.items() if key != "markets"}
+    records: list[MarketRecord] = []
+    skipped = 0
+    for market in event["markets"][:MAX_EVENT_MARKETS]:
+        if not isinstance(market, dict):
+            skipped += 1
+            continue
+        row = {**market, "events": [parent]}
+        if "tags" not in row and isinstance(parent.get("tags"), list):
+            row["tags"] = parent["tags"]  # /events rows carry tags on the event only
+        try:
+            records.append(parse_market(row))
+        except BadMarketRow:
+            skipped += 1
+    if skipped:
+        log.warning("event %s from Gamma: %d markets skipped (unreadable)", parent.get("id"), skipped)
+    return records

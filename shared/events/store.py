@@ -1,0 +1,64 @@
+"""SQL of the events feature: the ``events`` table (written with the markets, by
+``shared.markets.store.upsert_markets``) read back for the in-memory catalogue and one event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2.extensions
+
+from shared.db.database import Cursor
+from shared.markets import store as market_store  # its list query: an event's markets read as the list's
+
+EVENT_COLUMNS = (
+    "event_id, slug, title, description, image, icon, start_date, end_date, volume, volume_24h, liquidity, "
+    "open_interest, competitive, neg_risk, closed, tags, tag_labels, updated_at"
+)
+# The catalogue's scope (shared.markets.service.INACTIVE_WINDOW_DAYS): what the markets list serves.
+_IN_WINDOW = "(m.in_active_set OR m.updated_at > now() - make_interval(days => %(days)s))"
+
+
+def load_events(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]:
+    """The stored rows of every event with a market in the markets catalogue's window."""
+    cur.execute(
+        f"""
+        SELECT {EVENT_COLUMNS} FROM events e
+         WHERE EXISTS (SELECT 1 FROM markets m WHERE m.event_id = e.event_id AND {_IN_WINDOW})
+        """,
+        {"days": inactive_window_days},
+    )
+    return [dict(row) for row in cur.fetchall()]
+
+
+def events_fingerprint(cur: Cursor) -> str:
+    """Changes whenever a stored event row does (every write gives a row a new xmin)."""
+    cur.execute("SELECT concat_ws('|', count(*), max(updated_at)::text, sum(xmin::text::bigint)) AS f FROM events")
+    row = cur.fetchone()
+    assert row is not None  # an aggregate: always one row
+    return str(row["f"])
+
+
+def find_event(cur: Cursor, ref: str) -> dict[str, Any] | None:
+    """The stored event with this Gamma id, else with this slug (ids are digits; a slug made of
+    digits only is still found when no event has it as its id)."""
+    cur.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = %(ref)s OR slug = %(ref)s "
+        "ORDER BY (event_id = %(ref)s) DESC, updated_at DESC LIMIT 1",
+        {"ref": ref},
+    )
+    row = cur.fetchone()
+    return dict(row) if row else None
+
+
+def event_market_ids(cur: Cursor, event_id: str) -> list[str]:
+    cur.execute("SELECT condition_id FROM markets WHERE event_id = %s ORDER BY condition_id", (event_id,))
+    return [row["condition_id"] for row in cur.fetchall()]
+
+
+def event_markets(cur: Cursor, event_id: str) -> list[dict[str, Any]]:
+    """The stored markets of one event, as ``load_markets`` reads them (list columns, unreadable
+    timestamps marked), plus whether Gamma marks each the "Other" candidate."""
+    psycopg2.extensions.register_type(market_store._TOLERANT_TIMESTAMPTZ, cur)
+    cur.execute(market_store._SUMMARY_SQL.format(extra=", m.neg_risk_other AS neg_risk_other")
+                + " WHERE m.event_id = %s", (event_id,))
+    return [dict(row) for row in cur.fetchall()]
