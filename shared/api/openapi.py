@@ -28,6 +28,7 @@ from shared.api.routes import API_PREFIX, ERRORS, ROUTES, ErrorAnswer, Route
 from shared.api.schemas.common import Error
 from shared.core.errors import AppError
 from shared.core.query import Query
+from shared.events.refs import EVENT_REF_PATTERN
 
 __all__ = ["API_PREFIX", "openapi_document", "openapi_json"]
 
@@ -39,6 +40,8 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "condition_id": {"component": "ConditionId", "description": "0x followed by 64 lower-case hex characters "
                                                                "(400 otherwise)."},
     "token_id": {"component": "TokenId", "description": "1 to 78 decimal digits (400 otherwise)."},
+    "event": {"component": "EventRef", "description": "A Gamma event id or an event slug (400 otherwise).",
+              "schema": {"type": "string", "pattern": EVENT_REF_PATTERN}},
 }
 BOOL_NOTE = " (`true`/`false`; `1`/`0` and `yes`/`no` are accepted too)."
 
@@ -163,8 +166,10 @@ def _headers() -> dict[str, Any]:
 def _parameters(schemas: dict[str, Schema]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, info in PATH_PARAMETERS.items():
-        model = "Market" if name == "condition_id" else "Token"
-        schema = {k: v for k, v in schemas[model]["properties"][name].items() if k != "examples"}
+        schema = info.get("schema")
+        if schema is None:  # the id's schema as its response model has it
+            model = "Market" if name == "condition_id" else "Token"
+            schema = {k: v for k, v in schemas[model]["properties"][name].items() if k != "examples"}
         out[info["component"]] = {"name": name, "in": "path", "required": True, "schema": schema,
                                   "description": info["description"]}
     out["IfNoneMatch"] = {
