@@ -21,6 +21,8 @@ EXPECTED_HTTP = {
     "list_markets": ("markets", ["GET"], "ANONYMOUS"),
     "get_market": ("markets/{condition_id}", ["GET"], "ANONYMOUS"),
     "get_market_sentiment": ("markets/{condition_id}/sentiment", ["GET"], "ANONYMOUS"),
+    "list_events": ("events", ["GET"], "ANONYMOUS"),
+    "get_event": ("events/{event}", ["GET"], "ANONYMOUS"),
     "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),
     "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),
