@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,13 +81,14 @@ def order_candidates(markets: list[dict[str, Any]], neg_risk: bool) -> list[dict
 
 
 def neg_risk_summary(markets: list[dict[str, Any]], neg_risk: bool,
-                     other_ids: Iterable[str]) -> dict[str, Any]:
+                     other_ids: list[str]) -> dict[str, Any]:
     """``price_sum``, ``leading`` and ``other_candidate`` of an event whose markets are in
     candidate order (``order_candidates``); all null for an event that is not neg-risk."""
     if not neg_risk:
         return {"price_sum": None, "leading": None, "other_candidate": None}
     priced = [m for m in markets if _first_price(m) is not None]
-    leader = next((m for m in priced if m["condition_id"] not in set(other_ids)), priced[0] if priced else None)
+    placeholders = set(other_ids)
+    leader = next((m for m in priced if m["condition_id"] not in placeholders), priced[0] if priced else None)
     others = sorted(other_ids)
     return {
         "price_sum": round(sum(_first_price(m) or 0.0 for m in priced), 6) if priced else None,
@@ -98,8 +98,13 @@ def neg_risk_summary(markets: list[dict[str, Any]], neg_risk: bool,
     }
 
 
+def other_candidates(markets: list[dict[str, Any]]) -> list[str]:
+    """The markets Gamma marks as an event's "Other" placeholder (``negRiskOther``)."""
+    return [m["condition_id"] for m in markets if m.get("neg_risk_other")]
+
+
 def event_json(row: dict[str, Any] | None, event_id: str, markets: list[dict[str, Any]],
-               other_ids: Iterable[str]) -> dict[str, Any]:
+               other_ids: list[str]) -> dict[str, Any]:
     """An event's JSON (without its markets): its stored row where it has one, else what its
     markets' rows say of it. ``markets``: its markets' list JSON, in candidate order."""
     row = row or {}
@@ -243,9 +248,8 @@ class EventsCatalogue:
 
 
 def build(event_rows: list[dict[str, Any]], markets: list[dict[str, Any]], *, source: tuple[str, str],
-          version: str, markets_serial: int, neg_risk_other: dict[str, bool]) -> EventsCatalogue:
-    """The catalogue of the events these markets (list JSON) belong to. ``neg_risk_other``: the
-    condition ids Gamma marks ``negRiskOther`` (True)."""
+          version: str, markets_serial: int) -> EventsCatalogue:
+    """The catalogue of the events these markets (list JSON) belong to."""
     rows = {row["event_id"]: row for row in event_rows}
     grouped: dict[str, list[dict[str, Any]]] = {}
     for market in markets:
@@ -258,8 +262,7 @@ def build(event_rows: list[dict[str, Any]], markets: list[dict[str, Any]], *, so
         row = rows.get(event_id)
         try:
             ordered = order_candidates(members, bool(row and row.get("neg_risk")))
-            others = [m["condition_id"] for m in ordered if neg_risk_other.get(m["condition_id"])]
-            body = event_json(row, event_id, ordered, others)
+            body = event_json(row, event_id, ordered, other_candidates(ordered))
             body["markets"] = [compact_market(m) for m in ordered]
             items.append(EventItem(body, tuple(m["condition_id"] for m in ordered)))
         except (Unloadable, TypeError, ValueError, KeyError, AttributeError) as error:

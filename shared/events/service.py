@@ -45,7 +45,6 @@ MAX_EVENT_MARKETS = 500  # of one event fetched on demand: far above real events
 
 # Module-level names: inside the class its ``list`` method shadows the builtin.
 Rows = list[dict[str, Any]]
-Ids = list[str]
 
 
 class EventsService:
@@ -101,7 +100,6 @@ class EventsService:
             previous.markets_serial = markets_serial
             return previous
         markets: list[dict[str, Any]] = []
-        others: dict[str, bool] = {}
         skipped = 0
         for row in rows:
             if not row.get("event_id"):
@@ -110,11 +108,8 @@ class EventsService:
                 markets.append(market_json(row))
             except (Unloadable, TypeError, ValueError, KeyError, AttributeError):
                 skipped += 1  # the markets catalogue names it; here it is only left out
-                continue
-            if row.get("neg_risk_other"):
-                others[row["condition_id"]] = True
         built = cat.build(events, markets, source=source, version=make_etag(*source)[:16],
-                          markets_serial=markets_serial, neg_risk_other=others)
+                          markets_serial=markets_serial)
         built.skipped += skipped
         log.info("events catalogue built: %d events from %d markets (%d left out)", len(built.items),
                  len(markets), built.skipped)
@@ -144,19 +139,15 @@ class EventsService:
                 raise NotFound(f"no event with id or slug {ref!r}")
         row, market_rows = found
         markets: Rows = []
-        others: Ids = []
         for market_row in market_rows:
             try:
                 markets.append(market_json(market_row))
             except (Unloadable, TypeError, ValueError, KeyError, AttributeError) as error:
                 log.warning("stored market %s left out of event %s: %s", market_row.get("condition_id"),
                             row["event_id"], type(error).__name__)
-                continue
-            if market_row.get("neg_risk_other"):
-                others.append(market_row["condition_id"])
         ordered = cat.order_candidates(markets, bool(row.get("neg_risk")))
         try:
-            body = cat.event_json(row, row["event_id"], ordered, others)
+            body = cat.event_json(row, row["event_id"], ordered, cat.other_candidates(ordered))
         except Unloadable as error:
             raise NotFound(f"event {ref!r} is stored with a value that cannot be served ({error})") from None
         body["markets"] = ordered

@@ -57,8 +57,8 @@ def event_market_ids(cur: Cursor, event_id: str) -> list[str]:
 
 def event_markets(cur: Cursor, event_id: str) -> list[dict[str, Any]]:
     """The stored markets of one event, as ``load_markets`` reads them (list columns, unreadable
-    timestamps marked), plus whether Gamma marks each the "Other" candidate."""
+    timestamps marked)."""
     psycopg2.extensions.register_type(market_store._TOLERANT_TIMESTAMPTZ, cur)
-    cur.execute(market_store._SUMMARY_SQL.format(extra=", m.neg_risk_other AS neg_risk_other")
+    cur.execute(market_store._SUMMARY_SQL.format(extra="")
                 + " WHERE m.event_id = %s", (event_id,))
     return [dict(row) for row in cur.fetchall()]
