@@ -11,6 +11,7 @@ import azure.functions as func
 import pytest
 
 from shared.container import get_container
+from shared.db.database import get_database
 from tests.conftest import Upstream, handler
 
 KEYSET = "/markets/keyset"
@@ -223,3 +224,18 @@ def test_a_new_instance_answers_from_the_database_without_gamma(app_env: Upstrea
 def test_the_markets_path_does_not_build_the_events_catalogue(app_env: Upstream) -> None:
     handler("list_markets")(func.HttpRequest("GET", "http://localhost/api/markets", body=b"", params={}))
     assert get_container().peek("events") is None
+
+
+def test_an_event_row_without_aggregates_or_tags_takes_its_markets(app_env: Upstream) -> None:
+    app_env.freeze_prices()
+    listed = next(e for e in all_pages({"limit": "200"}) if e["market_count"] >= 2)
+    markets = body_of(get_event(listed["id"]))["event"]["markets"]
+    assert get_database().execute("UPDATE events SET volume = NULL, liquidity = NULL, tags = '{}', "
+                                  "tag_labels = '{}' WHERE event_id = %s", (listed["id"],)) == 1
+    get_container().reset("events")  # a new instance reads the rows as they are now
+    event = next(e for e in all_pages({"limit": "200"}) if e["id"] == listed["id"])
+    assert event["volume"] == pytest.approx(sum(m["volume"] for m in markets))
+    assert event["liquidity"] == pytest.approx(sum(m["liquidity"] for m in markets))
+    assert event["volume_24h"] == listed["volume_24h"]  # still the row's own
+    union = list(dict.fromkeys(t for m in markets for t in m["tags"]))
+    assert event["tags"] == union and len(event["tag_labels"]) == len(union)
