@@ -11,6 +11,7 @@ import azure.functions as func
 import pytest
 
 from shared.container import get_container
+from shared.core.errors import DatabaseUnavailable
 from shared.db.database import get_database
 from tests.conftest import Upstream, handler
 
@@ -239,3 +240,32 @@ def test_an_event_row_without_aggregates_or_tags_takes_its_markets(app_env: Upst
     assert event["volume_24h"] == listed["volume_24h"]  # still the row's own
     union = list(dict.fromkeys(t for m in markets for t in m["tags"]))
     assert event["tags"] == union and len(event["tag_labels"]) == len(union)
+
+
+def test_a_database_outage_is_answered_from_memory_marked_stale(
+    app_env: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_env.freeze_prices()
+    page = body_of(get_events({"limit": "5"}))["events"]
+    listed = page[0]
+    detail = body_of(get_event(listed["id"]))["event"]
+    service = get_container().events
+    database = service._database
+
+    def down() -> Any:
+        raise DatabaseUnavailable("database is unreachable")
+
+    monkeypatch.setattr(service, "_database", down)
+    response = get_event(listed["slug"])
+    assert response.status_code == 200, response.get_body()
+    body = body_of(response)
+    assert body["freshness"]["source"] == "stale" and "database" in body["freshness"]["stale_reason"]
+    assert body["event"] == detail
+    # A new markets snapshot whose events cannot be read: the catalogue held is served, stale.
+    get_container().markets.refresh(min_age_s=0)
+    again = body_of(get_events({"limit": "5"}))
+    assert [e["id"] for e in again["events"]] == [e["id"] for e in page]
+    assert again["freshness"]["source"] == "stale"
+    assert "events catalogue" in again["freshness"]["stale_reason"]
+    monkeypatch.setattr(service, "_database", database)
+    assert get_event("999999998").status_code == 404  # the database answers again

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import psycopg2
+
 from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
-from shared.core.errors import NotFound, UpstreamNotFound
+from shared.core.errors import AppError, DatabaseUnavailable, NotFound, UpstreamNotFound
 from shared.core.etag import etag as make_etag
-from shared.core.freshness import Answer
+from shared.core.freshness import Answer, Freshness
 from shared.db.database import Cursor, Database
 from shared.events import catalogue as cat
 from shared.events import store
@@ -31,7 +34,7 @@ from shared.events.refs import EVENT_ID_RE, validate_event_ref
 from shared.markets import store as market_store
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market
 from shared.markets.service import INACTIVE_WINDOW_DAYS
-from shared.markets.snapshot import Unloadable, market_json
+from shared.markets.snapshot import Snapshot, Unloadable, market_json
 
 if TYPE_CHECKING:
     from shared.markets.service import MarketsService
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polymarket_api.events")
 
+REBUILD_BACKOFF_S = 2.0  # a failed build is not retried by every request
 MISSING_TTL_S = 300.0  # an event Gamma does not know is not asked for again before this
 MISSING_ENTRIES = 4096
 MAX_EVENT_MARKETS = 500  # of one event fetched on demand: far above real events
@@ -62,15 +66,21 @@ class EventsService:
         self._missing: TTLCache[bool] = TTLCache(MISSING_ENTRIES, MISSING_TTL_S)
         self._fetches: SingleFlight[bool] = SingleFlight()
         self.fetched = 0  # events fetched from Gamma on demand (deep health, tests)
+        self._failed_at = float("-inf")  # monotonic: when the last build failed
+        self._failure: str | None = None
 
     # the catalogue --------------------------------------------------------------------------
 
-    def catalogue(self, *, force_refresh: bool = False) -> tuple[EventsCatalogue, Any]:
-        """The current catalogue and the freshness of the markets it was built from."""
+    def catalogue(self, *, force_refresh: bool = False) -> tuple[EventsCatalogue, Freshness]:
+        """The current catalogue and the freshness of the markets it was built from. A build
+        that fails while a catalogue is held serves that one, stale with the reason, and is not
+        tried again for REBUILD_BACKOFF_S."""
         snapshot, freshness = self._markets().current(force_refresh=force_refresh)
         current = self._catalogue
         if current is not None and current.markets_serial == snapshot.serial:
             return current, freshness
+        if current is not None and time.monotonic() - self._failed_at < REBUILD_BACKOFF_S:
+            return current, self._stale(freshness)
         # One build at a time; while one runs, others serve the catalogue they have.
         if current is not None and not self._build_lock.acquire(blocking=False):
             return current, freshness
@@ -79,11 +89,25 @@ class EventsService:
         try:
             current = self._catalogue
             if current is None or current.markets_serial != snapshot.serial:
-                current = self._build(snapshot.version, snapshot.serial, current)
-                self._catalogue = current
+                try:
+                    built = self._build(snapshot.version, snapshot.serial, current)
+                except (AppError, psycopg2.Error) as error:
+                    if current is None:
+                        raise
+                    self._failed_at = time.monotonic()
+                    self._failure = f"the events catalogue could not be read again ({type(error).__name__})"
+                    log.warning("%s; serving the one built before", self._failure)
+                    return current, self._stale(freshness)
+                self._failure = None
+                self._catalogue = current = built
             return current, freshness
         finally:
             self._build_lock.release()
+
+    def _stale(self, freshness: Freshness) -> Freshness:
+        if freshness.source == "stale" or self._failure is None:
+            return freshness
+        return Freshness("stale", freshness.as_of, freshness.age_seconds, self._failure)
 
     def _build(self, markets_version: str, markets_serial: int, previous: EventsCatalogue | None) -> EventsCatalogue:
         def work(cur: Cursor) -> tuple[str, list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
@@ -130,8 +154,11 @@ class EventsService:
         """One event by Gamma id or slug, with its markets in full; fetched from Gamma when it
         was never stored."""
         ref = validate_event_ref(ref)
-        _, freshness = self._markets().current()
-        found = self._read(ref)
+        snapshot, freshness = self._markets().current()
+        try:
+            found = self._read(ref)
+        except DatabaseUnavailable as error:
+            return self._from_memory(ref, snapshot, error)
         if found is None:
             self._fetch_once(ref)
             found = self._read(ref)
@@ -153,6 +180,21 @@ class EventsService:
         body["markets"] = ordered
         etag = make_etag("event", row["event_id"], row["updated_at"],
                          *sorted((m["condition_id"], m["updated_at"]) for m in markets))
+        return Answer({"event": body}, freshness, etag, self._cache.markets_ttl_s)
+
+    def _from_memory(self, ref: str, snapshot: Snapshot, error: DatabaseUnavailable) -> Answer:
+        """The database failed: the event as this instance's catalogue holds it, its markets from
+        the in-memory markets catalogue, stale. An event this instance does not hold is the
+        database's error."""
+        current = self._catalogue
+        item = current.find(ref) if current is not None else None
+        if current is None or item is None:
+            raise error
+        markets = [snapshot.by_id[c].json for c in item.market_ids if c in snapshot.by_id]
+        body = {**item.json, "markets": markets}
+        reason = f"database unavailable ({error.code}); event from this instance's in-memory catalogue"
+        freshness = Freshness("stale", snapshot.as_of, snapshot.age_seconds(), reason)
+        etag = make_etag("event", item.event_id, current.version, snapshot.version, "memory")
         return Answer({"event": body}, freshness, etag, self._cache.markets_ttl_s)
 
     def _read(self, ref: str) -> tuple[dict[str, Any], Rows] | None:
