@@ -13,7 +13,8 @@ import pytest
 from shared.container import get_container
 from shared.core.errors import DatabaseUnavailable
 from shared.db.database import get_database
-from tests.conftest import Upstream, handler
+from shared.events.service import records_of_event
+from tests.conftest import Upstream, handler, sample
 
 KEYSET = "/markets/keyset"
 
@@ -269,3 +270,16 @@ def test_a_database_outage_is_answered_from_memory_marked_stale(
     assert "events catalogue" in again["freshness"]["stale_reason"]
     monkeypatch.setattr(service, "_database", database)
     assert get_event("999999998").status_code == 404  # the database answers again
+
+
+def test_a_recorded_gamma_event_parses_and_bad_markets_are_skipped() -> None:
+    event = sample("gamma_events.json")[0]
+    good = event["markets"][0]
+    broken = {**good, "conditionId": "0x1234"}  # not a condition id: this market is skipped, not the event
+    records = records_of_event({**event, "markets": [good, "not an object", broken]})
+    assert [r.condition_id for r in records] == [good["conditionId"]]
+    record = records[0]
+    assert record.event is not None and record.event.id == event["id"] and record.event.slug == event["slug"]
+    assert record.event_id == event["id"] and record.tags == tuple(t["slug"].lower() for t in event["tags"])
+    for unreadable in (None, [], {"id": event["id"]}, {**event, "markets": "[]"}):
+        assert records_of_event(unreadable) == []
