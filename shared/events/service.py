@@ -65,7 +65,6 @@ class EventsService:
         self._build_lock = threading.Lock()
         self._missing: TTLCache[bool] = TTLCache(MISSING_ENTRIES, MISSING_TTL_S)
         self._fetches: SingleFlight[bool] = SingleFlight()
-        self.fetched = 0  # events fetched from Gamma on demand (deep health, tests)
         self._failed_at = float("-inf")  # monotonic: when the last build failed
         self._failure: str | None = None
 
@@ -162,7 +161,8 @@ class EventsService:
         if found is None:
             self._fetch_once(ref)
             found = self._read(ref)
-            if found is None:
+            if found is None:  # Gamma answered under another id or slug: not asked again for this one
+                self._missing.put(ref, True)
                 raise NotFound(f"no event with id or slug {ref!r}")
         row, market_rows = found
         markets: Rows = []
@@ -236,15 +236,8 @@ class EventsService:
                 market_store.upsert_markets(cur, open_)
 
         self._database().run(write)
-        self.fetched += 1
         log.info("event %s fetched from Gamma on demand: %d markets stored", ref, len(records))
         return True
-
-    def status(self) -> dict[str, Any]:
-        """For deep health: this instance's events catalogue, without I/O."""
-        current = self._catalogue
-        return {"loaded": current is not None, "events": len(current.items) if current else 0,
-                "skipped": current.skipped if current else 0, "fetched_on_demand": self.fetched}
 
 
 def records_of_event(event: Any) -> list[MarketRecord]:
