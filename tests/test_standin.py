@@ -490,6 +490,8 @@ def test_events_keyset_pages_every_event_once(pm: PolymarketStandIn, gamma: http
         assert all(r["closed"] is False for r in rows)
     by_volume, _ = crawl_events(gamma, limit=100, order="volume", ascending="false")
     assert [r["volume"] for r in by_volume] == sorted((r["volume"] for r in by_volume), reverse=True)
+    competitive = gamma.get("/events/keyset", params={"limit": 50, "order": "competitive"}).json()["events"]
+    assert [r["competitive"] for r in competitive] == sorted(r["competitive"] for r in competitive)
     by_id, _ = crawl_events(gamma, limit=500)
     assert [int(r["id"]) for r in by_id] == sorted(int(i) for i in open_events)
     # The keyset rows are /events rows: markets in full, without their own events array.
@@ -558,6 +560,7 @@ def test_lookups_by_condition_id_token_slug_and_id(pm: PolymarketStandIn, gamma:
     too_many = gamma.get("/markets", params=many)
     assert too_many.status_code == 422 and too_many.json()["type"] == "validation error"
     assert gamma.get("/markets", params=many[:100]).status_code == 200
+    assert gamma.get("/markets", params=[many[0]] * 101).status_code == 422  # repeats count too
     token = closed[0].tokens[1].token_id
     assert gamma.get("/markets", params={"clob_token_ids": token}).json() == []
     by_token = gamma.get("/markets", params={"clob_token_ids": token, "closed": "true"}).json()

@@ -53,6 +53,7 @@ EVENT_ORDER_FIELDS: dict[str, Callable[[Event], float]] = {
     "liquidity": lambda e: sum(m.liquidity for m in e.markets if not m.closed),
     "volume24hr": lambda e: sum(m.volume_24hr for m in e.markets if not m.closed),
     "endDate": lambda e: e.end_at, "startDate": lambda e: e.start_at, "createdAt": lambda e: e.created_at,
+    "competitive": lambda e: max((m.competitive for m in e.markets if not m.closed), default=0.0),
 }
 
 
@@ -142,7 +143,8 @@ class MarketFilter:
     @classmethod
     def parse(cls, query: Query) -> MarketFilter:
         condition_ids = _strings(query, "condition_ids")
-        if condition_ids and len(condition_ids) > MAX_CONDITION_IDS:
+        # The cap counts the values sent, repeats included.
+        if len([v for v in query.get("condition_ids", []) if v]) > MAX_CONDITION_IDS:
             raise invalid(f"too many condition_ids (max {MAX_CONDITION_IDS})")
         order = tuple(f for f in (first(query, "order") or "").split(",") if f in ORDER_FIELDS)
         return cls(
