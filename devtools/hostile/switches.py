@@ -24,8 +24,8 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
 * ``history_point`` -- ``/prices-history``: set ``field`` (``t``/``p``) of the points at ``points``
   (indexes, default [-1], the newest) to ``value``, or the whole point when ``field`` is None; ``append``:
   a list of points added at the end; ``raw`` as for ``book_field``.
-* ``keyset_loop`` -- Gamma ``/markets/keyset`` and ``/events/keyset``: ``next_cursor`` becomes a fresh random cursor on
-  every page (also the last), one that leads back to the first page: the same rows forever.
+* ``keyset_loop`` -- Gamma ``/markets/keyset`` and ``/events/keyset``: ``next_cursor`` becomes a fresh
+  random cursor on every page (also the last), one that leads back to the first page: the same rows forever.
 * ``later_pages`` -- apply switch ``then`` (with the other params) only to requests with an
   ``after_cursor``: Gamma keyset pages after the first (a refresh that stalls halfway).
 """
