@@ -554,6 +554,8 @@ def test_lookups_by_condition_id_token_slug_and_id(pm: PolymarketStandIn, gamma:
     assert sorted(r["conditionId"] for r in found) == sorted(m.condition_id for m in closed)
     assert all(r["closed"] is True and r["events"][0]["id"] == str(pm.catalogue.by_condition_id[
         r["conditionId"]].event.id) for r in found)
+    keyset = gamma.get("/markets/keyset", params=[*ids, ("closed", "true")]).json()
+    assert sorted(r["conditionId"] for r in keyset["markets"]) == sorted(r["conditionId"] for r in found)
     hidden = gamma.get("/markets", params=ids).json()
     assert [r["conditionId"] for r in hidden] == [live.condition_id]  # closed ones need closed=true
     many = [("condition_ids", f"0x{i:064x}") for i in range(101)]
