@@ -106,6 +106,7 @@ def test_neg_risk_candidates_are_sorted_by_price_and_summed(app_env: Upstream) -
         leader = next(m for m in event["markets"] if m["condition_id"] != event["other_candidate"])
         assert event["leading"]["condition_id"] == leader["condition_id"]
         assert event["leading"]["group_item_title"] == leader["group_item_title"]
+    assert any(e["other_candidate"] for e in events), "the stand-in has groups with an \"Other\" candidate"
     plain = [e for e in all_pages({"limit": "200"}) if not e["neg_risk"]]
     assert plain and all(e["price_sum"] is None and e["leading"] is None for e in plain)
 
