@@ -17,9 +17,10 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from shared.core.errors import BadRequest
 from shared.events.query import EventQuery
@@ -147,24 +148,49 @@ def event_json(row: dict[str, Any] | None, event_id: str, markets: list[dict[str
 
 
 class EventItem:
-    """One event: its list JSON and what search and sorting read. Not changed once built."""
+    """One event: what search and sorting read, built without its markets' JSON (which a new
+    instance holds compressed until served), and its list JSON, made when first served from
+    its stored row and its markets' list JSON. Not changed once built."""
 
-    __slots__ = ("active", "event_id", "json", "market_ids", "slug", "sort_values", "tags", "text")
+    __slots__ = ("_body", "_markets", "_row", "active", "event_id", "market_ids", "slug", "sort_values", "tags",
+                 "text")
 
-    def __init__(self, body: dict[str, Any], market_ids: tuple[str, ...]) -> None:
-        self.event_id: str = body["id"]
-        self.slug: str | None = body["slug"]
-        self.json = body
+    def __init__(self, event_id: str, row: dict[str, Any] | None, market_ids: tuple[str, ...],
+                 markets: MarketSource, *, slug: str | None, title: str | None, tags: Iterable[str],
+                 active: bool, sort_values: dict[str, float | None]) -> None:
+        self.event_id = event_id
+        self._row = row
+        self._markets = markets
+        self._body: dict[str, Any] | None = None
         self.market_ids = market_ids
-        self.text = f"{body['title'] or ''} {body['slug'] or ''}".lower()
-        self.tags = frozenset(itertools.chain((t.lower() for t in body["tags"]),
-                                              (_slug(label) for label in body["tag_labels"])))
-        self.active: bool = body["active"]
-        end = datetime.fromisoformat(body["end_date"]).timestamp() if body["end_date"] else None
-        self.sort_values: dict[str, float | None] = {
-            "volume": body["volume"], "volume_24h": body["volume_24h"], "liquidity": body["liquidity"],
-            "competitive": body["competitive"], "end_date": end,
-        }
+        self.slug = slug
+        self.text = f"{title or ''} {slug or ''}".lower()
+        self.tags = frozenset(tags)
+        self.active = active
+        self.sort_values = sort_values
+
+    def full_markets(self) -> list[dict[str, Any]]:
+        """Its markets' list JSON, in candidate order (``order_candidates``)."""
+        markets = [m for c in self.market_ids if (m := self._markets.market_json(c)) is not None]
+        return order_candidates(markets, bool(self._row and self._row.get("neg_risk")))
+
+    @property
+    def json(self) -> dict[str, Any]:
+        # Two threads may both build it: the same value.
+        body = self._body
+        if body is None:
+            ordered = self.full_markets()
+            body = event_json(self._row, self.event_id, ordered, other_candidates(ordered))
+            body.update((name, self.sort_values[name]) for name in (*SUMMED, "competitive"))  # as sorted
+            body["markets"] = [compact_market(m) for m in ordered]
+            self._body = body
+        return body
+
+
+class MarketSource(Protocol):
+    """Where an event's markets' list JSON is (the markets snapshot)."""
+
+    def market_json(self, condition_id: str) -> dict[str, Any] | None: ...
 
 
 def _sort_key(item: EventItem, sort: str, descending: bool) -> SortKey:
@@ -186,9 +212,10 @@ class EventsCatalogue:
     ``source``: what it was built from (the markets snapshot's version and the events table's
     fingerprint), so an unchanged store is not read twice; ``version`` goes into ETags."""
 
-    def __init__(self, items: list[EventItem], skipped: int, *, source: tuple[str, str], version: str,
-                 markets_serial: int) -> None:
+    def __init__(self, items: list[EventItem], skipped: int, markets: MarketSource, *, source: tuple[str, str],
+                 version: str, markets_serial: int) -> None:
         self.items = items
+        self.markets = markets
         self.skipped = skipped
         self.source = source
         self.version = version
@@ -247,24 +274,34 @@ class EventsCatalogue:
         return page, next_cursor, len(selection.items)
 
 
-def build(event_rows: list[dict[str, Any]], markets: list[dict[str, Any]], *, source: tuple[str, str],
-          version: str, markets_serial: int) -> EventsCatalogue:
-    """The catalogue of the events these markets (list JSON) belong to."""
+@dataclass(frozen=True)
+class Member:
+    """A market as the catalogue is built from it: what its snapshot item holds unparsed."""
+
+    condition_id: str
+    active: bool
+    open: bool
+    sort_values: dict[str, float | None]
+
+
+def _timestamp(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise Unloadable("unreadable timestamp")
+    return value.timestamp()
+
+
+def build(event_rows: list[dict[str, Any]], grouped: dict[str, list[Member]], markets: MarketSource, *,
+          source: tuple[str, str], version: str, markets_serial: int) -> EventsCatalogue:
+    """The catalogue of these events (event id -> its markets in the markets catalogue)."""
     rows = {row["event_id"]: row for row in event_rows}
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for market in markets:
-        event = market.get("event")
-        if event and event.get("id"):
-            grouped.setdefault(event["id"], []).append(market)
     items: list[EventItem] = []
     skipped = 0
     for event_id, members in grouped.items():
         row = rows.get(event_id)
         try:
-            ordered = order_candidates(members, bool(row and row.get("neg_risk")))
-            body = event_json(row, event_id, ordered, other_candidates(ordered))
-            body["markets"] = [compact_market(m) for m in ordered]
-            items.append(EventItem(body, tuple(m["condition_id"] for m in ordered)))
+            items.append(_event_item(event_id, row, members, markets))
         except (Unloadable, TypeError, ValueError, KeyError, AttributeError) as error:
             skipped += 1
             if skipped <= MAX_WARNINGS:
@@ -272,7 +309,39 @@ def build(event_rows: list[dict[str, Any]], markets: list[dict[str, Any]], *, so
                             error if isinstance(error, Unloadable) else type(error).__name__)
     if skipped > MAX_WARNINGS:
         log.warning("%d more stored events left out of the events catalogue", skipped - MAX_WARNINGS)
-    return EventsCatalogue(items, skipped, source=source, version=version, markets_serial=markets_serial)
+    return EventsCatalogue(items, skipped, markets, source=source, version=version, markets_serial=markets_serial)
+
+
+def _event_item(event_id: str, row: dict[str, Any] | None, members: list[Member],
+                markets: MarketSource) -> EventItem:
+    """What search and sort need; the markets' JSON is read only for an event without a stored
+    row or without tags of its own (its names and tags then come from its markets)."""
+    sort_values: dict[str, float | None] = {}
+    for name in SUMMED:
+        value = number(row.get(name)) if row else None
+        if value is None:
+            values = [v for m in members if (v := m.sort_values.get(name)) is not None]
+            value = sum(values) if values else None
+        sort_values[name] = value
+    sort_values["competitive"] = number(row.get("competitive")) if row else None
+    sort_values["end_date"] = _timestamp(row.get("end_date")) if row else None
+    if row:
+        _timestamp(row.get("start_date"))  # an unreadable one fails here, not when served
+    slug, title = (row.get("slug"), row.get("title")) if row else (None, None)
+    tags = list(row.get("tags") or []) if row else []
+    labels = list(row.get("tag_labels") or []) if row else []
+    if not row or not (slug and title) or not tags:
+        bodies = [b for m in members if (b := markets.market_json(m.condition_id)) is not None]
+        first = (bodies[0]["event"] or {}) if bodies else {}
+        slug, title = slug or first.get("slug"), title or first.get("title")
+        if not tags:
+            tags = list(dict.fromkeys(t for body in bodies for t in body["tags"]))
+    closed = bool(row and row.get("closed")) or not any(m.open for m in members)
+    return EventItem(
+        event_id, row, tuple(m.condition_id for m in members), markets, slug=slug, title=title,
+        tags=itertools.chain((t.lower() for t in tags), (_slug(label) for label in labels)),
+        active=not closed and any(m.active for m in members), sort_values=sort_values,
+    )
 
 
 # --- cursors ---------------------------------------------------------------------------------

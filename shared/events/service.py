@@ -2,9 +2,10 @@
 from an in-memory catalogue built from what the markets refresh stores.
 
 - No extra upstream calls for the catalogue: each Gamma market row carries its parent event,
-  and ``shared.markets.store`` keeps one ``events`` row per event. The catalogue is read from
-  PostgreSQL (two queries) on the first events request, and again when the markets snapshot
-  changes; never on the markets path, so a markets cold start does not pay for it.
+  and ``shared.markets.store`` keeps one ``events`` row per event. The catalogue is built from
+  the markets snapshot in memory (the markets' list JSON) and the stored event rows (one query)
+  on the first events request, and again when the markets snapshot changes; never on the
+  markets path, so a markets cold start does not pay for it.
 - One event by id or slug is read from PostgreSQL; one never stored (an old link) is fetched
   from Gamma once, stored like any market (outside the active set when closed) and answered;
   an id Gamma does not know is remembered for a while, so repeated unknown ids cost one call.
@@ -12,11 +13,12 @@ from an in-memory catalogue built from what the markets refresh stores.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg2
 
@@ -33,8 +35,7 @@ from shared.events.query import EventQuery
 from shared.events.refs import EVENT_ID_RE, validate_event_ref
 from shared.markets import store as market_store
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market
-from shared.markets.service import INACTIVE_WINDOW_DAYS
-from shared.markets.snapshot import Snapshot, Unloadable, market_json
+from shared.markets.snapshot import STATUS_FACET, Snapshot, Unloadable, market_json
 
 if TYPE_CHECKING:
     from shared.markets.service import MarketsService
@@ -47,8 +48,20 @@ MISSING_TTL_S = 300.0  # an event Gamma does not know is not asked for again bef
 MISSING_ENTRIES = 4096
 MAX_EVENT_MARKETS = 500  # of one event fetched on demand: far above real events
 
+OPEN_FACET = f"{STATUS_FACET}open"
 # Module-level names: inside the class its ``list`` method shadows the builtin.
 Rows = list[dict[str, Any]]
+
+
+class SnapshotMarkets:
+    """The markets' list JSON, from the markets snapshot the catalogue was last checked against."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def market_json(self, condition_id: str) -> dict[str, Any] | None:
+        item = self.snapshot.by_id.get(condition_id)
+        return item.json if item is not None else None
 
 
 class EventsService:
@@ -89,7 +102,7 @@ class EventsService:
             current = self._catalogue
             if current is None or current.markets_serial != snapshot.serial:
                 try:
-                    built = self._build(snapshot.version, snapshot.serial, current)
+                    built = self._build(snapshot, current)
                 except (AppError, psycopg2.Error) as error:
                     if current is None:
                         raise
@@ -108,34 +121,39 @@ class EventsService:
             return freshness
         return Freshness("stale", freshness.as_of, freshness.age_seconds, self._failure)
 
-    def _build(self, markets_version: str, markets_serial: int, previous: EventsCatalogue | None) -> EventsCatalogue:
-        def work(cur: Cursor) -> tuple[str, list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
-            fingerprint = store.events_fingerprint(cur)
-            if previous is not None and previous.source == (markets_version, fingerprint):
-                return fingerprint, None, None
-            rows = market_store.load_markets(cur, INACTIVE_WINDOW_DAYS)
-            return fingerprint, store.load_events(cur, INACTIVE_WINDOW_DAYS), rows
-
-        fingerprint, events, rows = self._database().run(work)
-        source = (markets_version, fingerprint)
-        if events is None or rows is None:  # nothing stored changed: the same events, a new snapshot
-            assert previous is not None
-            previous.markets_serial = markets_serial
+    def _build(self, snapshot: Snapshot, previous: EventsCatalogue | None) -> EventsCatalogue:
+        """The events of the markets snapshot's markets and their stored rows (one transaction),
+        unless neither changed since ``previous``. The markets' JSON is not read (a new
+        instance holds it compressed): each event's is made when first served."""
+        fingerprint = self._database().run(store.events_fingerprint)
+        source = (snapshot.version, fingerprint)
+        if previous is not None and previous.source == source:  # the same events, a new snapshot
+            previous.markets_serial = snapshot.serial
+            cast(SnapshotMarkets, previous.markets).snapshot = snapshot  # the old one can go
             return previous
-        markets: list[dict[str, Any]] = []
-        skipped = 0
-        for row in rows:
-            if not row.get("event_id"):
-                continue
-            try:
-                markets.append(market_json(row))
-            except (Unloadable, TypeError, ValueError, KeyError, AttributeError):
-                skipped += 1  # the markets catalogue names it; here it is only left out
-        built = cat.build(events, markets, source=source, version=make_etag(*source)[:16],
-                          markets_serial=markets_serial)
-        built.skipped += skipped
+
+        def work(cur: Cursor) -> tuple[list[tuple[str, str]], Rows]:
+            pairs = [(c, e) for c, e in store.event_memberships(cur) if c in snapshot.by_id]
+            return pairs, store.load_events(cur, sorted({e for _, e in pairs}))
+
+        # Tens of thousands of new objects, no cycles: without the cyclic GC's passes over the
+        # heap on the way (as the markets snapshot is built).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            pairs, events = self._database().run(work)
+            grouped: dict[str, list[cat.Member]] = {}
+            for condition_id, event_id in pairs:
+                item = snapshot.by_id[condition_id]
+                grouped.setdefault(event_id, []).append(
+                    cat.Member(condition_id, item.active, OPEN_FACET in item.facets, item.sort_values))
+            built = cat.build(events, grouped, SnapshotMarkets(snapshot), source=source,
+                              version=make_etag(*source)[:16], markets_serial=snapshot.serial)
+        finally:
+            if collecting:
+                gc.enable()
         log.info("events catalogue built: %d events from %d markets (%d left out)", len(built.items),
-                 len(markets), built.skipped)
+                 len(pairs), built.skipped)
         return built
 
     # queries --------------------------------------------------------------------------------
@@ -190,8 +208,7 @@ class EventsService:
         item = current.find(ref) if current is not None else None
         if current is None or item is None:
             raise error
-        markets = [snapshot.by_id[c].json for c in item.market_ids if c in snapshot.by_id]
-        body = {**item.json, "markets": markets}
+        body = {**item.json, "markets": item.full_markets()}
         reason = f"database unavailable ({error.code}); event from this instance's in-memory catalogue"
         freshness = Freshness("stale", snapshot.as_of, snapshot.age_seconds(), reason)
         etag = make_etag("event", item.event_id, current.version, snapshot.version, "memory")
