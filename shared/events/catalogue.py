@@ -1,6 +1,7 @@
 """The in-memory events catalogue: every event with a market in the markets catalogue's window,
-built from the stored ``events`` rows and the markets' list JSON, searched, sorted and paged
-without I/O, and the opaque cursors its pages hand out.
+built from the stored ``events`` rows and the markets snapshot's items (search and sort need
+none of their JSON; an event's JSON is made from its markets' when first served), searched,
+sorted and paged without I/O, and the opaque cursors its pages hand out.
 
 An event is what its markets say of it where its own row is silent: aggregates missing from the
 row are summed over its markets, and an event row without tags takes the union of its markets'.

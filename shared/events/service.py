@@ -24,7 +24,7 @@ import psycopg2
 
 from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
-from shared.core.errors import AppError, DatabaseUnavailable, NotFound, UpstreamNotFound
+from shared.core.errors import AppError, NotFound, UpstreamNotFound
 from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness
 from shared.db.database import Cursor, Database
@@ -168,14 +168,17 @@ class EventsService:
         return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{catalogue.serial}:{etag}")
 
     def get(self, ref: str) -> Answer:
-        """One event by Gamma id or slug, with its markets in full; fetched from Gamma when it
-        was never stored."""
+        """One event by Gamma id or slug, with its markets in full: from the catalogue when it
+        holds the event (so a database outage does not stop it), else from the store, else
+        fetched from Gamma when it was never stored."""
         ref = validate_event_ref(ref)
-        snapshot, freshness = self._markets().current()
-        try:
-            found = self._read(ref)
-        except DatabaseUnavailable as error:
-            return self._from_memory(ref, snapshot, error)
+        catalogue, freshness = self.catalogue()
+        item = catalogue.find(ref)
+        if item is not None:  # as listed, from memory: no query, and its JSON made once
+            body = {**item.json, "markets": item.full_markets()}
+            etag = make_etag("event", item.event_id, catalogue.version)
+            return Answer({"event": body}, freshness, etag, self._cache.markets_ttl_s, f"{catalogue.serial}:{etag}")
+        found = self._read(ref)  # not in the catalogue: older, or never seen
         if found is None:
             self._fetch_once(ref)
             found = self._read(ref)
@@ -198,20 +201,6 @@ class EventsService:
         body["markets"] = ordered
         etag = make_etag("event", row["event_id"], row["updated_at"],
                          *sorted((m["condition_id"], m["updated_at"]) for m in markets))
-        return Answer({"event": body}, freshness, etag, self._cache.markets_ttl_s)
-
-    def _from_memory(self, ref: str, snapshot: Snapshot, error: DatabaseUnavailable) -> Answer:
-        """The database failed: the event as this instance's catalogue holds it, its markets from
-        the in-memory markets catalogue, stale. An event this instance does not hold is the
-        database's error."""
-        current = self._catalogue
-        item = current.find(ref) if current is not None else None
-        if current is None or item is None:
-            raise error
-        body = {**item.json, "markets": item.full_markets()}
-        reason = f"database unavailable ({error.code}); event from this instance's in-memory catalogue"
-        freshness = Freshness("stale", snapshot.as_of, snapshot.age_seconds(), reason)
-        etag = make_etag("event", item.event_id, current.version, snapshot.version, "memory")
         return Answer({"event": body}, freshness, etag, self._cache.markets_ttl_s)
 
     def _read(self, ref: str) -> tuple[dict[str, Any], Rows] | None:
