@@ -416,3 +416,16 @@ def _copied_row(data: bytes) -> tuple[str | None, memoryview | None]:
     if at + 2 != len(data):
         raise UnreadableCopy("not one row")
     return str(fields[0], "utf-8"), fields[1]
+
+
+def get_markets(cur: Cursor, condition_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Markets with their detail fields, in the order of ``condition_ids``; unknown ids are left
+    out; unreadable timestamps as in ``load_markets``."""
+    psycopg2.extensions.register_type(_TOLERANT_TIMESTAMPTZ, cur)
+    cur.execute(
+        _SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
+        + " WHERE m.condition_id = ANY(%s)",
+        (list(condition_ids),),
+    )
+    rows = {row["condition_id"]: dict(row) for row in cur.fetchall()}
+    return [rows[c] for c in condition_ids if c in rows]
