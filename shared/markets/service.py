@@ -52,7 +52,7 @@ from shared.core.errors import (
 )
 from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness, Source
-from shared.core.ids import validate_condition_id
+from shared.core.ids import is_condition_id, validate_market_ref
 from shared.db.database import Cursor, Database
 from shared.markets import compact, store
 from shared.markets.facts import MarketFacts, market_facts
@@ -573,18 +573,20 @@ class MarketsService:
         # changed behind the catalogue's back keep its version).
         return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{snapshot.serial}:{etag}")
 
-    def get(self, condition_id: str) -> Answer:
-        condition_id = validate_condition_id(condition_id)
+    def get(self, market: str) -> Answer:
+        """One market by condition id, Gamma id or slug; one only Gamma has (an old link) is
+        fetched once and stored (``shared.markets.lookup``)."""
+        market = validate_market_ref(market)
         snapshot, freshness = self.current()
         try:
-            row = self._database().run(lambda cur: store.get_market(cur, condition_id))
+            condition_id, row = self._stored(market)
         except DatabaseUnavailable as error:
-            return self._from_memory(snapshot, condition_id, error)
+            return self._from_memory(snapshot, market, error)
         if self._database_failure is not None:  # it answered again: that is no longer the news
             self._database_failure = None
             freshness = self._freshness(snapshot, "cache" if freshness.source == "stale" else freshness.source)
         if row is None:
-            raise NotFound(f"no market with condition_id {condition_id}")
+            raise NotFound(f"no market {condition_id}")
         try:
             body = market_json(row)
             body.update(
@@ -600,15 +602,33 @@ class MarketsService:
         etag = make_etag(condition_id, row["updated_at"], row["in_active_set"])
         return Answer({"market": body}, freshness, etag, self._cache.markets_ttl_s)
 
-    def _from_memory(self, snapshot: Snapshot, condition_id: str, error: DatabaseUnavailable) -> Answer:
+    def _stored(self, market: str) -> tuple[str, dict[str, Any] | None]:
+        """(condition id, stored row); what is not stored is looked up on Gamma and stored."""
+        from shared.container import get_container
+        from shared.markets.lookup import market_reference_kind
+
+        kind = market_reference_kind(market)
+        condition_id = market
+        row = None
+        if kind == "condition_id":
+            row = self._database().run(lambda cur: store.get_market(cur, market))
+        if row is None:
+            condition_id = get_container().lookup.market(kind, market)  # NotFound saying what was tried
+            row = self._database().run(lambda cur: store.get_market(cur, condition_id))
+        return condition_id, row
+
+    def _from_memory(self, snapshot: Snapshot, market: str, error: DatabaseUnavailable) -> Answer:
         """The database failed: the market's list fields from the in-memory catalogue, stale.
 
         The detail fields (description, order-book settings) live only in the database, so
         they are null. A market this instance does not hold is the database's error.
         """
-        item = snapshot.by_id.get(condition_id)
+        item = snapshot.by_id.get(market)
+        if item is None and not is_condition_id(market):  # a scan, only while the database is down
+            item = next((i for i in snapshot.items if market in (i.json["slug"], i.json["gamma_id"])), None)
         if item is None:
             raise error
+        condition_id = item.condition_id
         body = {**item.json, "description": None, "enable_order_book": None, "neg_risk": None, "tick_size": None}
         reason = (f"database unavailable ({error.code}); market from this instance's in-memory catalogue, "
                   "without its description and order-book settings")
