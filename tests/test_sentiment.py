@@ -362,7 +362,7 @@ def test_not_configured_is_a_503_and_nothing_else_breaks(unconfigured: Upstream)
     error = body_of(response)["error"]
     assert error["code"] == "not_configured" and "AZURE_OPENAI_ENDPOINT" in error["message"]
     market = handler("get_market")(func.HttpRequest(
-        "GET", f"http://localhost/api/markets/{cid}", body=b"", route_params={"condition_id": cid}))
+        "GET", f"http://localhost/api/markets/{cid}", body=b"", route_params={"market": cid}))
     assert market.status_code == 200
     assert handler("health_check")(func.HttpRequest("GET", "http://localhost/api/health", body=b"")).status_code == 200
 
