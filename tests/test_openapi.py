@@ -428,6 +428,24 @@ def test_market_responses_match(api: Api) -> None:
     assert missing["error"]["code"] == "not_found"
 
 
+def test_resolve_and_tags_responses_match(api: Api) -> None:
+    market = api.markets()
+    for q in (market["condition_id"], market["slug"], market["token_ids"][0]):
+        response, body = api.get(f"{API_PREFIX}/resolve", {"q": q}, expect=200)
+        assert market["condition_id"] in [m["condition_id"] for m in body["markets"]]
+    api.get(f"{API_PREFIX}/resolve", {"q": market["condition_id"]},
+            headers={"If-None-Match": response.headers["ETag"]}, expect=200)  # another q, another tag
+    api.get(f"{API_PREFIX}/resolve", {"q": market["token_ids"][0]},
+            headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+    _, error = api.get(f"{API_PREFIX}/resolve", {"q": "https://polymarket.com.evil.com/event/x"}, expect=400)
+    assert error["error"]["parameter"] == "q"
+    api.get(f"{API_PREFIX}/resolve", expect=400)
+    api.get(f"{API_PREFIX}/resolve", {"q": "no-such-thing-anywhere"}, expect=404)
+    response, body = api.get(f"{API_PREFIX}/tags", expect=200)
+    assert body["tags"]
+    api.get(f"{API_PREFIX}/tags", headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+
+
 def test_markets_without_data_and_failing_upstream_are_documented_503(
     database_env: dict[str, str], upstream_env: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:

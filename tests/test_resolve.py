@@ -119,14 +119,17 @@ def test_an_unknown_slug_is_a_404_saying_what_was_tried_and_the_miss_is_cached(a
 def test_an_old_closed_market_resolves_from_gamma_then_from_the_store(app_env: Upstream) -> None:
     old, other, third = closed_markets(app_env)[:3]
     body = resolve(old["slug"])
-    assert (body["source"], body["kind"]) == ("upstream", "market_slug")
-    assert [m["condition_id"] for m in body["markets"]] == [old["condition_id"]]
-    assert body["markets"][0]["status"] in ("closed", "resolved")
+    # A single-market event shares its slug with its market: then the slug names the event.
+    assert body["source"] == "upstream" and body["kind"] in ("market_slug", "event_slug")
+    answered = {m["condition_id"]: m for m in body["markets"]}
+    assert answered[old["condition_id"]]["status"] in ("closed", "resolved")
+    assert body["event"]["id"] == old["event_id"]
     get_container().reset("lookup")  # a new instance: nothing cached, the store has it
     seen = requests_seen(app_env)
     for q in (old["condition_id"], old["tokens"][0]["token_id"], old["gamma_id"]):
         again = resolve(q)
         assert again["source"] == "store" and [m["condition_id"] for m in again["markets"]] == [old["condition_id"]]
+        assert again["markets"][0] == answered[old["condition_id"]]
     assert requests_seen(app_env) == seen
     # By token id, never seen before: the closed=true lookup finds it.
     by_token = resolve(other["tokens"][1]["token_id"])
@@ -162,7 +165,10 @@ def test_tags_count_what_the_markets_pages_show(app_env: Upstream) -> None:
     listed = all_pages({"limit": "500"})
     markets: Counter[str] = Counter()
     events: dict[str, set[str]] = {}
+    labels: dict[str, set[str]] = {}
     for m in listed:
+        for tag, label in zip(m["tags"], m["tag_labels"], strict=True):
+            labels.setdefault(tag, set()).add(label)
         for tag in set(m["tags"]):
             markets[tag] += 1
             if m["event"]:
@@ -173,6 +179,9 @@ def test_tags_count_what_the_markets_pages_show(app_env: Upstream) -> None:
     assert body["total"] == len(body["tags"]) == len(markets) > 0
     assert {t["slug"]: t["market_count"] for t in body["tags"]} == dict(markets)
     assert {t["slug"]: t["event_count"] for t in body["tags"]} == {k: len(v) for k, v in events.items()}
+    # Upstream's casing, as the markets show it (not the lower-cased slug).
+    assert all(t["label"] in labels[t["slug"]] for t in body["tags"])
+    assert any(t["label"] != t["slug"] for t in body["tags"])
     counts = [t["market_count"] for t in body["tags"]]
     assert counts == sorted(counts, reverse=True)
     again = call("list_tags", "tags", headers={"If-None-Match": response.headers["ETag"]})

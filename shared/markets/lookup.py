@@ -368,13 +368,24 @@ class Lookup:
         log.warning("Gamma row skipped on lookup (%s)", what)
 
     def _store(self, records: list[MarketRecord]) -> None:
+        """Store what Gamma gave, outside the active set: the refresh alone decides what is open,
+        so a market already stored (the catalogue's, maybe active) is left as the refresh wrote it."""
+        records = list({r.condition_id: r for r in records}.values())  # an event's market may match twice
         if not records:
             return
         rejected: list[str] = []
-        # Outside the active set: the refresh alone decides what is open.
-        self._database().run(lambda cur: store.upsert_markets(cur, records, rejected, in_active_set=False))
+
+        def write(cur: Cursor) -> int:
+            cur.execute("SELECT condition_id FROM markets WHERE condition_id = ANY(%s)",
+                        ([r.condition_id for r in records],))
+            stored = {row["condition_id"] for row in cur.fetchall()}
+            new = [r for r in records if r.condition_id not in stored]
+            store.upsert_markets(cur, new, rejected, in_active_set=False)
+            return len(new)
+
+        written = self._database().run(write)
         with self._lock:
-            self.stored += len(records) - len(rejected)
+            self.stored += written - len(rejected)
         if rejected:
             log.warning("%d markets fetched on demand were refused by the database", len(rejected))
 
@@ -434,11 +445,11 @@ def _compact(market: dict[str, Any]) -> dict[str, Any]:
         "gamma_id": market["gamma_id"],
         "question": market["question"],
         "slug": market["slug"],
-        "group_item_title": market.get("group_item_title"),
-        "status": market.get("status") or ("open" if market["active"] else "closed"),
+        "group_item_title": market["group_item_title"],
+        "status": market["status"],
         "outcomes": [
             {"token_id": o["token_id"], "outcome": o["outcome"], "price": o["price"],
-             "price_rule": o.get("price_rule")}
+             "price_rule": o["price_rule"]}
             for o in market["outcomes"]
         ],
     }

@@ -27,7 +27,7 @@ def count_tags(snapshot: Snapshot) -> list[dict[str, Any]]:
         event = body.get("event")
         event_id = event["id"] if event else None
         tags = body["tags"]
-        given = body.get("tag_labels") or []
+        given = body["tag_labels"]  # parallel to tags
         for index, slug in enumerate(dict.fromkeys(tags)):
             markets[slug] += 1
             if event_id is not None:
