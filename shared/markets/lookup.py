@@ -14,6 +14,7 @@ old ids keep answering from the store.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -29,7 +30,7 @@ from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
 from shared.core.errors import BadRequest, NotFound, UpstreamBadResponse, UpstreamNotFound
 from shared.core.etag import etag as make_etag
-from shared.core.freshness import Answer, Freshness
+from shared.core.freshness import Answer, Freshness, Source
 from shared.core.ids import is_condition_id, is_gamma_id, is_slug
 from shared.core.query import Query
 from shared.db.database import Cursor, Database
@@ -52,6 +53,7 @@ GAMMA_ID_DIGITS = 20  # ids.GAMMA_ID_PATTERN; longer digit strings can only be t
 HOSTS = frozenset({"polymarket.com", "www.polymarket.com"})
 _LOCALE = re.compile(r"^[a-z]{2}(?:-[a-z]{2,4})?$")  # /es/event/..., /pt-br/event/...
 MAX_CACHED = 2048
+ANSWER_TTL_S = 10  # a made resolve answer is reused this long (the store changes per refresh)
 MAX_ROWS = 500  # rows read from one Gamma answer (an event's markets); beyond are not ours
 REF_RULE = ("a polymarket.com event or market URL, an event or market slug, a numeric Gamma id, a condition id "
             "or a token id")
@@ -161,6 +163,27 @@ class _Match:
 
 
 _MISSING: Any = object()  # a cached "Gamma has no such thing"
+_SERIALS = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class _Made:
+    """A resolve answer as made: body, tag, as-of time, and the key that fixes its JSON."""
+
+    body: dict[str, Any]
+    etag: str
+    as_of: datetime | None
+    key: str
+
+
+def _as_of(rows: list[dict[str, Any]], state: dict[str, Any] | None) -> datetime | None:
+    """When stored rows were last known current: the catalogue's last refresh for markets in the
+    open set (it rewrites only what changed), else the newest row change."""
+    refreshed = (state or {}).get("refreshed_at")
+    if refreshed is not None and any(row["in_active_set"] for row in rows):
+        return refreshed
+    changed = [row["updated_at"] for row in rows if isinstance(row["updated_at"], datetime)]
+    return max(changed, default=None)
 
 
 class Lookup:
@@ -170,6 +193,7 @@ class Lookup:
         self._database = database
         self._gamma = gamma
         self._reads: TTLCache[Any] = TTLCache(MAX_CACHED, cache.markets_ttl_s)
+        self._answers: TTLCache[_Made] = TTLCache(MAX_CACHED, min(ANSWER_TTL_S, cache.markets_ttl_s))
         self._flight: SingleFlight[Any] = SingleFlight()
         self._lock = threading.Lock()
         self.skipped_rows = 0  # Gamma rows that failed validation
@@ -178,10 +202,22 @@ class Lookup:
     # --- public ----------------------------------------------------------------------------
 
     def answer(self, q: str | None, ttl_s: int) -> Answer:
-        """``/api/resolve``: what ``q`` names, with each market's outcomes and display prices."""
+        """``/api/resolve``: what ``q`` names, with each market's outcomes and display prices.
+
+        An answer is kept ANSWER_TTL_S (stored rows change only with a refresh, every few minutes),
+        so a repeated reference costs no query and its JSON is made once (``body_key``)."""
         ref = parse_reference(q)
+        kept = self._answers.get(ref)
+        if kept is not None:
+            made, _age = kept
+            age = (datetime.now(UTC) - made.as_of).total_seconds() if made.as_of else 0.0
+            return Answer(made.body, Freshness("cache", made.as_of, max(0.0, age)), made.etag, ttl_s, made.key)
         found = self.resolve(ref)
-        rows = self._database().run(lambda cur: store.get_markets(cur, found.condition_ids))
+
+        def read(cur: Cursor) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+            return store.get_markets(cur, found.condition_ids), store.read_state(cur)
+
+        rows, state = self._database().run(read)
         markets = []
         for row in rows:
             try:
@@ -191,9 +227,8 @@ class Lookup:
         if not markets:
             raise NotFound(f"{ref.value!r} matched {found.kind.replace('_', ' ')}, but none of its markets can be "
                            "served")
-        changed = [row["updated_at"] for row in rows if isinstance(row["updated_at"], datetime)]
-        as_of = max(changed, default=None)
-        age = (datetime.now(UTC) - as_of).total_seconds() if as_of else 0.0
+        now = datetime.now(UTC)
+        as_of = _as_of(rows, state) if found.source == "store" else now
         body = {
             "q": ref.value,
             "kind": found.kind,
@@ -201,9 +236,12 @@ class Lookup:
             "event": found.event.as_dict() if found.event else None,
             "markets": markets,
         }
-        freshness = Freshness("live" if found.source == "upstream" else "cache", as_of, max(0.0, age))
         etag = make_etag("resolve", found.kind, ref.value, *(f"{r['condition_id']}@{r['updated_at']}" for r in rows))
-        return Answer(body, freshness, etag, ttl_s)
+        made = _Made(body, etag, as_of, f"resolve:{next(_SERIALS)}:{etag}")
+        self._answers.put(ref, made)
+        age = (now - as_of).total_seconds() if as_of else 0.0
+        source: Source = "live" if found.source == "upstream" else "cache"
+        return Answer(body, Freshness(source, as_of, max(0.0, age)), etag, ttl_s, made.key)
 
     def resolve(self, ref: Reference) -> Found:
         """The markets ``ref`` names, from the store, else from Gamma (then stored); NotFound with
