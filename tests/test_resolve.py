@@ -138,7 +138,9 @@ def test_an_old_closed_market_resolves_from_gamma_then_from_the_store(app_env: U
     # /api/markets/{slug or id} fetches one on demand too, then answers from the store.
     response = call("get_market", f"markets/{third['gamma_id']}", route_params={"market": third["gamma_id"]})
     assert response.status_code == 200, response.get_body()
-    assert body_of(response)["market"]["condition_id"] == third["condition_id"]
+    fetched = body_of(response)["market"]
+    assert fetched["condition_id"] == third["condition_id"]
+    assert fetched["event"]["id"] == third["event_id"], "stored with its event"
     seen = requests_seen(app_env)
     for ref in (third["condition_id"], third["slug"]):
         response = call("get_market", f"markets/{ref}", route_params={"market": ref})

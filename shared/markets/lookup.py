@@ -363,8 +363,20 @@ class Lookup:
         return body[:MAX_ROWS]
 
     def _one_row(self, path: str) -> list[Any]:
+        """A market by id or slug, with its event: Gamma's single-market form has no ``events``,
+        so its list form is asked once for the same id (closed or not, as the row says)."""
         body = self._read(path, None)
-        return [] if body is _MISSING else [body]
+        if body is _MISSING:
+            return []
+        if not isinstance(body, dict) or isinstance(body.get("events"), list):
+            return [body]
+        gamma_id, closed = body.get("id"), body.get("closed")
+        if not isinstance(gamma_id, str) or not is_gamma_id(gamma_id) or not isinstance(closed, bool):
+            return [body]  # parse_market decides what it is
+        listed = self._list("/markets", {"id": gamma_id, **({"closed": "true"} if closed else {})})
+        same = [row for row in listed if isinstance(row, dict) and row.get("conditionId") == body.get("conditionId")
+                and isinstance(row.get("events"), list)]
+        return same[:1] or [body]
 
     def _event(self, path: str) -> tuple[EventRef | None, list[MarketRecord]]:
         """An event and its markets, each row given its event (the event endpoints' market rows
