@@ -188,3 +188,38 @@ def test_tags_count_what_the_markets_pages_show(app_env: Upstream) -> None:
     assert counts == sorted(counts, reverse=True)
     again = call("list_tags", "tags", headers={"If-None-Match": response.headers["ETag"]})
     assert again.status_code == 304
+
+
+def test_a_failing_gamma_is_a_503_and_the_failure_is_not_cached(app_env: Upstream) -> None:
+    old = closed_markets(app_env)[0]
+    app_env.fail("status", host="gamma", path="/markets", status=500)
+    response = call("resolve", "resolve", {"q": old["condition_id"]})
+    assert response.status_code == 503, response.get_body()
+    app_env.clear()
+    body = resolve(old["condition_id"])
+    assert body["source"] == "upstream" and body["markets"][0]["condition_id"] == old["condition_id"]
+
+
+@pytest.fixture
+def hostile_app(database_env: dict[str, str], hostile_env: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from tests.conftest import reset_app
+
+    monkeypatch.setenv("UPSTREAM_RETRY_BACKOFF_S", "0")
+    reset_app()
+    return hostile_env
+
+
+def test_a_bad_market_row_in_a_fetched_event_is_skipped_and_counted(hostile_app: Any) -> None:
+    event = next(e for e in hostile_app.standin.catalogue.events_by_slug.values() if len(e.markets) >= 3)
+    path = f"/events/slug/{event.slug}"
+    with urllib.request.urlopen(f"{hostile_app.gamma_url}{path}", timeout=10) as answer:
+        row = json.loads(answer.read())
+    bad = row["markets"][1]["conditionId"]
+    row["markets"][1]["bestBid"] = 12.0  # a price outside [0, 1]
+    row["markets"][2] = "not a market"
+    hostile_app.on("json", host="gamma", path=path, value=row)
+    body = resolve(f"https://polymarket.com/event/{event.slug}")
+    assert (body["kind"], body["source"]) == ("event_url", "upstream")
+    served = {m["condition_id"] for m in body["markets"]}
+    assert bad not in served and served == {m["conditionId"] for m in row["markets"] if isinstance(m, dict)} - {bad}
+    assert get_container().lookup.skipped_rows == 2

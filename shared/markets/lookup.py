@@ -14,11 +14,12 @@ old ids keep answering from the store.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,7 +29,14 @@ from pydantic import Field
 
 from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
-from shared.core.errors import BadRequest, NotFound, UpstreamBadResponse, UpstreamNotFound
+from shared.core.errors import (
+    BadRequest,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamNotFound,
+)
 from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness, Source
 from shared.core.ids import is_condition_id, is_gamma_id, is_slug
@@ -249,14 +257,19 @@ class Lookup:
         found = self._from_store(ref)
         if found is not None:
             return found
-        return self._from_upstream(ref)
+        with _upstream_unavailable(ref):
+            return self._from_upstream(ref)
 
     def market(self, kind: str, value: str) -> str:
         """The condition id of a market path id (``parse_market_reference``); fetched and stored
         when only Gamma has it."""
         form = {"condition_id": "condition_id", "market_id": "number", "market_slug": "slug"}[kind]
         ref = Reference(form, value)
-        found = self.resolve(ref) if kind == "condition_id" else self._market_only(ref)
+        if kind == "condition_id":
+            found = self.resolve(ref)
+        else:
+            with _upstream_unavailable(ref):
+                found = self._market_only(ref)
         if len(found.condition_ids) != 1:
             raise NotFound(f"no single market {value}: it names an event with {len(found.condition_ids)} markets")
         return found.condition_ids[0]
@@ -438,6 +451,17 @@ class Lookup:
             self.stored += written - len(rejected)
         if rejected:
             log.warning("%d markets fetched on demand were refused by the database", len(rejected))
+
+
+@contextlib.contextmanager
+def _upstream_unavailable(ref: Reference) -> Iterator[None]:
+    """Gamma failed (errors are never cached): the documented 503, with Gamma's Retry-After."""
+    try:
+        yield
+    except UpstreamError as error:
+        raise ServiceUnavailable(f"{ref.value!r} is not stored, and Polymarket {error.upstream} could not be asked "
+                                 f"({error.summary()})",
+                                 headers=error.retry_after()) from error
 
 
 # --- SQL -------------------------------------------------------------------------------------
