@@ -140,8 +140,8 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
     Route(
         "get_market", "markets/{market}", "markets", "One market",
         "Every list field plus description and order-book settings, by condition id, Gamma id or slug. Markets "
-        "stay stored after they close, so old ids keep answering; one this API never saw (an old link) is "
-        "fetched from Polymarket Gamma once and stored.",
+        "stay stored after they close, so old ids keep answering; by Gamma id or slug, one this API never saw "
+        "(an old link) is fetched from Polymarket Gamma once and stored (`/api/resolve` does it for any id).",
         ok=Body((f"{_SCHEMAS}.markets:MarketAnswer",), "The market."),
         errors=("BadRequest", "NotFound", "Unavailable"),
     ),

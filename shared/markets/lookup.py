@@ -261,18 +261,11 @@ class Lookup:
             return self._from_upstream(ref)
 
     def market(self, kind: str, value: str) -> str:
-        """The condition id of a market path id (``parse_market_reference``); fetched and stored
-        when only Gamma has it."""
-        form = {"condition_id": "condition_id", "market_id": "number", "market_slug": "slug"}[kind]
-        ref = Reference(form, value)
-        if kind == "condition_id":
-            found = self.resolve(ref)
-        else:
-            with _upstream_unavailable(ref):
-                found = self._market_only(ref)
-        if len(found.condition_ids) != 1:
-            raise NotFound(f"no single market {value}: it names an event with {len(found.condition_ids)} markets")
-        return found.condition_ids[0]
+        """The condition id of a market by Gamma id or slug (``market_reference_kind``), fetched
+        and stored when only Gamma has it."""
+        ref = Reference("number" if kind == "market_id" else "slug", value)
+        with _upstream_unavailable(ref):
+            return self._market_only(ref).condition_ids[0]
 
     # --- the store ---------------------------------------------------------------------------
 

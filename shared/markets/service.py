@@ -574,8 +574,8 @@ class MarketsService:
         return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{snapshot.serial}:{etag}")
 
     def get(self, market: str) -> Answer:
-        """One market by condition id, Gamma id or slug; one only Gamma has (an old link) is
-        fetched once and stored (``shared.markets.lookup``)."""
+        """One market by condition id, Gamma id or slug; by Gamma id or slug, one only Gamma has
+        (an old link) is fetched once and stored (``shared.markets.lookup``)."""
         market = validate_market_ref(market)
         snapshot, freshness = self.current()
         try:
@@ -586,7 +586,8 @@ class MarketsService:
             self._database_failure = None
             freshness = self._freshness(snapshot, "cache" if freshness.source == "stale" else freshness.source)
         if row is None:
-            raise NotFound(f"no market {condition_id}")
+            raise NotFound(f"no market with condition_id {condition_id} is stored (/api/resolve?q= looks it up on "
+                           "Polymarket)")
         try:
             body = market_json(row)
             body.update(
@@ -608,14 +609,10 @@ class MarketsService:
         from shared.markets.lookup import market_reference_kind
 
         kind = market_reference_kind(market)
-        condition_id = market
-        row = None
-        if kind == "condition_id":
-            row = self._database().run(lambda cur: store.get_market(cur, market))
-        if row is None:
-            condition_id = get_container().lookup.market(kind, market)  # NotFound saying what was tried
-            row = self._database().run(lambda cur: store.get_market(cur, condition_id))
-        return condition_id, row
+        if kind == "condition_id":  # stored or unknown here; /api/resolve looks condition ids up on Gamma
+            return market, self._database().run(lambda cur: store.get_market(cur, market))
+        condition_id = get_container().lookup.market(kind, market)  # NotFound saying what was tried
+        return condition_id, self._database().run(lambda cur: store.get_market(cur, condition_id))
 
     def _from_memory(self, snapshot: Snapshot, market: str, error: DatabaseUnavailable) -> Answer:
         """The database failed: the market's list fields from the in-memory catalogue, stale.
