@@ -53,6 +53,7 @@ DISPLAY_SPREAD_LIMIT = Decimal("0.10")
 PRICE_RULE_MIDPOINT = "midpoint"
 PRICE_RULE_LAST_TRADE = "last_trade"
 PRICE_RULE_LAST_KNOWN = "last_known"  # closed book: the last price we know of
+PRICE_RULE_RESOLVED = "resolved"  # the market settled: 1 for the winner, 0 otherwise
 PRICE_RULE_NONE = "none"  # no price: no two-sided book and no trade yet (``price`` is null)
 
 
