@@ -140,7 +140,7 @@ def test_decode_refuses_what_other_code_or_another_shape_wrote(app_env: Upstream
     assert (again.version, again.last_change, again.skipped_ids) == (
         snapshot.version, snapshot.last_change, snapshot.skipped_ids)
     assert [i.sort_values for i in again.items] == [i.sort_values for i in snapshot.items]
-    assert [(i.text, i.tags, i.active) for i in again.items] == [(i.text, i.tags, i.active) for i in snapshot.items]
+    assert [(i.text, i.facets, i.active) for i in again.items] == [(i.text, i.facets, i.active) for i in snapshot.items]
     assert compact.decode(_tampered(payload, lambda header: None), None, SORTS).version == snapshot.version
 
     def probe(header: dict[str, Any]) -> None:

@@ -437,3 +437,75 @@ def test_a_row_the_database_refuses_is_skipped_not_the_page(app_env: Upstream) -
     assert changed == 3 and refused == [page[1].condition_id, page[3].condition_id]
     stored = get_database().query("SELECT condition_id FROM markets ORDER BY condition_id")
     assert {row["condition_id"] for row in stored} == {page[i].condition_id for i in (0, 2, 4)}
+
+
+def _display(bid: float | None, ask: float | None, last: float | None) -> tuple[float | None, str]:
+    """Polymarket's rule, computed here independently of shared.core.display."""
+    if bid is not None and ask is not None and bid <= ask and Decimal(str(ask)) - Decimal(str(bid)) <= Decimal("0.1"):
+        return float((Decimal(str(bid)) + Decimal(str(ask))) / 2), "midpoint"
+    if last is not None:
+        return last, "last_trade"
+    return None, "none"
+
+
+def test_list_prices_follow_the_display_rule_and_agree_with_the_price_endpoint(app_env: Upstream) -> None:
+    app_env.freeze_prices()
+    markets = all_pages({"limit": "500"})
+    rules = set()
+    for m in markets:
+        expected, rule = _display(m["best_bid"], m["best_ask"], m["last_trade_price"])
+        first, second = m["outcomes"]
+        if expected is None:
+            assert first["price_rule"] in ("outcome_prices", "none") and first["price"] == first["outcome_price"]
+            continue
+        assert (first["price_rule"], second["price_rule"]) == (rule, rule), m["condition_id"]
+        assert first["price"] == pytest.approx(expected, abs=1e-12)
+        assert second["price"] == pytest.approx(1 - expected, abs=1e-12)
+        rules.add(rule)
+    assert "midpoint" in rules
+    # The list and /api/price agree (the stand-in's Gamma view has no lag while prices are frozen).
+    for m in markets[:5]:
+        token = m["outcomes"][0]["token_id"]
+        req = func.HttpRequest("GET", f"http://localhost/api/price/{token}", body=b"", params={},
+                               route_params={"token_id": token})
+        quote = body_of(handler("get_price")(req))["quote"]
+        assert quote["price"] == pytest.approx(m["outcomes"][0]["price"], abs=1e-9)
+        assert quote["price_rule"] == m["outcomes"][0]["price_rule"]
+
+
+def test_markets_name_their_event_and_filter_by_it(app_env: Upstream) -> None:
+    markets = all_pages({"limit": "500"})
+    assert all(m["event"] and m["event"]["id"] and m["status"] == "open" for m in markets)
+    sizes: dict[str, int] = {}
+    for m in markets:
+        sizes[m["event"]["id"]] = sizes.get(m["event"]["id"], 0) + 1
+    event_id = max(sizes, key=lambda e: sizes[e])
+    slug = next(m["event"]["slug"] for m in markets if m["event"]["id"] == event_id)
+    by_id = all_pages({"event": event_id, "limit": "3"})
+    by_slug = all_pages({"event": slug.upper()})
+    assert len(by_id) == sizes[event_id] > 1
+    assert [m["condition_id"] for m in by_id] == [m["condition_id"] for m in by_slug]
+    assert all(m["event"]["id"] == event_id for m in by_id)
+    grouped = [m for m in by_id if m["group_item_title"]]
+    assert grouped or not by_id[0]["event"]  # a group event's candidates carry their names
+    assert body_of(get("markets", {"event": "no-such-event"}))["total"] == 0
+    assert body_of(get("markets", {"tag": f"event:{event_id}"}))["total"] == 0  # facets are not tags
+
+
+def test_status_filters(app_env: Upstream) -> None:
+    everything = all_pages({"limit": "500"})
+    assert all_pages({"status": "open", "limit": "500"}) == everything
+    hours = 24 * 30
+    soon = all_pages({"status": "closing_soon", "closing_within_h": str(hours)})
+    now = time.time()
+    from datetime import datetime
+
+    ends = {m["condition_id"]: m["end_date"] for m in everything}
+    until = now + hours * 3600
+    expected = {c for c, end in ends.items() if end and now <= datetime.fromisoformat(end).timestamp() <= until}
+    assert {m["condition_id"] for m in soon} == expected
+    assert [m["end_date"] for m in soon] == sorted(m["end_date"] for m in soon)  # soonest first
+    assert body_of(get("markets", {"status": "resolved"}))["markets"] == []  # nothing closed yet
+    for bad in ({"status": "done"}, {"closing_within_h": "0"}, {"event": "x" * 301}):
+        response = get("markets", bad)
+        assert response.status_code == 400 and body_of(response)["error"]["parameter"] == next(iter(bad))

@@ -168,4 +168,48 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        5,
+        "events, and what the market lifecycle needs: candidates, images, closing and resolution",
+        """
+        ALTER TABLE markets
+            ADD COLUMN group_item_title      text,
+            ADD COLUMN neg_risk_other        boolean,
+            ADD COLUMN image                 text,
+            ADD COLUMN icon                  text,
+            ADD COLUMN closed_time           timestamptz,
+            ADD COLUMN uma_statuses          text[] NOT NULL DEFAULT '{}',
+            -- Upstream's casing, one per entry of tags (slugs).
+            ADD COLUMN tag_labels            text[] NOT NULL DEFAULT '{}',
+            -- When Gamma was last asked about this market after it left the open set.
+            ADD COLUMN resolution_checked_at timestamptz;
+        CREATE INDEX markets_event_idx ON markets (event_id);
+        CREATE INDEX markets_unchecked_idx ON markets (updated_at) WHERE NOT in_active_set;
+
+        -- An event as its markets' rows carry it (Gamma's own aggregates: numbers on events).
+        CREATE TABLE events (
+            event_id      text PRIMARY KEY CHECK (event_id ~ '^[0-9]{1,20}$'),
+            slug          text,
+            title         text,
+            description   text,
+            image         text,
+            icon          text,
+            start_date    timestamptz,
+            end_date      timestamptz,
+            volume        numeric,
+            volume_24h    numeric,
+            liquidity     numeric,
+            open_interest numeric,
+            competitive   numeric,
+            neg_risk      boolean,
+            closed        boolean NOT NULL DEFAULT false,
+            tags          text[] NOT NULL DEFAULT '{}',
+            tag_labels    text[] NOT NULL DEFAULT '{}',
+            content_hash  text NOT NULL,
+            first_seen_at timestamptz NOT NULL DEFAULT now(),
+            updated_at    timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX events_slug_idx ON events (slug);
+        """,
+    ),
 )

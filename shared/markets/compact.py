@@ -4,7 +4,7 @@ Never pickle (the database is not trusted with code). The payload is a zlib stre
 followed by zlib blocks of market JSON. The head is a JSON header line (format, application
 version, probe, what the snapshot derived from the rows: version, last change, rows left out,
 and the layout) then fixed binary columns: the markets sorted by condition id (so a swapped or
-repeated id is seen), their position in the snapshot, search text, tags, active flags, one
+repeated id is seen), their position in the snapshot, search text, facets, active flags, one
 float column per sort (NaN for none) and the default sort order (so the first page needs no
 sort). Each market's list JSON (less its ``{"condition_id":...`` prefix, rebuilt from the id so
 a body can never be another market's) stays compressed in its block of ``BLOCK`` markets, in
@@ -34,7 +34,7 @@ from typing import Any
 from shared import __version__
 from shared.markets.snapshot import Item, Snapshot, item_from_json, market_json
 
-FORMAT = 2
+FORMAT = 3  # 3: facets (tags, event, status) in place of tags
 # 50,000 markets are ~20 MB compressed (~60 MB of JSON); these caps leave room for five times
 # that and bound what a hostile or corrupt row can make a new instance inflate.
 MAX_COMPRESSED_BYTES = 128 * 1024 * 1024
@@ -54,7 +54,9 @@ class CompactError(ValueError):
 # is refused even under the same application version.
 _PROBE_ROW: dict[str, Any] = {
     "condition_id": "0x" + "ab" * 32, "gamma_id": "1", "slug": "probe", "question": "Probe?", "category": "Tech",
-    "tags": ["a"], "event_id": "2", "event_slug": "e", "event_title": "E",
+    "tags": ["a"], "tag_labels": ["A"], "event_id": "2", "event_slug": "e", "event_title": "E",
+    "group_item_title": "G", "neg_risk_other": False, "image": "i", "icon": "c",
+    "closed_time": datetime(2029, 1, 2, 3, 4, 5, tzinfo=UTC), "uma_statuses": ["proposed"],
     "end_date": datetime(2030, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC), "closed": False, "accepting_orders": True,
     "in_active_set": True, "volume": Decimal("1.5"), "volume_24h": 2, "liquidity": Decimal("0.1"),
     "best_bid": Decimal("0.25"), "best_ask": Decimal("0.75"), "last_trade_price": None, "spread": Decimal("0.5"),
@@ -66,7 +68,7 @@ _PROBE_ROW: dict[str, Any] = {
 
 def _probe(sorts: Mapping[str, str]) -> Any:
     item = item_from_json(market_json(_PROBE_ROW), _PROBE_ROW["end_date"].timestamp(), sorts)
-    return json.loads(json.dumps([item.json, item.text, sorted(item.tags), item.active, item.sort_values]))
+    return json.loads(json.dumps([item.json, item.text, sorted(item.facets), item.active, item.sort_values]))
 
 
 def _dumps(value: Any) -> str:
@@ -125,12 +127,12 @@ def encode_parts(snapshot: Snapshot, sorts: Mapping[str, str]) -> list[bytes]:
     columns: dict[str, bytes] = {}
     columns["id_lengths"], columns["ids"] = _strings([i.condition_id for i in stored])
     columns["text_lengths"], columns["texts"] = _strings([i.text for i in stored])
-    # Most markets share their tag set with others: each set is stored (and built at load) once.
-    tag_sets: dict[tuple[str, ...], int] = {}
-    tag_set_of = [tag_sets.setdefault(tuple(sorted(i.tags)), len(tag_sets)) for i in stored]
-    columns["tag_set_of"] = _column(array("I", tag_set_of))
-    columns["tag_counts"] = _column(array("I", map(len, tag_sets)))
-    columns["tag_lengths"], columns["tags"] = _strings(list(itertools.chain.from_iterable(tag_sets)))
+    # Markets share their facet set with their event's others: each set is stored (and built at load) once.
+    facet_sets: dict[tuple[str, ...], int] = {}
+    facet_set_of = [facet_sets.setdefault(tuple(sorted(i.facets)), len(facet_sets)) for i in stored]
+    columns["facet_set_of"] = _column(array("I", facet_set_of))
+    columns["facet_counts"] = _column(array("I", map(len, facet_sets)))
+    columns["facet_lengths"], columns["facets"] = _strings(list(itertools.chain.from_iterable(facet_sets)))
     columns["active"] = bytes(i.active for i in stored)
     columns["positions"] = _column(array("I", positions))
     columns["default_order"] = _column(array("I", default))
@@ -281,19 +283,19 @@ def _decode(header: dict[str, Any], columns: dict[str, memoryview], blocks: memo
         if len(ids) != n or any(a >= b for a, b in itertools.pairwise(ids)):
             raise CompactError("condition ids out of order, or repeated")
         texts = _read_strings(columns["text_lengths"], columns["texts"])
-        all_tags = _read_strings(columns["tag_lengths"], columns["tags"])
-        tag_offsets = [0, *itertools.accumulate(_read_column(columns["tag_counts"], "I"))]
-        if tag_offsets[-1] != len(all_tags):
-            raise CompactError("tags of another count")
-        tag_sets = [frozenset(all_tags[a:b]) for a, b in itertools.pairwise(tag_offsets)]
-        tags = [tag_sets[t] for t in _read_column(columns["tag_set_of"], "I")]
+        all_facets = _read_strings(columns["facet_lengths"], columns["facets"])
+        facet_offsets = [0, *itertools.accumulate(_read_column(columns["facet_counts"], "I"))]
+        if facet_offsets[-1] != len(all_facets):
+            raise CompactError("facets of another count")
+        facet_sets = [frozenset(all_facets[a:b]) for a, b in itertools.pairwise(facet_offsets)]
+        facets = [facet_sets[t] for t in _read_column(columns["facet_set_of"], "I")]
         active = bytes(columns["active"])
         positions = _read_column(columns["positions"], "I").tolist()
         default = _read_column(columns["default_order"], "I").tolist()
         body_lengths = _read_column(columns["body_lengths"], "I").tolist()
         names = list(sorts)
         values = [[None if v != v else v for v in _read_column(columns[f"sort:{name}"], "d")] for name in names]
-        if len({n, len(texts), len(tags), len(active), len(positions), len(body_lengths),
+        if len({n, len(texts), len(facets), len(active), len(positions), len(body_lengths),
                 *(len(v) for v in values)}) != 1:
             raise CompactError("columns of different lengths")
         if sorted(positions) != list(range(n)) or not set(active) <= {0, 1}:
@@ -323,7 +325,7 @@ def _decode(header: dict[str, Any], columns: dict[str, memoryview], blocks: memo
         # map(): no Python frame per market but Item's own.
         sort_values = list(map(dict, map(zip, itertools.repeat(names), zip(*values, strict=True))))
         blocks_of, slots = zip(*slot_of, strict=True) if n else ((), ())
-        stored = list(map(Item, ids, itertools.repeat(None), texts, tags, map(bool, active), sort_values,
+        stored = list(map(Item, ids, itertools.repeat(None), texts, facets, map(bool, active), sort_values,
                           blocks_of, slots))
         items: list[Item] = [None] * n  # type: ignore[list-item]  # a permutation: every place set
         for item, position in zip(stored, positions, strict=True):

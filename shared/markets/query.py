@@ -14,14 +14,19 @@ from pydantic import AliasChoices, Field, model_validator
 
 from shared.core.query import Bool, Query, UInt, no_default, refresh_field
 
-Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "price_change"]
+Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "price_change", "closed_time"]
 SORTS: dict[Sort, str] = {  # sort key -> catalogue column
     "volume": "volume",
     "volume_24h": "volume_24h",
     "liquidity": "liquidity",
     "end_date": "end_date",
     "price_change": "one_day_price_change",
+    "closed_time": "closed_time",
 }
+Status = Literal["open", "closing_soon", "closed", "resolved"]
+MAX_EVENT_CHARS = 300
+DEFAULT_CLOSING_WITHIN_H = 24
+MAX_CLOSING_WITHIN_H = 24 * 90
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 MAX_Q_CHARS = 200
@@ -31,9 +36,11 @@ MAX_CURSOR_CHARS = 512
 
 class MarketQuery(Query):
     # Declared in the order the parameters were always checked in (the first bad one is named).
-    sort: Sort = Field("volume", description="Sort key; markets without a value come last.")
+    sort: Sort = Field("volume", description="Sort key; markets without a value come last. "
+                                             "`closed_time` by default for `status=closed|resolved`, "
+                                             "`end_date` for `status=closing_soon`.")
     order: Literal["asc", "desc"] = Field(
-        "desc", description="`desc` by default (`asc` for `end_date`).",
+        "desc", description="`desc` by default (`asc` for `end_date`, so the soonest first).",
         json_schema_extra=no_default)
     limit: UInt = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size.")
     q: str | None = Field(
@@ -49,6 +56,15 @@ class MarketQuery(Query):
                     "(400 otherwise).")
     active_only: Bool = Field(
         True, description="`false` also lists markets that left the active set in the last 30 days")
+    event: str | None = Field(
+        None, max_length=MAX_EVENT_CHARS, description="Only the markets of this event (Gamma event id or slug).")
+    status: Status | None = Field(
+        None, description="`open`; `closing_soon` (open, ending within `closing_within_h` hours); `closed` "
+                          "(closed or left the open set, not settled) or `resolved` (settled, with a winner): "
+                          "these two include markets outside the active set and sort most recently closed first.")
+    closing_within_h: UInt = Field(
+        DEFAULT_CLOSING_WITHIN_H, ge=1, le=MAX_CLOSING_WITHIN_H,
+        description="The window of `status=closing_soon`, in hours.")
 
     @model_validator(mode="before")
     @classmethod
@@ -56,6 +72,10 @@ class MarketQuery(Query):
         """``order`` is case-insensitive, and its default follows ``sort``."""
         if not isinstance(data, dict):
             return data
+        if data.get("sort") is None and data.get("status") in ("closed", "resolved"):
+            data = {**data, "sort": "closed_time"}  # most recently closed first
+        elif data.get("sort") is None and data.get("status") == "closing_soon":
+            data = {**data, "sort": "end_date"}  # soonest first
         order = data.get("order")
         if isinstance(order, str):
             return {**data, "order": order.strip().lower()}
@@ -64,7 +84,8 @@ class MarketQuery(Query):
         return data
 
     def fingerprint(self) -> str:
-        text = json.dumps([self.active_only, self.q, self.tag, self.sort, self.order])
+        text = json.dumps([self.active_only, self.q, self.tag, self.sort, self.order, self.event, self.status,
+                           self.closing_within_h])
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -55,6 +55,8 @@ MAX_SLUG = 300
 MAX_SHORT_TEXT = 300  # category, tag, event slug, outcome label
 MAX_TITLE = 1_000  # event title
 MAX_TAGS = 100
+MAX_URL = 2_000  # image, icon
+MAX_UMA_STATUSES = 20
 MAX_OUTCOMES = 100
 MAX_NUMBER_CHARS = 64
 MAX_JSON_STRING = 65_536  # outcomes, outcomePrices, clobTokenIds: JSON arrays inside strings
@@ -76,6 +78,32 @@ class Outcome:
     label: str
     token_id: str | None
     price: Decimal | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A market's parent event, as the market row carries it (``events[0]``)."""
+
+    id: str
+    slug: str | None
+    title: str | None
+    description: str | None
+    image: str | None
+    icon: str | None
+    start_date: datetime | None
+    end_date: datetime | None
+    volume: Decimal | None
+    volume_24h: Decimal | None
+    liquidity: Decimal | None
+    open_interest: Decimal | None
+    competitive: Decimal | None
+    neg_risk: bool | None
+    closed: bool
+    tags: tuple[str, ...]
+    tag_labels: tuple[str, ...]
+
+    def content_hash(self) -> str:
+        return hashlib.sha1(repr(self).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,14 @@ class MarketRecord:
     one_day_price_change: Decimal | None
     tick_size: Decimal | None
     outcomes: tuple[Outcome, ...]
+    group_item_title: str | None = None
+    neg_risk_other: bool | None = None
+    image: str | None = None
+    icon: str | None = None
+    closed_time: datetime | None = None
+    uma_statuses: tuple[str, ...] = ()
+    tag_labels: tuple[str, ...] = ()  # upstream's casing, one per entry of ``tags``
+    event: EventRecord | None = None
 
     def content_hash(self) -> str:
         """Stable hash of every stored field: an unchanged market is not rewritten."""
@@ -211,6 +247,8 @@ Change = Annotated[Annotated[Decimal, Field(allow_inf_nan=False, ge=-1, le=1)] |
 Tick = Annotated[Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=1)] | None, BeforeValidator(_decimal)]
 Date = Annotated[datetime | None, BeforeValidator(_datetime)]
 Flag = Annotated[bool | None, BeforeValidator(_bool)]
+Url = Annotated[Annotated[str, Field(max_length=MAX_URL)] | None, BeforeValidator(_text)]
+Labels = Annotated[tuple[Annotated[str, Field(max_length=MAX_SHORT_TEXT)], ...], Field(max_length=MAX_TAGS)]
 ConditionId = Annotated[
     str, BeforeValidator(lambda v: (_text(v) or "").lower()), _matching(CONDITION_ID_RE, "conditionId")
 ]
@@ -251,6 +289,75 @@ class GammaOutcome(BaseModel):
     price: Price
 
 
+def _tags(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(slugs lower-cased, labels in upstream's casing) of a ``tags`` array of tag objects,
+    one pair per distinct slug; a tag without slug or label is left out."""
+    if not isinstance(value, list):
+        return (), ()
+    if len(value) > MAX_TAGS:
+        raise BadMarketRow("too many tags")
+    pairs: dict[str, str] = {}
+    for tag in value:
+        if not isinstance(tag, dict):
+            continue
+        label = _text(tag.get("label")) if isinstance(tag.get("label"), str) else None
+        slug = _text(tag.get("slug")) if isinstance(tag.get("slug"), str) else None
+        name = slug or label
+        if name:
+            pairs.setdefault(name.lower(), label or name)
+    return tuple(pairs), tuple(pairs.values())
+
+
+class GammaEvent(BaseModel):
+    """The parent event a market row carries (``events[0]``); Gamma sends its numbers as
+    numbers here, unlike the market's own ``volume``/``liquidity`` strings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Annotated[str, BeforeValidator(lambda v: _text(v) or ""), _matching(GAMMA_ID_RE, "event id")]
+    slug: Slug
+    title: Title
+    description: Description
+    image: Url
+    icon: Url
+    start_date: Date
+    end_date: Date
+    volume: Amount
+    volume_24h: Amount
+    liquidity: Amount
+    open_interest: Amount
+    competitive: Annotated[Annotated[Decimal, Field(allow_inf_nan=False, ge=0, le=1)] | None,
+                           BeforeValidator(_decimal)]
+    neg_risk: Flag
+    closed: bool
+    tags: Labels
+    tag_labels: Labels
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, row: Any) -> dict[str, Any]:
+        if not isinstance(row, dict):
+            raise BadMarketRow("an event is not an object")
+        slugs, labels = _tags(row.get("tags"))
+        return {
+            "id": row.get("id"), "slug": row.get("slug"), "title": row.get("title"),
+            "description": row.get("description"), "image": row.get("image"), "icon": row.get("icon"),
+            "start_date": row.get("startDate"), "end_date": row.get("endDate"),
+            "volume": row.get("volume"), "volume_24h": row.get("volume24hr"), "liquidity": row.get("liquidity"),
+            "open_interest": row.get("openInterest"), "competitive": row.get("competitive"),
+            "neg_risk": row.get("negRisk"), "closed": row.get("closed") is True, "tags": slugs, "tag_labels": labels,
+        }
+
+    def record(self) -> EventRecord:
+        return EventRecord(
+            id=self.id, slug=self.slug, title=self.title, description=self.description, image=self.image,
+            icon=self.icon, start_date=self.start_date, end_date=self.end_date, volume=self.volume,
+            volume_24h=self.volume_24h, liquidity=self.liquidity, open_interest=self.open_interest,
+            competitive=self.competitive, neg_risk=self.neg_risk, closed=self.closed, tags=self.tags,
+            tag_labels=self.tag_labels,
+        )
+
+
 class GammaMarket(BaseModel):
     """One Gamma market row, validated. ``model_validate`` takes the raw row: the ``before``
     step decodes the contract's shapes (JSON in strings, fallbacks, the first event, tags);
@@ -283,6 +390,15 @@ class GammaMarket(BaseModel):
     one_day_price_change: Change
     tick_size: Tick
     outcomes: Annotated[tuple[GammaOutcome, ...], Field(max_length=MAX_OUTCOMES)]
+    group_item_title: ShortText
+    neg_risk_other: Flag
+    image: Url
+    icon: Url
+    closed_time: Date
+    uma_statuses: Annotated[tuple[Annotated[str, Field(max_length=MAX_SHORT_TEXT)], ...],
+                            Field(max_length=MAX_UMA_STATUSES)]
+    tag_labels: Labels
+    event: GammaEvent | None
 
     @model_validator(mode="before")
     @classmethod
@@ -309,15 +425,13 @@ class GammaMarket(BaseModel):
         if not isinstance(events, list):
             events = []
         event = events[0] if events and isinstance(events[0], dict) else {}
-        tag_objects = row.get("tags")
-        if not isinstance(tag_objects, list):
-            tag_objects = []
-        if len(tag_objects) > MAX_TAGS:
-            raise BadMarketRow("too many tags")
-        tag_names = [_text(tag.get("slug") or tag.get("label")) for tag in tag_objects if isinstance(tag, dict)]
-        first_label = next(
-            (label for tag in tag_objects if isinstance(tag, dict) and (label := _text(tag.get("label")))), None
-        )
+        tag_slugs, tag_labels = _tags(row.get("tags"))
+        first_label = tag_labels[0] if tag_labels else None
+        statuses = [] if row.get("umaResolutionStatuses") is None else _json_list(row, "umaResolutionStatuses")
+        if not statuses and isinstance(row.get("umaResolutionStatus"), str):
+            statuses = [row["umaResolutionStatus"]]
+        if len(statuses) > MAX_UMA_STATUSES or not all(isinstance(x, str) for x in statuses):
+            raise BadMarketRow("umaResolutionStatuses is not a short list of strings")
         end_date = row.get("endDate")
         if end_date in (None, "") and isinstance(row.get("endDateIso"), str) and row["endDateIso"]:
             end_date = row["endDateIso"] + "T00:00:00Z"
@@ -328,7 +442,9 @@ class GammaMarket(BaseModel):
             "question": row.get("question"),
             "description": row.get("description"),
             "category": _text(row.get("category")) or first_label,
-            "tags": tuple(dict.fromkeys(name.lower() for name in tag_names if name)),
+            "tags": tag_slugs,
+            "tag_labels": tag_labels,
+            "event": event if event.get("id") not in (None, "") else None,
             "event_id": event.get("id"),
             "event_slug": event.get("slug"),
             "event_title": event.get("title"),
@@ -348,6 +464,12 @@ class GammaMarket(BaseModel):
             "one_day_price_change": row.get("oneDayPriceChange"),
             "tick_size": row.get("orderPriceMinTickSize"),
             "outcomes": outcomes,
+            "group_item_title": row.get("groupItemTitle"),
+            "neg_risk_other": row.get("negRiskOther"),
+            "image": row.get("image"),
+            "icon": row.get("icon"),
+            "closed_time": row.get("closedTime"),
+            "uma_statuses": tuple(clean_text(x).strip() for x in statuses if clean_text(x).strip()),
         }
 
     @model_validator(mode="after")
@@ -384,6 +506,14 @@ class GammaMarket(BaseModel):
             one_day_price_change=self.one_day_price_change,
             tick_size=self.tick_size,
             outcomes=tuple(Outcome(o.index, o.label, o.token_id, o.price) for o in self.outcomes),
+            group_item_title=self.group_item_title,
+            neg_risk_other=self.neg_risk_other,
+            image=self.image,
+            icon=self.icon,
+            closed_time=self.closed_time,
+            uma_statuses=self.uma_statuses,
+            tag_labels=self.tag_labels,
+            event=self.event.record() if self.event is not None else None,
         )
 
 

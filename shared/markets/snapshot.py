@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.core.display import PRICE_RULE_NONE, PRICE_RULE_OUTCOME_PRICES, PRICE_RULE_RESOLVED, display_price
 from shared.core.errors import BadRequest
 
 if TYPE_CHECKING:  # service.py imports this module; only the type is needed here
@@ -61,8 +62,55 @@ def _date(value: Any) -> datetime | None:
     return value
 
 
+def _resolution(row: dict[str, Any], closed: bool) -> tuple[str, int | None]:
+    """(open | closed | resolved, the winning outcome's index): settled only when closed with
+    outcome prices exactly 1 for one outcome and 0 for every other (the contract's rule)."""
+    if not closed:
+        return "open", None
+    prices = [o["price"] for o in row["outcomes"]]
+    if len(prices) >= 2 and all(p is not None for p in prices):
+        ones = [i for i, p in enumerate(prices) if Decimal(str(p)) == 1]
+        if len(ones) == 1 and all(Decimal(str(p)) == 0 for i, p in enumerate(prices) if i != ones[0]):
+            return "resolved", ones[0]
+    return "closed", None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    number(value)  # the same rule as every other number: finite, a float holds it
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def outcome_prices(row: dict[str, Any], status: str, winner: int | None) -> list[tuple[float | None, str]]:
+    """Each outcome's (display price, rule): settled prices once resolved; Polymarket's rule
+    (``shared.core.display``) on Gamma's best bid, best ask and last trade of the first outcome
+    while open, the second outcome of a binary market being its complement; else Gamma's
+    ``outcomePrices``."""
+    outcomes = row["outcomes"]
+    if status == "resolved":
+        return [(1.0 if i == winner else 0.0, PRICE_RULE_RESOLVED) for i in range(len(outcomes))]
+    gamma = [(number(o["price"]), PRICE_RULE_OUTCOME_PRICES if o["price"] is not None else PRICE_RULE_NONE)
+             for o in outcomes]
+    if status != "open" or len(outcomes) != 2:
+        return gamma
+    bid, ask, last = _decimal(row["best_bid"]), _decimal(row["best_ask"]), _decimal(row["last_trade_price"])
+    midpoint = spread = None
+    if bid is not None and ask is not None and bid <= ask:
+        midpoint, spread = (bid + ask) / 2, ask - bid
+    price, rule = display_price(midpoint, spread, last)
+    if price is None:
+        return gamma
+    return [(float(price), rule), (float(1 - price), rule)]
+
+
 def market_json(row: dict[str, Any]) -> dict[str, Any]:
     active = bool(row["in_active_set"]) and not row["closed"]
+    closed = bool(row["closed"]) or not row["in_active_set"]
+    status, winner = _resolution(row, closed)
+    prices = outcome_prices(row, status, winner)
+    closed_time = _date(row["closed_time"])
+    winner_outcome = row["outcomes"][winner] if winner is not None else None
     out = {
         "condition_id": row["condition_id"],
         "gamma_id": row["gamma_id"],
@@ -73,9 +121,23 @@ def market_json(row: dict[str, Any]) -> dict[str, Any]:
         "event": {"id": row["event_id"], "slug": row["event_slug"], "title": row["event_title"]}
         if row["event_id"]
         else None,
+        "tag_labels": list(row["tag_labels"] or []),
+        "group_item_title": row["group_item_title"],
+        "neg_risk_other": row["neg_risk_other"],
+        "image": row["image"],
+        "icon": row["icon"],
         "end_date": end_date.isoformat() if (end_date := _date(row["end_date"])) else None,
         "active": active,
-        "closed": bool(row["closed"]) or not row["in_active_set"],
+        "closed": closed,
+        "status": status,
+        "closed_time": closed_time.isoformat() if closed_time else None,
+        "resolution": {
+            "status": status,
+            "winner_outcome": winner_outcome["outcome"] if winner_outcome else None,
+            "winner_token_id": winner_outcome["token_id"] if winner_outcome else None,
+            "resolved_at": closed_time.isoformat() if closed_time and status == "resolved" else None,
+            "uma_statuses": list(row["uma_statuses"] or []),
+        },
         "accepting_orders": row["accepting_orders"],
         "volume": number(row["volume"]),
         "volume_24h": number(row["volume_24h"]),
@@ -89,9 +151,11 @@ def market_json(row: dict[str, Any]) -> dict[str, Any]:
             {
                 "outcome": o["outcome"],
                 "token_id": o["token_id"],
-                "price": number(o["price"]),
+                "price": price,
+                "price_rule": rule,
+                "outcome_price": number(o["price"]),
             }
-            for o in row["outcomes"]
+            for o, (price, rule) in zip(row["outcomes"], prices, strict=True)
         ],
         "updated_at": _updated_at(row["updated_at"]),
     }
@@ -117,9 +181,9 @@ class Item:
     From a compact snapshot the JSON stays in its source (a compressed block) until the market
     is first served: a new instance then inflates and parses the few its first pages show."""
 
-    __slots__ = ("_body", "_slot", "_source", "active", "condition_id", "sort_values", "tags", "text")
+    __slots__ = ("_body", "_slot", "_source", "active", "condition_id", "facets", "sort_values", "text")
 
-    def __init__(self, condition_id: str, body: dict[str, Any] | None, text: str, tags: frozenset[str],
+    def __init__(self, condition_id: str, body: dict[str, Any] | None, text: str, facets: frozenset[str],
                  active: bool, sort_values: dict[str, float | None], source: BodySource | None = None,
                  slot: int = 0) -> None:
         self.condition_id = condition_id
@@ -127,7 +191,7 @@ class Item:
         self._source = source
         self._slot = slot
         self.text = text  # lower-cased question + slug, for search
-        self.tags = tags
+        self.facets = facets  # what filters match: tag slugs, then "event:<id or slug>", "status:<s>"
         self.active = active
         self.sort_values = sort_values
 
@@ -147,16 +211,22 @@ class Item:
 def item_from_json(body: dict[str, Any], end_ts: float | None, sorts: Mapping[str, str]) -> Item:
     """The searchable, sortable item for a market's list JSON; ``end_ts``: its end date as a
     POSIX timestamp (kept apart so a compact snapshot need not parse dates again)."""
-    tags = {t.lower() for t in body["tags"]}
+    facets = {t.lower() for t in body["tags"]}
     if body["category"]:
-        tags.add(_slug(body["category"]))
-    sort_values = {name: body[column] for name, column in sorts.items() if name != "end_date"}
+        facets.add(_slug(body["category"]))
+    if event := body["event"]:
+        facets.update(f"{EVENT_FACET}{key.lower()}" for key in (event["id"], event["slug"]) if key)
+    facets.add(f"{STATUS_FACET}{body['status']}")
+    sort_values = {name: body[column] for name, column in sorts.items() if name not in TIME_SORTS}
     sort_values["end_date"] = end_ts
+    if "closed_time" in sorts:
+        closed_time = body["closed_time"]
+        sort_values["closed_time"] = datetime.fromisoformat(closed_time).timestamp() if closed_time else None
     return Item(
         condition_id=body["condition_id"],
         body=body,
         text=f"{body['question']} {body['slug'] or ''}".lower(),
-        tags=frozenset(tags),
+        facets=frozenset(facets),
         active=body["active"],
         sort_values=sort_values,
     )
@@ -165,6 +235,12 @@ def item_from_json(body: dict[str, Any], end_ts: float | None, sorts: Mapping[st
 def _item(row: dict[str, Any], sorts: Mapping[str, str]) -> Item:
     body = market_json(row)
     return item_from_json(body, row["end_date"].timestamp() if row["end_date"] else None, sorts)  # checked above
+
+
+# Facets that are not tags carry a prefix no tag filter can reach (``select`` refuses a tag with ':').
+EVENT_FACET = "event:"
+STATUS_FACET = "status:"
+TIME_SORTS = ("end_date", "closed_time")  # sorted by timestamp, not by a JSON number
 
 
 def _slug(text: str) -> str:
@@ -188,7 +264,7 @@ class Selection:
     # Parallel lists for filtering (ordered selections only): scanning a list of strings is
     # several times faster than reaching each item's attribute.
     texts: list[str] = field(default_factory=list)
-    tags: list[frozenset[str]] = field(default_factory=list)
+    facets: list[frozenset[str]] = field(default_factory=list)
 
 
 class Snapshot:
@@ -260,7 +336,7 @@ class Snapshot:
             items=ordered_items,
             keys=[k for k, _ in keyed],
             texts=[i.text for i in ordered_items],
-            tags=[i.tags for i in ordered_items],
+            facets=[i.facets for i in ordered_items],
         )
         with self._lock:
             self._selections[key] = ordered  # at most 20 of these: 5 sorts x 2 orders x 2 scopes
@@ -280,33 +356,49 @@ class Snapshot:
         if (active_only and not all(map(active, ordered_items))) or len(ordered_items) != in_scope:
             raise ValueError("stored order not the scope's items")
         ordered = Selection(items=ordered_items, keys=keys, texts=list(map(operator.attrgetter("text"), ordered_items)),
-                            tags=list(map(operator.attrgetter("tags"), ordered_items)))
+                            facets=list(map(operator.attrgetter("facets"), ordered_items)))
         with self._lock:
             self._selections[("ordered", sort, descending, active_only)] = ordered
 
     def select(self, query: MarketQuery) -> Selection:
-        ordered = self._ordered(query.sort, query.order == "desc", query.active_only)
-        if not query.q and not query.tag:
+        # Closed and resolved markets are never in the active set: asking for them widens the scope.
+        active_only = query.active_only and query.status not in ("closed", "resolved")
+        ordered = self._ordered(query.sort, query.order == "desc", active_only)
+        if not query.q and not query.tag and not query.event and not query.status:
             return ordered
-        key = (query.active_only, query.q, query.tag, query.sort, query.order)
+        now = time.time()
+        # closing_soon moves with the clock: its selections are kept for a minute at most.
+        minute = int(now // 60) if query.status == "closing_soon" else None
+        key = (active_only, query.q, query.tag, query.event, query.status, query.closing_within_h, minute,
+               query.sort, query.order)
         with self._lock:
             found = self._filtered.get(key)
             if found is not None:
                 self._filtered.move_to_end(key)
                 return found
         # Filtering an already sorted list keeps its order: no sort per query.
-        items, keys, texts, tags = ordered.items, ordered.keys, ordered.texts, ordered.tags
+        items, keys, texts, facets = ordered.items, ordered.keys, ordered.texts, ordered.facets
         positions: list[int] | None = None
         for term in query.q.lower().split() if query.q else []:
             if positions is None:
                 positions = [p for p, text in enumerate(texts) if term in text]
             else:
                 positions = [p for p in positions if term in texts[p]]
+        wanted = []
         if query.tag:
-            tag = _slug(query.tag)
+            wanted.append(_slug(query.tag) if ":" not in query.tag else "\x00")  # never a facet
+        if query.event:
+            wanted.append(f"{EVENT_FACET}{query.event.strip().lower()}")
+        if query.status:
+            wanted.append(f"{STATUS_FACET}{'open' if query.status == 'closing_soon' else query.status}")
+        for facet in wanted:
             candidates = range(len(items)) if positions is None else positions
-            positions = [p for p in candidates if tag in tags[p]]
+            positions = [p for p in candidates if facet in facets[p]]
         positions = positions or []
+        if query.status == "closing_soon":
+            until = now + query.closing_within_h * 3600
+            positions = [p for p in positions if (end := items[p].sort_values["end_date"]) is not None
+                         and now <= end <= until]
         selection = Selection(items=[items[p] for p in positions], keys=[keys[p] for p in positions])
         with self._lock:
             self._filtered[key] = selection
@@ -340,7 +432,8 @@ def decode_cursor(query: MarketQuery, cursor: str) -> SortKey:
         raise invalid from None
     if fingerprint != query.fingerprint():
         raise BadRequest(
-            "parameter 'cursor' belongs to a different query (q, tag, sort, order or active_only changed)",
+            "parameter 'cursor' belongs to a different query (q, tag, event, status, sort, order or active_only "
+            "changed)",
             parameter="cursor",
         )
     return (missing, number, condition_id)

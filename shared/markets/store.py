@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
@@ -15,7 +15,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from shared.db.database import Cursor
-from shared.markets.rows import MarketRecord
+from shared.markets.rows import EventRecord, MarketRecord
 
 log = logging.getLogger("polymarket_api.markets")
 
@@ -27,7 +27,12 @@ _MARKET_COLUMNS = (
     "condition_id", "gamma_id", "slug", "question", "description", "category", "tags", "event_id",
     "event_slug", "event_title", "end_date", "closed", "accepting_orders", "enable_order_book",
     "neg_risk", "volume", "volume_24h", "liquidity", "best_bid", "best_ask", "last_trade_price",
-    "spread", "one_day_price_change", "tick_size", "content_hash",
+    "spread", "one_day_price_change", "tick_size", "group_item_title", "neg_risk_other", "image", "icon",
+    "closed_time", "uma_statuses", "tag_labels", "content_hash",
+)
+_EVENT_COLUMNS = (
+    "event_id", "slug", "title", "description", "image", "icon", "start_date", "end_date", "volume", "volume_24h",
+    "liquidity", "open_interest", "competitive", "neg_risk", "closed", "tags", "tag_labels", "content_hash",
 )
 _UPDATABLE = [c for c in _MARKET_COLUMNS if c != "condition_id"]
 
@@ -35,12 +40,26 @@ _UPDATABLE = [c for c in _MARKET_COLUMNS if c != "condition_id"]
 def _market_row(record: MarketRecord) -> tuple[Any, ...]:
     values = {**{c: getattr(record, c, None) for c in _MARKET_COLUMNS if c != "content_hash"}}
     values["tags"] = list(record.tags)
+    values["uma_statuses"] = list(record.uma_statuses)
+    values["tag_labels"] = list(record.tag_labels)
     values["content_hash"] = record.content_hash()
     return tuple(values[c] for c in _MARKET_COLUMNS)
 
 
-def upsert_markets(cur: Cursor, records: Sequence[MarketRecord], rejected: list[str] | None = None) -> int:
+def _event_row(event: EventRecord) -> tuple[Any, ...]:
+    values = {c: getattr(event, c, None) for c in _EVENT_COLUMNS}
+    values.update(event_id=event.id, tags=list(event.tags), tag_labels=list(event.tag_labels),
+                  content_hash=event.content_hash())
+    return tuple(values[c] for c in _EVENT_COLUMNS)
+
+
+def upsert_markets(cur: Cursor, records: Sequence[MarketRecord], rejected: list[str] | None = None, *,
+                   in_active_set: bool = True) -> int:
     """Insert or update a page of markets in a few round trips; returns how many changed.
+
+    ``in_active_set``: the page is (part of) Gamma's open set, as a refresh reads it; False for
+    markets looked up one by one after they left it (closed, resolved, or an old link), which
+    also marks them checked (``resolution_checked_at``). Each page's events are written too.
 
     Unchanged rows (same content hash, still active) are not written, so a refresh with the
     same data changes nothing. Records are validated (``shared.markets.rows``) and carry
@@ -53,14 +72,14 @@ def upsert_markets(cur: Cursor, records: Sequence[MarketRecord], rejected: list[
         return 0
     cur.execute("SAVEPOINT markets_page")
     try:
-        changed = _write_page(cur, records)
+        changed = _write_page(cur, records, in_active_set)
     except _ROW_ERRORS:
         cur.execute("ROLLBACK TO SAVEPOINT markets_page")
         changed = 0
         for record in records:
             cur.execute("SAVEPOINT markets_row")
             try:
-                changed += _write_page(cur, [record])
+                changed += _write_page(cur, [record], in_active_set)
             except _ROW_ERRORS as error:
                 cur.execute("ROLLBACK TO SAVEPOINT markets_row")
                 log.warning("market %s skipped: the database refused it (%s)", record.condition_id,
@@ -78,7 +97,30 @@ def upsert_markets(cur: Cursor, records: Sequence[MarketRecord], rejected: list[
 _ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, ValueError)
 
 
-def _write_page(cur: Cursor, records: Sequence[MarketRecord]) -> int:
+def _write_events(cur: Cursor, records: Sequence[MarketRecord]) -> None:
+    """The page's parent events (the first row naming an event gives it), unchanged ones not rewritten."""
+    events: dict[str, EventRecord] = {}
+    for record in records:
+        if record.event is not None:
+            events.setdefault(record.event.id, record.event)
+    if not events:
+        return
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _EVENT_COLUMNS if c != "event_id")
+    psycopg2.extras.execute_values(
+        cur,
+        f"""
+        INSERT INTO events ({", ".join(_EVENT_COLUMNS)}) VALUES %s
+        ON CONFLICT (event_id) DO UPDATE SET {updates}, updated_at = now()
+         WHERE events.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+        """,
+        [_event_row(e) for e in events.values()],
+        page_size=len(events),
+    )
+
+
+def _write_page(cur: Cursor, records: Sequence[MarketRecord], in_active_set: bool = True) -> int:
+    _write_events(cur, records)
+    checked_at = datetime.now(UTC)
     gamma_ids = [(r.condition_id, r.gamma_id) for r in records if r.gamma_id is not None]
     if gamma_ids:
         # 'released': the market that gave its id up is rewritten when Gamma next sends it.
@@ -96,14 +138,15 @@ def _write_page(cur: Cursor, records: Sequence[MarketRecord]) -> int:
     changed = psycopg2.extras.execute_values(
         cur,
         f"""
-        INSERT INTO markets ({", ".join(_MARKET_COLUMNS)}) VALUES %s
+        INSERT INTO markets ({", ".join(_MARKET_COLUMNS)}, in_active_set, resolution_checked_at) VALUES %s
         ON CONFLICT (condition_id) DO UPDATE
-           SET {updates}, in_active_set = true, updated_at = now()
+           SET {updates}, in_active_set = EXCLUDED.in_active_set, updated_at = now(),
+               resolution_checked_at = COALESCE(EXCLUDED.resolution_checked_at, markets.resolution_checked_at)
          WHERE markets.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-            OR NOT markets.in_active_set
+            OR markets.in_active_set IS DISTINCT FROM EXCLUDED.in_active_set
         RETURNING condition_id
         """,
-        [_market_row(r) for r in records],
+        [(*_market_row(r), in_active_set, None if in_active_set else checked_at) for r in records],
         page_size=len(records),
         fetch=True,
     )
@@ -220,6 +263,7 @@ _SUMMARY_SQL = """
 SELECT m.condition_id, m.gamma_id, m.slug, m.question, m.category, m.tags, m.event_id, m.event_slug,
        m.event_title, m.end_date, m.closed, m.accepting_orders, m.in_active_set, m.volume, m.volume_24h,
        m.liquidity, m.best_bid, m.best_ask, m.last_trade_price, m.spread, m.one_day_price_change,
+       m.group_item_title, m.neg_risk_other, m.image, m.icon, m.closed_time, m.uma_statuses, m.tag_labels,
        m.updated_at {extra},
        COALESCE((SELECT json_agg(json_build_object(
                     'index', o.outcome_index, 'outcome', o.outcome, 'token_id', o.token_id, 'price', o.price)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from shared.core.display import PRICE_RULE_LAST_KNOWN, PRICE_RULE_NONE, PRICE_RULE_RESOLVED
 from shared.core.errors import AppError, UpstreamError
 from shared.core.freshness import Freshness, Source
-from shared.prices.quotes import PRICE_RULE_LAST_KNOWN, PRICE_RULE_NONE, PRICE_RULE_RESOLVED, Book, Quote
+from shared.prices.quotes import Book, Quote
 
 # Origins of an entry without a quote (upstream has no book for the token):
 UNKNOWN = "unknown"  # and nothing stored knows it: no history is fetched for it

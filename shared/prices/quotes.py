@@ -43,19 +43,13 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from shared.core.display import (
+    PRICE_RULE_LAST_KNOWN,
+    display_price,
+)
 from shared.core.errors import UpstreamBadResponse
 from shared.core.ids import TOKEN_ID_PATTERN, is_token_id
 from shared.core.numbers import float_or_none
-
-# Polymarket shows the midpoint unless the spread is wider than this, then the last trade.
-DISPLAY_SPREAD_LIMIT = Decimal("0.10")
-
-PRICE_RULE_MIDPOINT = "midpoint"
-PRICE_RULE_LAST_TRADE = "last_trade"
-PRICE_RULE_LAST_KNOWN = "last_known"  # closed book: the last price we know of
-PRICE_RULE_RESOLVED = "resolved"  # the market settled: 1 for the winner, 0 otherwise
-PRICE_RULE_NONE = "none"  # no price: no two-sided book and no trade yet (``price`` is null)
-
 
 # --- the wire: what the CLOB sends, validated -------------------------------------------------
 
@@ -353,20 +347,6 @@ class Quote:
             return self.as_of
         return self.book_timestamp
 
-
-
-def display_price(
-    midpoint: Decimal | None, spread: Decimal | None, last_trade: Decimal | None
-) -> tuple[Decimal | None, str]:
-    """Polymarket's rule: the midpoint, unless the spread is wider than 0.10 (or there is no
-    two-sided book), then the last trade price. Returns (price, rule applied); the rule is
-    ``none`` when neither exists (a one-sided or empty book that never traded): no price."""
-    wide = spread is None or spread > DISPLAY_SPREAD_LIMIT
-    if wide and last_trade is not None:
-        return last_trade, PRICE_RULE_LAST_TRADE
-    if midpoint is None:
-        return None, PRICE_RULE_NONE
-    return midpoint, PRICE_RULE_MIDPOINT
 
 
 def quote_from_book(book: Book) -> Quote:

@@ -51,6 +51,7 @@ from typing import Any
 from shared.core import deadline
 from shared.core.cache import TTLCache
 from shared.core.config import CacheSettings
+from shared.core.display import PRICE_RULE_LAST_KNOWN
 from shared.core.errors import BadRequest, NotFound, ServiceUnavailable, UpstreamError
 from shared.core.freshness import Answer, Freshness, Source
 from shared.core.ids import TOKEN_ID_RULE, validate_token_id
@@ -63,7 +64,6 @@ from shared.prices.flight import WAIT_S, BookFlight
 from shared.prices.history import PROBE_QUERY, Histories, Series
 from shared.prices.query import HistoryQuery
 from shared.prices.quotes import (
-    PRICE_RULE_LAST_KNOWN,
     Book,
     Quote,
     book_json,

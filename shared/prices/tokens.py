@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.core.cache import TTLCache
+from shared.core.display import PRICE_RULE_LAST_KNOWN
 from shared.core.errors import (
     DEFAULT_RETRY_AFTER_S,
     AppError,
@@ -23,7 +24,7 @@ from shared.core.errors import (
 from shared.db.database import Database
 from shared.prices import store
 from shared.prices.entries import CATALOGUE, RESOLVED, UNKNOWN, UNVERIFIED, Entry, closed_quote, resolved_quote
-from shared.prices.quotes import PRICE_RULE_LAST_KNOWN, Quote, quote_from_sample
+from shared.prices.quotes import Quote, quote_from_sample
 
 log = logging.getLogger("polymarket_api.prices")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -20,12 +20,32 @@ from shared.api.schemas.base import (
 from shared.api.schemas.common import Freshness
 from shared.markets.query import MAX_LIMIT
 
+PriceRule = Literal["midpoint", "last_trade", "resolved", "outcome_prices", "none"]
+Status = Literal["open", "closed", "resolved"]
+
 
 class Outcome(Body):
     outcome: str = Field(examples=["Yes"])
     token_id: TokenId | None = Field(description="Null for a market without an order book.",
                                      examples=[EXAMPLE_TOKEN_ID])
-    price: Probability | None
+    price: Probability | None = Field(
+        description="Display price by Polymarket's rule (`price_rule`): the midpoint of Gamma's best bid and ask "
+                    "unless the spread is over 0.10, then the last trade (the second outcome of a binary market "
+                    "is 1 minus the first); 1 or 0 once resolved.")
+    price_rule: PriceRule = Field(
+        description="`midpoint`, `last_trade`, `resolved`, `outcome_prices` (Gamma's outcomePrices: closed but "
+                    "not settled, or no book fields), `none` (no price).")
+    outcome_price: Probability | None = Field(description="Gamma's `outcomePrices` entry, as sent.")
+
+
+class Resolution(Body):
+    status: Status = Field(description="`open`; `closed` (closed or left the open set, not settled); `resolved` "
+                                       "(closed with outcome prices exactly 1 and 0).")
+    winner_outcome: str | None = Field(description="The winning outcome's label once resolved.")
+    winner_token_id: TokenId | None = Field(description="The winning outcome's token id once resolved.")
+    resolved_at: Time | None = Field(description="Gamma's `closedTime` of a resolved market.")
+    uma_statuses: list[str] = Field(description="UMA resolution status history, oldest first "
+                                                "(e.g. `proposed`, `resolved`).")
 
 
 class Event(Body):
@@ -43,10 +63,19 @@ class Market(Body):
     question: str = Field(examples=["Will it rain in London tomorrow?"])
     category: str | None
     tags: list[Annotated[str, Field(description="Tag slug, lower case.")]]
+    tag_labels: list[Annotated[str, Field(description="Tag label in upstream's casing.")]] = Field(
+        description="One per entry of `tags`, same order.")
+    group_item_title: str | None = Field(description="The candidate's name within its event (neg-risk groups).")
+    neg_risk_other: bool | None = Field(description="Gamma marks this market as its event's \"Other\" placeholder.")
+    image: str | None
+    icon: str | None
     event: Event | None
     end_date: Time | None
     active: bool = Field(description="In Polymarket's open set and not closed.")
     closed: bool = Field(description="Closed, or no longer in the open set.")
+    status: Status = Field(description="Same as `resolution.status`.")
+    closed_time: Time | None = Field(description="Gamma's `closedTime`.")
+    resolution: Resolution
     accepting_orders: bool | None
     volume: NonNegative | None
     volume_24h: NonNegative | None

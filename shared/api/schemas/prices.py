@@ -8,15 +8,15 @@ from pydantic import Field
 
 from shared.api.schemas.base import Answer, Body, Count, NonNegative, Probability, Time, TokenId, optional
 from shared.api.schemas.common import Freshness
-from shared.core.ids import TOKEN_ID_RULE
-from shared.prices.query import MAX_BATCH, MAX_DEPTH, MAX_FIDELITY, Interval
-from shared.prices.quotes import (
+from shared.core.display import (
     PRICE_RULE_LAST_KNOWN,
     PRICE_RULE_LAST_TRADE,
     PRICE_RULE_MIDPOINT,
     PRICE_RULE_NONE,
     PRICE_RULE_RESOLVED,
 )
+from shared.core.ids import TOKEN_ID_RULE
+from shared.prices.query import MAX_BATCH, MAX_DEPTH, MAX_FIDELITY, Interval
 
 PriceRule = Literal["midpoint", "last_trade", "last_known", "resolved", "none"]
 assert {PRICE_RULE_MIDPOINT, PRICE_RULE_LAST_TRADE, PRICE_RULE_LAST_KNOWN, PRICE_RULE_RESOLVED, PRICE_RULE_NONE} == set(
