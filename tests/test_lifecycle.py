@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from shared.container import get_container
+from shared.db.database import get_database
+from shared.markets.resolution import RECHECK_AFTER_H
 from shared.markets.service import get_markets_service
 from tests.conftest import Upstream, handler, reset_app
 from tests.test_markets import all_pages, body_of, get
@@ -42,6 +44,12 @@ def close_over_http(gamma_url: str, condition_id: str, winner: int) -> None:
 
 def lookups(gamma_url: str) -> int:
     return int(httpx.get(f"{gamma_url}/_standin/counts", params={"host": "gamma", "path": LOOKUP}).json()["count"])
+
+
+def closed_lookups(standin: Any) -> int:
+    """Gamma requests for closed markets by condition id (not the health check's ``/markets?limit=1``)."""
+    return sum(1 for r in standin.requests() if r.host == "gamma" and r.path == LOOKUP and "condition_ids=" in r.query
+               and "closed=true" in r.query)
 
 
 def test_a_market_resolved_at_run_time_shows_resolved_on_every_endpoint(app_env: Upstream) -> None:
@@ -83,13 +91,14 @@ def test_a_market_resolved_at_run_time_shows_resolved_on_every_endpoint(app_env:
     assert (lost["quote"]["price"], lost["quote"]["price_rule"]) == (0.0, "resolved")
     assert app_env.count("/book", host="clob") == books  # settled in the store: no book read
 
-    status = health()["resolution"]
-    assert status["last_error"] is None and status["failures_in_a_row"] == 0
-    assert status["last"]["asked"] == 2 and status["last"]["settled"] == 2 and status["last"]["requests"] == 1
-
     # Settled: never asked again; nothing left, nothing to look up.
     get_markets_service().refresh(min_age_s=0)
     assert lookups(app_env.gamma_url) == before + 1
+
+    status = health()["resolution"]  # (the deep check pings Gamma's /markets: counted above first)
+    assert status["last_error"] is None and status["failures_in_a_row"] == 0
+    assert status["totals"]["stored"] == 2 and status["totals"]["settled"] == 2
+    assert status["totals"]["requests"] == 1
 
 
 def test_resolved_markets_list_most_recently_closed_first(app_env: Upstream) -> None:
@@ -156,7 +165,7 @@ def test_a_hostile_lookup_answer_never_loses_the_refresh(hostile_app: Any, answe
 
     result = service.refresh(min_age_s=0)
     assert result.status == "refreshed" and result.deactivated == 1
-    assert hostile_app.standin.count(host="gamma", path=LOOKUP) == 1
+    assert closed_lookups(hostile_app.standin) == 1
     status = health()
     assert status["last_error"] is None  # the catalogue's refresh did not fail
     resolution = status["resolution"]
@@ -172,7 +181,7 @@ def test_a_hostile_lookup_answer_never_loses_the_refresh(hostile_app: Any, answe
 
     hostile_app.clear()  # the next refresh asks again, and this time learns the winner
     assert service.refresh(min_age_s=0).status == "refreshed"
-    assert hostile_app.standin.count(host="gamma", path=LOOKUP) == 2
+    assert closed_lookups(hostile_app.standin) == 2
     assert health()["resolution"]["last_error"] is None
     assert market(target.condition_id)["resolution"]["winner_token_id"] == target.token_ids[0]
 
@@ -192,4 +201,10 @@ def test_a_market_the_lookup_does_not_find_stays_closed_and_is_not_asked_again_a
     assert target.condition_id in closed
     hostile_app.clear()
     service.refresh(min_age_s=0)  # checked moments ago: re-checked only after RECHECK_AFTER_H
-    assert hostile_app.standin.count(host="gamma", path=LOOKUP) == 1
+    assert closed_lookups(hostile_app.standin) == 1
+    get_database().query(  # as if RECHECK_AFTER_H had passed
+        "UPDATE markets SET resolution_checked_at = resolution_checked_at - make_interval(hours => %s) "
+        "WHERE condition_id = %s RETURNING condition_id", (RECHECK_AFTER_H + 1, target.condition_id))
+    service.refresh(min_age_s=0)
+    assert closed_lookups(hostile_app.standin) == 2
+    assert market(target.condition_id)["resolution"]["winner_token_id"] == target.token_ids[1]
