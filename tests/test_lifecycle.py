@@ -199,6 +199,10 @@ def test_a_market_the_lookup_does_not_find_stays_closed_and_is_not_asked_again_a
     assert shown["active"] is False and shown["resolution"]["status"] == "closed"
     closed = {m["condition_id"] for m in all_pages({"status": "closed", "limit": "500"})}
     assert target.condition_id in closed
+    # Its last open row read 1 and 0 (a market all but decided): still not settled, Gamma never said closed.
+    get_database().query("UPDATE outcome_tokens SET price = CASE outcome_index WHEN 0 THEN 1 ELSE 0 END "
+                         "WHERE condition_id = %s RETURNING condition_id", (target.condition_id,))
+    assert market(target.condition_id)["resolution"] == {**shown["resolution"], "status": "closed"}
     hostile_app.clear()
     service.refresh(min_age_s=0)  # checked moments ago: re-checked only after RECHECK_AFTER_H
     assert closed_lookups(hostile_app.standin) == 1

@@ -41,7 +41,7 @@ MAX_IDS_PER_REQUEST = 100  # Gamma's documented cap on condition_ids
 MAX_CHECKS_PER_REFRESH = 2_000  # 20 requests
 RECHECK_AFTER_H = 6  # closed but not settled: asked again at most this often
 RECHECK_WINDOW_DAYS = 30  # and for this long after it closed (or left the set)
-LOOKUP_DEADLINE_S = 60.0
+LOOKUP_DEADLINE_S = 20.0  # the reload of the refreshed catalogue waits on it; the rest waits a refresh
 MAX_LOOKUP_ROWS = 1_000  # we ask for at most 100
 
 
