@@ -9,7 +9,9 @@ latency on every upstream call, on a throw-away embedded PostgreSQL:
 2. the local host in a subprocess, serving from that store; sequential requests over HTTP,
    p50/p99 for a cached page, a search, and a cold query, beside /api/health in the same run;
    then a cached 500-market page (about 500 KB of JSON) asked for gzip-compressed (as browsers
-   and httpx ask) and uncompressed, with the bytes each puts on the wire.
+   and httpx ask) and uncompressed, with the bytes each puts on the wire;
+3. the events list (its first request builds the events catalogue), one event, the resolver
+   (the same slug, and a different stored slug each time), the tags and a market list by event.
 
 Prints a table; asserts nothing (figures, not a test).
 """
@@ -94,6 +96,26 @@ def main() -> int:
                     client, lambda i: f"{base}/markets?limit=50&q={chr(97 + i % 26)}{chr(97 + (i // 26) % 26)}"
                     f"&sort={rng.choice(SORTS)}&order={rng.choice(['asc', 'desc'])}", args.requests)),
             ]
+            sample = client.get(f"{base}/markets?limit=500").json()["markets"]
+            event = sample[0]["event"]
+            slugs = [m["slug"] for m in sample if m["slug"]]
+            started = time.perf_counter()
+            events_first = client.get(f"{base}/events?limit=20")
+            events_first_ms = (time.perf_counter() - started) * 1000
+            assert events_first.status_code == 200, events_first.text
+            rows += [
+                ("events, cached page", measure(client, lambda i: f"{base}/events?limit=20", args.requests)),
+                ("events, search (new word each time)", measure(
+                    client, lambda i: f"{base}/events?limit=20&q={WORDS[i % len(WORDS)]}", args.requests)),
+                ("one event (cached)", measure(client, lambda i: f"{base}/events/{event['id']}", args.requests)),
+                ("resolve, same slug (cached)", measure(
+                    client, lambda i: f"{base}/resolve?q={slugs[0]}", args.requests)),
+                ("resolve, another stored slug each time", measure(
+                    client, lambda i: f"{base}/resolve?q={slugs[i % len(slugs)]}", args.requests)),
+                ("tags (cached)", measure(client, lambda i: f"{base}/tags", args.requests)),
+                ("markets of one event", measure(
+                    client, lambda i: f"{base}/markets?event={event['slug']}", args.requests)),
+            ]
             big = f"{base}/markets?limit=500"
             wire = {}
             for name, encoding in (("cached 500-market page, gzip", "gzip"),
@@ -110,7 +132,9 @@ def main() -> int:
           f"snapshot load {refresh_s - result.seconds:.1f} s; then its compact copy stored in the background "
           f"in {write_s:.1f} s); peak RSS {rss_after:.0f} MB "
           f"(+{rss_after - rss_before:.0f} MB)")
-    print(f"first request  {first_ms:.0f} ms (new instance loads the snapshot from PostgreSQL; total={total:,})\n")
+    print(f"first request  {first_ms:.0f} ms (new instance loads the snapshot from PostgreSQL; total={total:,})")
+    print(f"first events   {events_first_ms:.0f} ms (builds the events catalogue; "
+          f"{events_first.json().get('total', 0):,} events)\n")
     print(f"{'request (' + str(args.requests) + ' each, sequential)':<40} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     health_p50 = rows[0][1][0]
     for name, (p50, p99, errors) in rows:

@@ -117,6 +117,18 @@ def test_content_hash_is_stable_and_sensitive() -> None:
         {"clobTokenIds": '["1", {"id": 2}]'},
         {"outcomes": '[[' * 50_000 + ']]' * 50_000},
         {"events": [{"id": "12x", "title": "e"}]},
+        {"events": [{"id": "1", "volume": "lots"}]},
+        {"events": [{"id": "1", "openInterest": -1}]},
+        {"events": [{"id": "1", "competitive": 7}]},
+        {"events": [{"id": "1", "title": "t" * 1_001}]},
+        {"events": [{"id": "1", "image": "i" * 2_001}]},
+        {"events": [{"id": "1", "endDate": "soon"}]},
+        {"events": [{"id": "1", "tags": [{"slug": f"t{i}"} for i in range(101)]}]},
+        {"groupItemTitle": "g" * 301},
+        {"closedTime": "2026-13-01 00:00:00+00"},
+        {"umaResolutionStatuses": '["proposed", 7]'},
+        {"umaResolutionStatuses": json.dumps(["proposed"] * 21)},
+        {"umaResolutionStatuses": '[' * 50_000 + ']' * 50_000},
     ],
     ids=lambda change: next(iter(change)) + "=" + str(next(iter(change.values())))[:30],
 )
@@ -141,6 +153,15 @@ def test_values_outside_their_rules_reject_the_row(change: dict) -> None:
         ({"id": 559651}, "gamma_id", "559651"),
         ({"closed": "yes"}, "closed", False),
         ({"acceptingOrders": "true"}, "accepting_orders", None),
+        ({"groupItemTitle": "Other\u0000"}, "group_item_title", "Other"),
+        ({"groupItemTitle": ""}, "group_item_title", None),
+        ({"negRiskOther": "true"}, "neg_risk_other", None),
+        ({"closedTime": "2026-06-12 20:41:49+00"}, "closed_time", datetime(2026, 6, 12, 20, 41, 49, tzinfo=UTC)),
+        ({"umaResolutionStatuses": None, "umaResolutionStatus": "resolved"}, "uma_statuses", ("resolved",)),
+        ({"umaResolutionStatuses": '["proposed", "resolved"]'}, "uma_statuses", ("proposed", "resolved")),
+        ({"events": [{"title": "no id"}]}, "event", None),  # no event id: no event, as before
+        ({"tags": [{"slug": "us-politics", "label": "US Politics"}, {"slug": "US-Politics", "label": "x"}]},
+         "tag_labels", ("US Politics",)),  # one label per distinct slug, upstream's casing
     ],
 )
 def test_values_within_their_rules_are_kept(change: dict, field: str, expected: object) -> None:
@@ -155,3 +176,77 @@ def test_a_rejected_row_says_which_rule_without_the_value() -> None:
     assert str(caught.value).startswith("volume:") and secret not in str(caught.value)
     with pytest.raises(BadMarketRow, match="not an object"):
         parse_market(["not", "a", "row"])
+
+
+def test_the_parent_event_comes_with_the_row() -> None:
+    rows = sample("gamma_markets.json")
+    record = parse_market(rows[0])
+    event = record.event
+    assert event is not None and event.id == record.event_id == rows[0]["events"][0]["id"]
+    assert event.slug == rows[0]["events"][0]["slug"] and event.title == record.event_title
+    # Event numbers are JSON numbers, unlike the market's strings (contract section 1).
+    assert event.volume == Decimal(str(rows[0]["events"][0]["volume"]))
+    assert event.open_interest == Decimal(str(rows[0]["events"][0]["openInterest"]))
+    assert event.neg_risk is True and record.group_item_title == rows[0]["groupItemTitle"]
+    assert record.neg_risk_other is False
+    resolved = parse_market(sample("gamma_market_resolved.json"))
+    assert resolved.closed and resolved.uma_statuses == ("proposed", "resolved")
+    assert resolved.closed_time == datetime(2026, 6, 12, 20, 41, 49, tzinfo=UTC)
+
+
+def _row(**change: object) -> dict:
+    """A stored market row as store.load_markets gives it (every column market_json reads)."""
+    from shared.markets import compact
+
+    row = {**compact._PROBE_ROW, "closed_time": None, "uma_statuses": [],
+           "outcomes": [{"index": 0, "outcome": "Yes", "token_id": "1", "price": Decimal("0.3")},
+                        {"index": 1, "outcome": "No", "token_id": "2", "price": Decimal("0.7")}]}
+    row.update(change)
+    return row
+
+
+def _prices(**change: object) -> list[tuple[float | None, str]]:
+    from shared.markets.snapshot import market_json
+
+    body = market_json(_row(**change))
+    return [(o["price"], o["price_rule"]) for o in body["outcomes"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"best_bid": Decimal("0.40"), "best_ask": Decimal("0.50"), "last_trade_price": Decimal("0.9")},
+         [(0.45, "midpoint"), (0.55, "midpoint")]),  # a spread of exactly 0.10 is not over it
+        ({"best_bid": Decimal("0.40"), "best_ask": Decimal("0.51"), "last_trade_price": Decimal("0.9")},
+         [(0.9, "last_trade"), (0.1, "last_trade")]),
+        ({"best_bid": None, "best_ask": Decimal("0.5"), "last_trade_price": Decimal("0.2")},
+         [(0.2, "last_trade"), (0.8, "last_trade")]),
+        ({"best_bid": Decimal("0.6"), "best_ask": Decimal("0.5"), "last_trade_price": None},  # crossed: no book
+         [(0.3, "outcome_prices"), (0.7, "outcome_prices")]),
+        ({"best_bid": None, "best_ask": None, "last_trade_price": None},
+         [(0.3, "outcome_prices"), (0.7, "outcome_prices")]),
+    ],
+)
+def test_list_prices_follow_polymarkets_display_rule(change: dict, expected: list) -> None:
+    assert _prices(**change) == [(pytest.approx(p), rule) for p, rule in expected]
+
+
+def test_resolution_needs_closed_and_prices_exactly_one_and_zero() -> None:
+    from shared.markets.snapshot import market_json
+
+    settled = [{"index": 0, "outcome": "Yes", "token_id": "1", "price": Decimal("0")},
+               {"index": 1, "outcome": "No", "token_id": "2", "price": Decimal("1.000")}]
+    body = market_json(_row(closed=True, outcomes=settled, uma_statuses=["proposed", "resolved"],
+                            closed_time=datetime(2026, 6, 12, 20, 41, 49, tzinfo=UTC)))
+    assert body["status"] == "resolved" and not body["active"]
+    assert body["resolution"] == {"status": "resolved", "winner_outcome": "No", "winner_token_id": "2",
+                                  "resolved_at": "2026-06-12T20:41:49+00:00", "uma_statuses": ["proposed", "resolved"]}
+    assert [(o["price"], o["price_rule"]) for o in body["outcomes"]] == [(0.0, "resolved"), (1.0, "resolved")]
+    unsettled = [{**settled[0], "price": Decimal("0.5")}, {**settled[1], "price": Decimal("0.5")}]
+    body = market_json(_row(closed=True, outcomes=unsettled))
+    assert body["status"] == "closed" and body["resolution"]["winner_token_id"] is None
+    assert body["resolution"]["resolved_at"] is None
+    assert [o["price_rule"] for o in body["outcomes"]] == ["outcome_prices", "outcome_prices"]
+    # 1 and 0 while still open is a price, not a result; leaving the active set closes it.
+    assert market_json(_row(outcomes=settled))["status"] == "open"
+    assert market_json(_row(in_active_set=False))["status"] == "closed"

@@ -183,6 +183,28 @@ def test_control_characters_and_lone_surrogates_are_removed_from_text(app: App, 
     assert app.health()["skipped_rows"] == 0
 
 
+def test_a_hostile_parent_event_skips_its_row_or_is_cleaned_and_stored_loadable(app: App) -> None:
+    rows = app.first_page()["markets"]
+    rows[1]["events"] = [{**rows[1]["events"][0], "volume": "a lot"}]  # event numbers are numbers
+    rows[2]["events"] = [{**rows[2]["events"][0], "openInterest": 1e300}]  # beyond any amount
+    rows[3]["events"] = [{**rows[3]["events"][0], "id": {"nested": ["id"]}}]
+    rows[4]["events"] = [{**rows[4]["events"][0], "title": "Who\u0000 wins\ud800?", "tags": "not a list"}]
+    rows[5]["umaResolutionStatuses"] = '["proposed", {"x": 1}]'
+    rows[6]["groupItemTitle"] = "Other\u0007"
+    serve_page(app, rows)
+    body = app.markets()
+    bad = {rows[i]["conditionId"] for i in (1, 2, 3, 5)}
+    assert body["total"] == len(rows) - len(bad) and not bad & ids(body)
+    by_id = {m["condition_id"]: m for m in body["markets"]}
+    assert by_id[rows[4]["conditionId"]]["event"]["title"] == "Who wins?"
+    assert by_id[rows[6]["conditionId"]]["group_item_title"] == "Other"
+    assert app.health()["skipped_rows"] == len(bad)
+    new_instance()  # what was stored loads back
+    again = app.markets()
+    assert again["total"] == body["total"] and app.health()["unloadable_rows"] == 0
+    assert {m["condition_id"]: m["event"] for m in again["markets"]} == {c: m["event"] for c, m in by_id.items()}
+
+
 @pytest.mark.parametrize(
     ("field", "value"), [("id", "424242"), ("clobTokenIds", '["111", "222"]')], ids=["gamma-id", "token-id"]
 )
