@@ -20,7 +20,7 @@ from shared.markets.resolution import RECHECK_AFTER_H
 from shared.markets.service import get_markets_service
 from tests.conftest import Upstream, handler, reset_app
 from tests.test_markets import all_pages, body_of, get
-from tests.test_prices import price
+from tests.test_prices import price, prices
 
 LOOKUP = "/markets"  # Gamma's list endpoint: the closed-markets lookup (the crawl uses /markets/keyset)
 
@@ -80,6 +80,7 @@ def test_a_market_resolved_at_run_time_shows_resolved_on_every_endpoint(app_env:
     assert resolution["winner_token_id"] == winner
     assert resolution["winner_outcome"] == target["outcomes"][0]
     assert resolution["resolved_at"] is not None and resolution["resolved_at"] == detail["closed_time"]
+    assert resolution["uma_statuses"] == ["proposed", "resolved"]  # the UMA history, stored
     assert market(other["condition_id"])["resolution"]["winner_token_id"] == other["token_ids"][1]
 
     won = body_of(price(winner))
@@ -90,6 +91,9 @@ def test_a_market_resolved_at_run_time_shows_resolved_on_every_endpoint(app_env:
     lost = body_of(price(loser, {"history": "false"}))
     assert (lost["quote"]["price"], lost["quote"]["price_rule"]) == (0.0, "resolved")
     assert app_env.count("/book", host="clob") == books  # settled in the store: no book read
+    batch = {q["token_id"]: q["quote"] for q in body_of(prices([winner, loser, other["token_ids"][1]]))["quotes"]}
+    assert {t: (q["price"], q["price_rule"]) for t, q in batch.items()} == {
+        winner: (1.0, "resolved"), loser: (0.0, "resolved"), other["token_ids"][1]: (1.0, "resolved")}
 
     # Settled: never asked again; nothing left, nothing to look up.
     get_markets_service().refresh(min_age_s=0)
@@ -108,7 +112,9 @@ def test_resolved_markets_list_most_recently_closed_first(app_env: Upstream) -> 
     get_markets_service().refresh(min_age_s=0)
     app_env.standin.advance_time(120)  # the second closes two minutes later
     app_env.standin.close_market(second, winner=0)
-    get_markets_service().refresh(min_age_s=0)
+    forced = body_of(get("markets", {"refresh": "true", "status": "resolved"}))  # refresh and lookup, then answer
+    assert forced["freshness"]["source"] == "live"
+    assert [m["condition_id"] for m in forced["markets"]] == [second, first]
     resolved = [m["condition_id"] for m in all_pages({"status": "resolved", "limit": "100"})]
     assert resolved == [second, first]
     open_ids = {m["condition_id"] for m in all_pages({"status": "open", "limit": "500"})}
