@@ -28,7 +28,7 @@ from shared.core import deadline
 from shared.core.errors import AppError, UpstreamBadResponse, UpstreamError
 from shared.db.database import Cursor, Database
 from shared.markets import store
-from shared.markets.crawl import _condition_id_of
+from shared.markets.crawl import condition_id_of
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market, row_label
 from shared.markets.snapshot import MAX_ROW_WARNINGS
 
@@ -122,7 +122,7 @@ def _look_up(gamma: GammaApi, ids: Sequence[str], batch: _Batch) -> None:
                 if batch.skipped <= MAX_ROW_WARNINGS:
                     log.warning("closed-market row skipped (%s): %s", row_label(row), problem)
                 # A bad row of a market asked for leaves it unchecked: asked again next refresh.
-                if (cid := _condition_id_of(row)) in wanted:
+                if (cid := condition_id_of(row)) in wanted:
                     wanted.discard(cid)
         batch.checked.extend(c for c in chunk if c in wanted)
 
