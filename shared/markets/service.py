@@ -59,6 +59,7 @@ from shared.markets.facts import MarketFacts, market_facts
 from shared.markets.query import SORTS as _QUERY_SORTS
 from shared.markets.query import MarketQuery
 from shared.markets.refresh import Backoff, RefreshResult, bounded_refresh, failure_reason, retry_after_s
+from shared.markets.resolution import Resolutions
 from shared.markets.snapshot import Snapshot, Unloadable, decode_cursor, encode_cursor, market_json, number
 
 if TYPE_CHECKING:  # the client (and httpx) is imported with the first refresh
@@ -137,6 +138,8 @@ class MarketsService:
         self._compact_lock = threading.Lock()
         self._compact_pending: tuple[Snapshot, str] | None = None
         self._compact_writer: threading.Thread | None = None
+        # What became of the markets that left the active set (shared.markets.resolution).
+        self.resolutions = Resolutions()
 
     # refresh ------------------------------------------------------------------------------
 
@@ -179,6 +182,8 @@ class MarketsService:
                 log.warning("markets refreshed, %d Gamma rows skipped: %s", result.skipped_rows, result)
             else:
                 log.info("markets refreshed: %s", result)
+            # Committed; its own transaction, and it never raises: the refresh stands whatever it meets.
+            self.resolutions.run(db, self._gamma())
         if result.status != "busy":
             # Committed: a failed load leaves the previous snapshot served, stale with the
             # reason (recorded by _reload), rather than failing a refresh that succeeded.
@@ -551,6 +556,7 @@ class MarketsService:
             "failures_in_a_row": max(self._refresh_backoff.failures, self._load_backoff.failures),
             "retry_in_s": round(retry_in, 1) if retry_in else None,
             "compact_snapshot": dict(self.compact_counts),
+            "resolution": self.resolutions.status(),
         }
 
     # queries ------------------------------------------------------------------------------
