@@ -223,3 +223,18 @@ def test_a_bad_market_row_in_a_fetched_event_is_skipped_and_counted(hostile_app:
     served = {m["condition_id"] for m in body["markets"]}
     assert bad not in served and served == {m["conditionId"] for m in row["markets"] if isinstance(m, dict)} - {bad}
     assert get_container().lookup.skipped_rows == 2
+
+
+def test_a_number_that_is_both_a_market_id_and_an_event_id_is_ambiguous(app_env: Upstream) -> None:
+    from shared.db.database import get_database
+
+    listed = all_pages({"limit": "500"})
+    event = next(m["event"] for m in listed if m["event"])
+    other = next(m for m in listed if m["event"] and m["event"]["id"] != event["id"])
+    # Gamma's market and event ids are separate sequences: the same number can name one of each.
+    get_database().query("UPDATE markets SET gamma_id = %s WHERE condition_id = %s RETURNING 1",
+                         (event["id"], other["condition_id"]))
+    message = resolve(event["id"], expect=404)["error"]["message"]
+    assert "ambiguous" in message and other["condition_id"] in message and event["slug"] in message
+    for q in (other["slug"], f"https://polymarket.com/event/{event['slug']}"):  # a link or slug is not
+        assert resolve(q)["markets"]
