@@ -28,6 +28,8 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
   random cursor on every page (also the last), one that leads back to the first page: the same rows forever.
 * ``later_pages`` -- apply switch ``then`` (with the other params) only to requests with an
   ``after_cursor``: Gamma keyset pages after the first (a refresh that stalls halfway).
+* ``closed_lookups`` -- apply switch ``then`` (with the other params) only to requests asking for
+  ``closed=true``: Gamma lookups of closed markets, not the crawl of open ones.
 """
 
 from __future__ import annotations
@@ -279,4 +281,10 @@ def _keyset_loop(exchange: Exchange, params: dict[str, Any]) -> None:
 @switch("later_pages")
 def _later_pages(exchange: Exchange, params: dict[str, Any]) -> None:
     if "after_cursor" in exchange.query:
+        SWITCHES[params["then"]](exchange, {k: v for k, v in params.items() if k != "then"})
+
+
+@switch("closed_lookups")
+def _closed_lookups(exchange: Exchange, params: dict[str, Any]) -> None:
+    if "true" in exchange.query.get("closed", []):
         SWITCHES[params["then"]](exchange, {k: v for k, v in params.items() if k != "then"})
