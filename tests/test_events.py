@@ -274,7 +274,7 @@ def test_a_recorded_gamma_event_parses_and_bad_markets_are_skipped() -> None:
     event = sample("gamma_events.json")[0]
     good = event["markets"][0]
     broken = {**good, "conditionId": "0x1234"}  # not a condition id: this market is skipped, not the event
-    records = records_of_event({**event, "markets": [good, "not an object", broken]})
+    records = records_of_event({**event, "markets": [good, "not an object", broken, good]})
     assert [r.condition_id for r in records] == [good["conditionId"]]
     record = records[0]
     assert record.event is not None and record.event.id == event["id"] and record.event.slug == event["slug"]

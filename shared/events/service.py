@@ -7,7 +7,8 @@ from an in-memory catalogue built from what the markets refresh stores.
   on the first events request, and again when the markets snapshot changes; never on the
   markets path, so a markets cold start does not pay for it.
 - One event by id or slug is read from PostgreSQL; one never stored (an old link) is fetched
-  from Gamma once, stored like any market (outside the active set when closed) and answered;
+  from Gamma once, its markets stored outside the active set (as the resolver stores what it
+  fetches: the refresh alone decides what is open) and answered;
   an id Gamma does not know is remembered for a while, so repeated unknown ids cost one call.
 """
 
@@ -234,12 +235,14 @@ class EventsService:
             return False
 
         def write(cur: Cursor) -> None:
-            closed = [r for r in records if r.closed]
-            if closed:
-                market_store.upsert_markets(cur, closed, in_active_set=False)
-            open_ = [r for r in records if not r.closed]
-            if open_:
-                market_store.upsert_markets(cur, open_)
+            # Outside the active set, and only what is not stored: the refresh alone decides what
+            # is open (as shared.markets.lookup stores what it fetches).
+            cur.execute("SELECT condition_id FROM markets WHERE condition_id = ANY(%s)",
+                        ([r.condition_id for r in records],))
+            stored = {row["condition_id"] for row in cur.fetchall()}
+            new = [r for r in records if r.condition_id not in stored]
+            if new:
+                market_store.upsert_markets(cur, new, in_active_set=False)
 
         self._database().run(write)
         log.info("event %s fetched from Gamma on demand: %d markets stored", ref, len(records))
@@ -253,7 +256,7 @@ def records_of_event(event: Any) -> list[MarketRecord]:
     if not isinstance(event, dict) or not isinstance(event.get("markets"), list):
         return []
     parent = {key: value for key, value in event.items() if key != "markets"}
-    records: list[MarketRecord] = []
+    records: dict[str, MarketRecord] = {}  # the first row of a condition id wins
     skipped = 0
     for market in event["markets"][:MAX_EVENT_MARKETS]:
         if not isinstance(market, dict):
@@ -263,9 +266,11 @@ def records_of_event(event: Any) -> list[MarketRecord]:
         if "tags" not in row and isinstance(parent.get("tags"), list):
             row["tags"] = parent["tags"]  # /events rows carry tags on the event only
         try:
-            records.append(parse_market(row))
+            record = parse_market(row)
         except BadMarketRow:
             skipped += 1
+            continue
+        records.setdefault(record.condition_id, record)
     if skipped:
         log.warning("event %s from Gamma: %d markets skipped (unreadable)", parent.get("id"), skipped)
-    return records
+    return list(records.values())
