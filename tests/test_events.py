@@ -281,3 +281,16 @@ def test_a_recorded_gamma_event_parses_and_bad_markets_are_skipped() -> None:
     assert record.event_id == event["id"] and record.tags == tuple(t["slug"].lower() for t in event["tags"])
     for unreadable in (None, [], {"id": event["id"]}, {**event, "markets": "[]"}):
         assert records_of_event(unreadable) == []
+
+
+def test_a_stored_event_that_cannot_be_served_is_left_out_not_the_catalogue(app_env: Upstream) -> None:
+    everything = all_pages({"limit": "200"})
+    bad = everything[1]["id"]
+    # A year Python cannot hold: PostgreSQL stores it, the driver cannot read it.
+    assert get_database().execute("UPDATE events SET end_date = '12000-01-01' WHERE event_id = %s", (bad,)) == 1
+    get_container().reset("events")
+    after = all_pages({"limit": "200"})
+    assert [e["id"] for e in after] == [e["id"] for e in everything if e["id"] != bad]
+    assert get_container().events._catalogue is not None and get_container().events._catalogue.skipped == 1
+    response = get_event(bad)
+    assert response.status_code == 404 and "cannot be served" in body_of(response)["error"]["message"]

@@ -45,7 +45,9 @@ def events_fingerprint(cur: Cursor) -> str:
 
 def find_event(cur: Cursor, ref: str) -> dict[str, Any] | None:
     """The stored event with this Gamma id, else with this slug (ids are digits; a slug made of
-    digits only is still found when no event has it as its id)."""
+    digits only is still found when no event has it as its id). Unreadable timestamps as in
+    ``load_markets``."""
+    psycopg2.extensions.register_type(market_store._TOLERANT_TIMESTAMPTZ, cur)
     cur.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = %(ref)s OR slug = %(ref)s "
         "ORDER BY (event_id = %(ref)s) DESC, updated_at DESC LIMIT 1",
