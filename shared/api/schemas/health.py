@@ -154,8 +154,18 @@ class PricesStatus(Body):
     rejected: Rejected
 
 
+class EventsStatus(Body):
+    """This instance's events catalogue (built on its first events request)."""
+
+    loaded: bool
+    events: Count
+    left_out: Count = Field(description="Stored events the last build could not serve.")
+    last_error: str | None = Field(description="Why the last rebuild failed (the one built before is served).")
+
+
 class Datasets(Body):
     markets: MarketsStatus
+    events: EventsStatus
     prices: PricesStatus
 
 
