@@ -19,8 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_HTTP = {
     "health_check": ("health", ["GET"], "ANONYMOUS"),
     "list_markets": ("markets", ["GET"], "ANONYMOUS"),
-    "get_market": ("markets/{condition_id}", ["GET"], "ANONYMOUS"),
+    "get_market": ("markets/{market}", ["GET"], "ANONYMOUS"),
+    "resolve": ("resolve", ["GET"], "ANONYMOUS"),
+    "list_tags": ("tags", ["GET"], "ANONYMOUS"),
     "get_market_sentiment": ("markets/{condition_id}/sentiment", ["GET"], "ANONYMOUS"),
+    "list_events": ("events", ["GET"], "ANONYMOUS"),
+    "get_event": ("events/{event}", ["GET"], "ANONYMOUS"),
     "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),
     "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),
