@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -147,6 +148,7 @@ def main() -> int:
         return run(args.markets, args.days, distinct, args.refreshes, args.reads)
     finally:
         database.stop()
+        shutil.rmtree(work, ignore_errors=True)  # a gigabyte at the default size
 
 
 def run(markets: int, days: int, distinct: int, refreshes: int, reads: int) -> int:
