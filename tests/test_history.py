@@ -318,3 +318,35 @@ def test_a_capture_the_database_refuses_is_skipped_not_the_page(database_env: di
     assert after.written == 1  # the transaction goes on
     assert sorted(read([token(2), token(3), token(4), "not-a-token"], minutes(0), minutes(5))) == sorted(
         [token(2), token(3), token(4)])
+
+
+def test_reads_across_the_tiers_are_contiguous_with_no_period_twice(database_env: dict[str, str]) -> None:
+    path = _path(11, 10, T0)
+
+    def feed(cur: Cursor) -> None:  # ten days of refreshes, one transaction
+        for at, price in path:
+            p = Decimal(price) / 10_000
+            record_refresh(cur, [_record(1, bid=str(p - Decimal("0.005")), ask=str(p + Decimal("0.005")))], at)
+
+    run(feed)
+    job.compact(get_database, 90, now=T0 + timedelta(days=10))  # days 0-2 hourly, the rest 5-minute
+    start, end = T0 + timedelta(days=1, hours=5, minutes=2), T0 + timedelta(days=5)
+    points = read([token(1)], start, end)[token(1)]
+    assert {p.period_s for p in points} == {300, 3_600}
+    assert points[0].ts <= start < points[0].ts + timedelta(seconds=points[0].period_s)
+    for a, b in zip(points, points[1:], strict=False):
+        assert a.ts + timedelta(seconds=a.period_s) == b.ts  # every period once, none missing
+    assert points[-1].ts + timedelta(seconds=points[-1].period_s) == end
+    captured = {at: price / 1e4 for at, price in path}
+    for p in points:
+        if p.period_s == 300:
+            assert p.price == captured[p.ts]
+        else:
+            assert p.price == captured[p.ts + timedelta(minutes=55)]  # an hour closes at its last capture
+    for resolution, size in (("1h", 3_600), ("1d", 86_400)):
+        coarse = read([token(1)], start, end, resolution)[token(1)]
+        assert {p.period_s for p in coarse} == {size}
+        for a, b in zip(coarse, coarse[1:], strict=False):
+            assert a.ts + timedelta(seconds=size) == b.ts
+        expected = _ohlc(path, timedelta(seconds=size))
+        assert [(p.open, p.high, p.low, p.price) for p in coarse] == [expected[p.ts] for p in coarse]

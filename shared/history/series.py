@@ -261,7 +261,9 @@ def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, s
         if begin >= stop:
             break
         if previous is not None and held_end < begin:
-            _carry(out, previous, held_end, min(begin, stop), held, lo)
+            # At the finer of the two periods: a gap where the stored tier changes is carried
+            # in periods both boundaries fall on (each stored period divides the next).
+            _carry(out, previous, held_end, min(begin, stop), min(held, span), lo)
         merged = _one(group, begin, span, previous)
         if begin + span > lo:
             out.append((span, merged, 1))
