@@ -4,6 +4,7 @@ and simulated refreshes over simulated days with a clock the test controls."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from dataclasses import replace
@@ -21,6 +22,7 @@ from shared.history.store import record_refresh, record_settled
 from shared.markets.rows import MarketRecord, Outcome
 from shared.markets.service import get_markets_service
 from tests.conftest import Upstream, handler
+from tests.test_health import call as call_health
 from tests.test_markets import all_pages
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, midnight UTC
@@ -84,6 +86,9 @@ def test_every_open_market_is_captured_by_the_refresh_at_the_price_the_list_show
             points = history[outcome["token_id"]]
             assert len(points) == 1 and points[0].captures == 1
             assert points[0].price == pytest.approx(outcome["price"], abs=1e-4), market["condition_id"]
+    health = json.loads(call_health({"deep": "true"}).get_body())
+    status = health["datasets"]["markets"]
+    assert (status["captures"], status["skipped_captures"]) == (result.captures, 0)
     # Frozen prices: the next refresh captures every market again and writes no row.
     second = get_markets_service().refresh(min_age_s=0)
     assert (second.captures, second.captures_written) == (result.captures, 0)
