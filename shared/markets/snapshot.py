@@ -7,8 +7,6 @@ counted and named in the log: one row never stops the catalogue from loading.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import itertools
 import json
@@ -24,8 +22,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.core import paging
 from shared.core.display import PRICE_RULE_NONE, PRICE_RULE_OUTCOME_PRICES, PRICE_RULE_RESOLVED, display_price
-from shared.core.errors import BadRequest
+from shared.core.paging import SortKey, slug
 
 if TYPE_CHECKING:  # service.py imports this module; only the type is needed here
     from shared.markets.query import MarketQuery
@@ -217,7 +216,7 @@ def item_from_json(body: dict[str, Any], end_ts: float | None, sorts: Mapping[st
     POSIX timestamp (kept apart so a compact snapshot need not parse dates again)."""
     facets = {t.lower() for t in body["tags"]}
     if body["category"]:
-        facets.add(_slug(body["category"]))
+        facets.add(slug(body["category"]))
     if event := body["event"]:
         facets.update(f"{EVENT_FACET}{key.lower()}" for key in (event["id"], event["slug"]) if key)
     facets.add(f"{STATUS_FACET}{body['status']}")
@@ -247,18 +246,8 @@ STATUS_FACET = "status:"
 TIME_SORTS = ("end_date", "closed_time")  # sorted by timestamp, not by a JSON number
 
 
-def _slug(text: str) -> str:
-    return "-".join(text.lower().split())
-
-
-SortKey = tuple[bool, float, str]
-
-
 def _sort_key(item: Item, sort: str, descending: bool) -> SortKey:
-    value = item.sort_values[sort]
-    if value is None:
-        return (True, 0.0, item.condition_id)  # missing values last in either order
-    return (False, -value if descending else value, item.condition_id)
+    return paging.sort_key(item.sort_values[sort], item.condition_id, descending)
 
 
 @dataclass
@@ -390,7 +379,7 @@ class Snapshot:
                 positions = [p for p in positions if term in texts[p]]
         wanted = []
         if query.tag:
-            wanted.append(_slug(query.tag) if ":" not in query.tag else "\x00")  # never a facet
+            wanted.append(slug(query.tag) if ":" not in query.tag else "\x00")  # never a facet
         if query.event:
             wanted.append(f"{EVENT_FACET}{query.event.strip().lower()}")
         if query.status:
@@ -413,32 +402,12 @@ class Snapshot:
 
 # --- cursors ---------------------------------------------------------------------------------
 
+CURSOR_PARAMETERS = "q, tag, event, status, sort, order or active_only"
+
 
 def encode_cursor(query: MarketQuery, key: SortKey) -> str:
-    raw = json.dumps({"f": query.fingerprint(), "k": list(key)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode_cursor(query.fingerprint(), key)
 
 
 def decode_cursor(query: MarketQuery, cursor: str) -> SortKey:
-    invalid = BadRequest("parameter 'cursor' is not a cursor this API returned", parameter="cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-        missing, value, condition_id = data["k"]
-        fingerprint = data["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise invalid from None
-    if not isinstance(missing, bool) or not isinstance(value, (int, float)) or not isinstance(condition_id, str):
-        raise invalid
-    try:
-        number = float(value)
-    except OverflowError:  # an integer no float holds (10**309): never one of ours
-        raise invalid from None
-    if fingerprint != query.fingerprint():
-        raise BadRequest(
-            "parameter 'cursor' belongs to a different query (q, tag, event, status, sort, order or active_only "
-            "changed)",
-            parameter="cursor",
-        )
-    return (missing, number, condition_id)
-
+    return paging.decode_cursor(query.fingerprint(), cursor, CURSOR_PARAMETERS)
