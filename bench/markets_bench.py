@@ -110,8 +110,10 @@ def main() -> int:
                 ("one event (cached)", measure(client, lambda i: f"{base}/events/{event['id']}", args.requests)),
                 ("resolve, same slug (cached)", measure(
                     client, lambda i: f"{base}/resolve?q={slugs[0]}", args.requests)),
-                ("resolve, another stored slug each time", measure(
-                    client, lambda i: f"{base}/resolve?q={slugs[i % len(slugs)]}", args.requests)),
+                # A link, not a bare slug: a bare slug another event also has is ambiguous (a 404).
+                ("resolve, another stored market link each time", measure(
+                    client, lambda i: f"{base}/resolve?q=https://polymarket.com/market/{slugs[i % len(slugs)]}",
+                    args.requests)),
                 ("tags (cached)", measure(client, lambda i: f"{base}/tags", args.requests)),
                 ("markets of one event", measure(
                     client, lambda i: f"{base}/markets?event={event['slug']}", args.requests)),

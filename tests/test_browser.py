@@ -74,6 +74,22 @@ async function run() {
   // Revalidation by the browser's HTTP cache: it asks with the ETag it stored and serves its copy.
   const cached = await fetch(`${api}/api/markets?limit=500`, {cache: "no-cache"});
   results.noCache = {...seen(cached), count: (await cached.json()).markets.length};
+  // Events, the resolver and tags: what a frontend built around events and links calls.
+  const events = await fetch(`${api}/api/events?limit=5`);
+  const eventPage = await events.json();
+  results.events = {...seen(events), count: eventPage.events.length, id: eventPage.events[0].id};
+  const again = await fetch(`${api}/api/events?limit=5`, {headers: {"If-None-Match": results.events.etag}});
+  results.eventsRevalidated = {...seen(again), body: await again.text()};
+  const event = await fetch(`${api}/api/events/${eventPage.events[0].slug}`);
+  results.event = {...seen(event), id: (await event.json()).event.id};
+  const link = `https://polymarket.com/event/${eventPage.events[0].slug}`;
+  const resolved = await fetch(`${api}/api/resolve?q=${encodeURIComponent(link)}`);
+  const answer = await resolved.json();
+  results.resolved = {...seen(resolved), kind: answer.kind, event: answer.event && answer.event.id};
+  const foreign = await fetch(`${api}/api/resolve?q=${encodeURIComponent("https://evil.example/event/x")}`);
+  results.foreign = {...seen(foreign), error: (await foreign.json()).error};
+  const tags = await fetch(`${api}/api/tags`);
+  results.tags = {...seen(tags), count: (await tags.json()).tags.length};
   return results;
 }
 async function refused() {
@@ -326,6 +342,16 @@ def test_a_browser_on_another_origin_uses_the_api(
     assert results["changed"]["status"] == 200 and results["changed"]["count"] == listed["count"]
     assert results["noCache"]["status"] == 200 and results["noCache"]["count"] == listed["count"]
     assert results["noCache"]["etag"] == listed["etag"]
+
+    events = results["events"]
+    assert events["status"] == 200 and events["count"] == 5 and events["etag"] and events["simulated"] == "true"
+    assert results["eventsRevalidated"]["status"] == 304 and results["eventsRevalidated"]["body"] == ""
+    assert results["event"]["status"] == 200 and results["event"]["id"] == events["id"] and results["event"]["etag"]
+    assert results["resolved"]["status"] == 200 and results["resolved"]["kind"] == "event_url"
+    assert results["resolved"]["event"] == events["id"]
+    # An error reaches JavaScript too (CORS headers on a 400), with the parameter it names.
+    assert results["foreign"]["status"] == 400 and results["foreign"]["error"]["parameter"] == "q"
+    assert results["tags"]["status"] == 200 and results["tags"]["count"] > 0 and results["tags"]["etag"]
 
     # What Chromium's network stack saw: the page gzip-compressed, and 304s for both revalidations.
     wire = _wire(devtools, "/api/markets?limit=500")

@@ -218,3 +218,22 @@ def test_one_background_writer_and_the_newest_snapshot_waiting_wins(
     release.set()
     assert service.wait_compact(10)
     assert written == ["first", "third"] and len(writers) == 1
+
+
+def test_tags_are_counted_from_a_compact_snapshot_without_inflating_a_market(app_env: Upstream) -> None:
+    from shared.markets.tags import count_tags
+
+    get_markets_service().refresh(min_age_s=0)
+    snapshot = get_markets_service()._snapshot
+    assert snapshot is not None
+    expected = count_tags(snapshot)
+    loaded = compact.decode(compact.encode(snapshot, SORTS), None, SORTS)
+    assert count_tags(loaded) == expected and expected
+    assert all(item._body is None for item in loaded.items)  # every market's JSON still compressed
+    # And the counts are the JSON's: each tag of each active market, its label as upstream cased it.
+    bodies = [i.json for i in snapshot.items if i.active]
+    for tag in expected[:5]:
+        having = [b for b in bodies if tag["slug"] in b["tags"]]
+        assert tag["market_count"] == len(having)
+        assert tag["event_count"] == len({b["event"]["id"] for b in having if b["event"]})
+        assert tag["label"] in {b["tag_labels"][b["tags"].index(tag["slug"])] for b in having}

@@ -184,6 +184,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             -- When Gamma was last asked about this market after it left the open set.
             ADD COLUMN resolution_checked_at timestamptz;
         CREATE INDEX markets_event_idx ON markets (event_id);
+        CREATE INDEX markets_event_slug_idx ON markets (event_slug);  -- links and slugs resolve by it
         CREATE INDEX markets_unchecked_idx ON markets (updated_at) WHERE NOT in_active_set;
 
         -- An event as its markets' rows carry it (Gamma's own aggregates: numbers on events).

@@ -10,11 +10,8 @@ A market or event that cannot be served is left out and counted, never a failed 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import itertools
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -23,7 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared.core.errors import BadRequest
+from shared.core import paging
+from shared.core.paging import SortKey
+from shared.core.paging import slug as tag_slug
 from shared.events.query import EventQuery
 from shared.markets.snapshot import Unloadable, number
 
@@ -34,11 +33,6 @@ MAX_SELECTIONS = 64  # filtered selections kept per catalogue (bounded: arbitrar
 _SERIALS = itertools.count(1)
 SUMMED = ("volume", "volume_24h", "liquidity")  # summed over the markets when the event row lacks one
 
-SortKey = tuple[bool, float, str]
-
-
-def _slug(text: str) -> str:
-    return "-".join(text.lower().split())
 
 
 def _iso(value: Any) -> str | None:
@@ -195,10 +189,7 @@ class MarketSource(Protocol):
 
 
 def _sort_key(item: EventItem, sort: str, descending: bool) -> SortKey:
-    value = item.sort_values[sort]
-    if value is None:
-        return (True, 0.0, item.event_id)  # missing values last in either order
-    return (False, -value if descending else value, item.event_id)
+    return paging.sort_key(item.sort_values[sort], item.event_id, descending)
 
 
 @dataclass
@@ -254,7 +245,7 @@ class EventsCatalogue:
                 self._filtered.move_to_end(key)
                 return found
         terms = query.q.lower().split() if query.q else []
-        tag = _slug(query.tag) if query.tag else None
+        tag = tag_slug(query.tag) if query.tag else None
         positions = [p for p, item in enumerate(ordered.items)
                      if all(term in item.text for term in terms) and (tag is None or tag in item.tags)]
         selection = Selection([ordered.items[p] for p in positions], [ordered.keys[p] for p in positions])
@@ -340,36 +331,19 @@ def _event_item(event_id: str, row: dict[str, Any] | None, members: list[Member]
     closed = bool(row and row.get("closed")) or not any(m.open for m in members)
     return EventItem(
         event_id, row, tuple(m.condition_id for m in members), markets, slug=slug, title=title,
-        tags=itertools.chain((t.lower() for t in tags), (_slug(label) for label in labels)),
+        tags=itertools.chain((t.lower() for t in tags), (tag_slug(label) for label in labels)),
         active=not closed and any(m.active for m in members), sort_values=sort_values,
     )
 
 
 # --- cursors ---------------------------------------------------------------------------------
 
+CURSOR_PARAMETERS = "q, tag, sort, order or active_only"
+
 
 def encode_cursor(query: EventQuery, key: SortKey) -> str:
-    raw = json.dumps({"f": query.fingerprint(), "k": list(key)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode_cursor(query.fingerprint(), key)
 
 
 def decode_cursor(query: EventQuery, cursor: str) -> SortKey:
-    invalid = BadRequest("parameter 'cursor' is not a cursor this API returned", parameter="cursor")
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        missing, value, event_id = data["k"]
-        fingerprint = data["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise invalid from None
-    if not isinstance(missing, bool) or not isinstance(value, (int, float)) or not isinstance(event_id, str):
-        raise invalid
-    try:
-        as_float = float(value)
-    except OverflowError:
-        raise invalid from None
-    if fingerprint != query.fingerprint():
-        raise BadRequest(
-            "parameter 'cursor' belongs to a different query (q, tag, sort, order or active_only changed)",
-            parameter="cursor",
-        )
-    return (missing, as_float, event_id)
+    return paging.decode_cursor(query.fingerprint(), cursor, CURSOR_PARAMETERS)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from shared.core.paging import normalise_order
 from shared.core.query import Bool, Query, UInt, no_default, refresh_field
 
 Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "competitive"]
@@ -38,14 +39,7 @@ class EventQuery(Query):
     @classmethod
     def _order(cls, data: Any) -> Any:
         """``order`` is case-insensitive, and its default follows ``sort``."""
-        if not isinstance(data, dict):
-            return data
-        order = data.get("order")
-        if isinstance(order, str):
-            return {**data, "order": order.strip().lower()}
-        if order is None and data.get("sort") == "end_date":
-            return {**data, "order": "asc"}
-        return data
+        return normalise_order(data)
 
     def fingerprint(self) -> str:
         text = json.dumps(["events", self.active_only, self.q, self.tag, self.sort, self.order])

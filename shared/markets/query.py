@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 
+from shared.core.paging import normalise_order
 from shared.core.query import Bool, Query, UInt, no_default, refresh_field
 
 Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "price_change", "closed_time"]
@@ -69,19 +70,14 @@ class MarketQuery(Query):
     @model_validator(mode="before")
     @classmethod
     def _order(cls, data: Any) -> Any:
-        """``order`` is case-insensitive, and its default follows ``sort``."""
-        if not isinstance(data, dict):
-            return data
-        if data.get("sort") is None and data.get("status") in ("closed", "resolved"):
-            data = {**data, "sort": "closed_time"}  # most recently closed first
-        elif data.get("sort") is None and data.get("status") == "closing_soon":
-            data = {**data, "sort": "end_date"}  # soonest first
-        order = data.get("order")
-        if isinstance(order, str):
-            return {**data, "order": order.strip().lower()}
-        if order is None and data.get("sort") == "end_date":
-            return {**data, "order": "asc"}
-        return data
+        """``order`` is case-insensitive, and its default follows ``sort``, whose default follows
+        ``status``."""
+        if isinstance(data, dict) and data.get("sort") is None:
+            if data.get("status") in ("closed", "resolved"):
+                data = {**data, "sort": "closed_time"}  # most recently closed first
+            elif data.get("status") == "closing_soon":
+                data = {**data, "sort": "end_date"}  # soonest first
+        return normalise_order(data)
 
     def fingerprint(self) -> str:
         text = json.dumps([self.active_only, self.q, self.tag, self.sort, self.order, self.event, self.status,

@@ -7,8 +7,6 @@ counted and named in the log: one row never stops the catalogue from loading.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import itertools
 import json
@@ -24,8 +22,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.core import paging
 from shared.core.display import PRICE_RULE_NONE, PRICE_RULE_OUTCOME_PRICES, PRICE_RULE_RESOLVED, display_price
-from shared.core.errors import BadRequest
+from shared.core.paging import SortKey, slug
 
 if TYPE_CHECKING:  # service.py imports this module; only the type is needed here
     from shared.markets.query import MarketQuery
@@ -195,7 +194,7 @@ class Item:
         self._source = source
         self._slot = slot
         self.text = text  # lower-cased question + slug, for search
-        self.facets = facets  # what filters match: tag slugs, then "event:<id or slug>", "status:<s>"
+        self.facets = facets  # what filters and counts read (the *_FACET prefixes below)
         self.active = active
         self.sort_values = sort_values
 
@@ -215,11 +214,16 @@ class Item:
 def item_from_json(body: dict[str, Any], end_ts: float | None, sorts: Mapping[str, str]) -> Item:
     """The searchable, sortable item for a market's list JSON; ``end_ts``: its end date as a
     POSIX timestamp (kept apart so a compact snapshot need not parse dates again)."""
-    facets = {t.lower() for t in body["tags"]}
+    tags = [t.lower() for t in body["tags"]]
+    facets = {f"{TAG_FACET}{t}" for t in tags}
+    facets.update(f"{LABEL_FACET}{t}{LABEL_SEPARATOR}{label}"
+                  for t, label in zip(tags, body["tag_labels"], strict=False) if label)
     if body["category"]:
-        facets.add(_slug(body["category"]))
+        facets.add(f"{CATEGORY_FACET}{slug(body['category'])}")
     if event := body["event"]:
-        facets.update(f"{EVENT_FACET}{key.lower()}" for key in (event["id"], event["slug"]) if key)
+        facets.add(f"{EVENT_FACET}{event['id']}")
+        if event["slug"]:
+            facets.add(f"{EVENT_SLUG_FACET}{event['slug'].lower()}")
     facets.add(f"{STATUS_FACET}{body['status']}")
     sort_values = {name: body[column] for name, column in sorts.items() if name not in TIME_SORTS}
     sort_values["end_date"] = end_ts
@@ -241,24 +245,20 @@ def _item(row: dict[str, Any], sorts: Mapping[str, str]) -> Item:
     return item_from_json(body, row["end_date"].timestamp() if row["end_date"] else None, sorts)  # checked above
 
 
-# Facets that are not tags carry a prefix no tag filter can reach (``select`` refuses a tag with ':').
-EVENT_FACET = "event:"
+# Facets: what filters and counts read without a market's JSON (which a new instance holds
+# compressed). Each kind has its prefix, so no value of one can pass for another.
+TAG_FACET = "tag:"  # a tag slug
+LABEL_FACET = "label:"  # a tag slug, LABEL_SEPARATOR, its label in upstream's casing (for /api/tags)
+LABEL_SEPARATOR = "\x1f"  # a control character: upstream text never keeps one (rows.clean_text)
+CATEGORY_FACET = "category:"
+EVENT_FACET = "event:"  # the event id
+EVENT_SLUG_FACET = "event-slug:"
 STATUS_FACET = "status:"
 TIME_SORTS = ("end_date", "closed_time")  # sorted by timestamp, not by a JSON number
 
 
-def _slug(text: str) -> str:
-    return "-".join(text.lower().split())
-
-
-SortKey = tuple[bool, float, str]
-
-
 def _sort_key(item: Item, sort: str, descending: bool) -> SortKey:
-    value = item.sort_values[sort]
-    if value is None:
-        return (True, 0.0, item.condition_id)  # missing values last in either order
-    return (False, -value if descending else value, item.condition_id)
+    return paging.sort_key(item.sort_values[sort], item.condition_id, descending)
 
 
 @dataclass
@@ -388,16 +388,18 @@ class Snapshot:
                 positions = [p for p, text in enumerate(texts) if term in text]
             else:
                 positions = [p for p in positions if term in texts[p]]
-        wanted = []
+        wanted: list[tuple[str, ...]] = []  # each: the facets of which a market must have one
         if query.tag:
-            wanted.append(_slug(query.tag) if ":" not in query.tag else "\x00")  # never a facet
+            tag = slug(query.tag)
+            wanted.append((f"{TAG_FACET}{tag}", f"{CATEGORY_FACET}{tag}"))
         if query.event:
-            wanted.append(f"{EVENT_FACET}{query.event.strip().lower()}")
+            event = query.event.strip().lower()
+            wanted.append((f"{EVENT_FACET}{event}", f"{EVENT_SLUG_FACET}{event}"))
         if query.status:
-            wanted.append(f"{STATUS_FACET}{'open' if query.status == 'closing_soon' else query.status}")
-        for facet in wanted:
+            wanted.append((f"{STATUS_FACET}{'open' if query.status == 'closing_soon' else query.status}",))
+        for either in wanted:
             candidates = range(len(items)) if positions is None else positions
-            positions = [p for p in candidates if facet in facets[p]]
+            positions = [p for p in candidates if not facets[p].isdisjoint(either)]
         positions = positions or []
         if query.status == "closing_soon":
             until = now + query.closing_within_h * 3600
@@ -413,32 +415,12 @@ class Snapshot:
 
 # --- cursors ---------------------------------------------------------------------------------
 
+CURSOR_PARAMETERS = "q, tag, event, status, sort, order or active_only"
+
 
 def encode_cursor(query: MarketQuery, key: SortKey) -> str:
-    raw = json.dumps({"f": query.fingerprint(), "k": list(key)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode_cursor(query.fingerprint(), key)
 
 
 def decode_cursor(query: MarketQuery, cursor: str) -> SortKey:
-    invalid = BadRequest("parameter 'cursor' is not a cursor this API returned", parameter="cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-        missing, value, condition_id = data["k"]
-        fingerprint = data["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise invalid from None
-    if not isinstance(missing, bool) or not isinstance(value, (int, float)) or not isinstance(condition_id, str):
-        raise invalid
-    try:
-        number = float(value)
-    except OverflowError:  # an integer no float holds (10**309): never one of ours
-        raise invalid from None
-    if fingerprint != query.fingerprint():
-        raise BadRequest(
-            "parameter 'cursor' belongs to a different query (q, tag, event, status, sort, order or active_only "
-            "changed)",
-            parameter="cursor",
-        )
-    return (missing, number, condition_id)
-
+    return paging.decode_cursor(query.fingerprint(), cursor, CURSOR_PARAMETERS)

@@ -11,33 +11,36 @@ from typing import Any
 from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer
 from shared.markets.service import MarketsService
-from shared.markets.snapshot import Snapshot
+from shared.markets.snapshot import EVENT_FACET, LABEL_FACET, LABEL_SEPARATOR, TAG_FACET, Snapshot
 
 
 def count_tags(snapshot: Snapshot) -> list[dict[str, Any]]:
-    """Each tag slug of an active market: its label (upstream's casing, the first seen), how many
-    active markets and distinct events carry it; most markets first, then by slug."""
+    """Each tag slug of an active market: its label (upstream's casing), how many active markets
+    and distinct events carry it; most markets first, then by slug. From the markets' facets, not
+    their JSON: a new instance holds that compressed, and counting must not inflate it all."""
     markets: Counter[str] = Counter()
     events: dict[str, set[str]] = {}
     labels: dict[str, str] = {}
     for item in snapshot.items:
         if not item.active:
             continue
-        body = item.json
-        event = body.get("event")
-        event_id = event["id"] if event else None
-        tags = body["tags"]
-        given = body["tag_labels"]  # parallel to tags
-        for index, slug in enumerate(dict.fromkeys(tags)):
-            markets[slug] += 1
+        tags: list[str] = []
+        event_id = None
+        for facet in item.facets:
+            if facet.startswith(TAG_FACET):
+                tags.append(facet[len(TAG_FACET):])
+            elif facet.startswith(EVENT_FACET):
+                event_id = facet[len(EVENT_FACET):]
+            elif facet.startswith(LABEL_FACET):
+                tag, _, label = facet[len(LABEL_FACET):].partition(LABEL_SEPARATOR)
+                labels.setdefault(tag, label)
+        for tag in tags:
+            markets[tag] += 1
             if event_id is not None:
-                events.setdefault(slug, set()).add(event_id)
-            if slug not in labels and index < len(given) and given[index]:
-                labels[slug] = given[index]
+                events.setdefault(tag, set()).add(event_id)
     return [
-        {"slug": slug, "label": labels.get(slug, slug), "market_count": count,
-         "event_count": len(events.get(slug, ()))}
-        for slug, count in sorted(markets.items(), key=lambda pair: (-pair[1], pair[0]))
+        {"slug": tag, "label": labels.get(tag, tag), "market_count": count, "event_count": len(events.get(tag, ()))}
+        for tag, count in sorted(markets.items(), key=lambda pair: (-pair[1], pair[0]))
     ]
 
 
