@@ -95,6 +95,17 @@ def test_a_market_resolved_at_run_time_shows_resolved_on_every_endpoint(app_env:
     assert {t: (q["price"], q["price_rule"]) for t, q in batch.items()} == {
         winner: (1.0, "resolved"), loser: (0.0, "resolved"), other["token_ids"][1]: (1.0, "resolved")}
 
+    # Its captured history (shared.history) ends at the settled price, both outcomes.
+    from datetime import UTC, datetime, timedelta
+
+    from shared.history.series import series
+
+    now = datetime.now(UTC)
+    history = get_database().run(
+        lambda cur: series(cur, [winner, loser], now - timedelta(hours=1), now + timedelta(minutes=10)))
+    assert history[winner] and history[winner][-1].price == 1.0
+    assert history[loser] and history[loser][-1].price == 0.0
+
     # Settled: never asked again; nothing left, nothing to look up.
     get_markets_service().refresh(min_age_s=0)
     assert lookups(app_env.gamma_url) == before + 1

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from shared.core import deadline
 from shared.core.errors import AppError, UpstreamBadResponse, UpstreamError
 from shared.db.database import Cursor, Database
+from shared.history.capture import BadCapture
+from shared.history.store import record_settled
 from shared.markets import store
 from shared.markets.crawl import condition_id_of
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market, row_label
@@ -128,11 +130,20 @@ def _look_up(gamma: GammaApi, ids: Sequence[str], batch: _Batch) -> None:
 
 
 def _store(cur: Cursor, batch: _Batch) -> tuple[int, int]:
-    """(stored, refused) in the caller's transaction."""
+    """(stored, refused) in the caller's transaction. A settled market's history ends at its
+    settled price (``shared.history``), written with its row."""
     rejected: list[str] = []
     records = list(batch.records.values())
     store.upsert_markets(cur, records, rejected, in_active_set=False)
     refused = set(rejected)
+    for record in records:
+        if record.condition_id not in refused and winner_index(record) is not None:
+            try:
+                record_settled(cur, record.condition_id, [o.price for o in record.outcomes],
+                               record.closed_time or datetime.now(UTC))
+            except BadCapture as error:  # validated prices 1 and 0: never expected; the row stands
+                log.warning("settled price of %s not recorded in its history (%s)", record.condition_id,
+                            error.reason)
     store.mark_resolution_checked(cur, [c for c in batch.checked if c not in refused])
     return len(records) - len(refused), len(refused)
 
