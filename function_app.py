@@ -38,6 +38,18 @@ def list_markets(req: func.HttpRequest) -> func.HttpResponse:
     return _handlers().list_markets(req)
 
 
+@app.route(**ROUTES["resolve"].binding)
+@endpoint
+def resolve(req: func.HttpRequest) -> func.HttpResponse:
+    return _handlers().resolve(req)
+
+
+@app.route(**ROUTES["list_tags"].binding)
+@endpoint
+def list_tags(req: func.HttpRequest) -> func.HttpResponse:
+    return _handlers().list_tags(req)
+
+
 @app.route(**ROUTES["get_market_sentiment"].binding)
 @endpoint
 def get_market_sentiment(req: func.HttpRequest) -> func.HttpResponse:

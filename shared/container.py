@@ -19,7 +19,9 @@ if TYPE_CHECKING:  # the real imports happen in the builders, on first use
 
     from shared.core.config import Settings
     from shared.db.database import Database
+    from shared.markets.lookup import Lookup
     from shared.markets.service import MarketsService
+    from shared.markets.tags import Tags
     from shared.prices.service import PricesService
     from shared.sentiment.service import SentimentService
     from shared.upstream.polymarket import ClobApi, GammaApi
@@ -31,7 +33,7 @@ DATABASE_RECONNECT_BACKOFF_S = 2.0  # an unreachable server is not asked again o
 
 class Container:
     # Built parts close in the reverse of this order (services before what they use).
-    ORDER = ("settings", "database", "clob", "gamma", "model", "markets", "prices", "sentiment")
+    ORDER = ("settings", "database", "clob", "gamma", "model", "markets", "lookup", "tags", "prices", "sentiment")
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -103,6 +105,19 @@ class Container:
         # The pool is asked for on each use: a database down at start is answered, not fatal here.
         return self._part(
             "markets", lambda: MarketsService(self.settings.cache, lambda: self.database, lambda: self.gamma))
+
+    @property
+    def lookup(self) -> Lookup:
+        """Any id -> stored markets, fetched from Gamma (and stored) when only Gamma has them."""
+        from shared.markets.lookup import Lookup
+
+        return self._part("lookup", lambda: Lookup(self.settings.cache, lambda: self.database, lambda: self.gamma))
+
+    @property
+    def tags(self) -> Tags:
+        from shared.markets.tags import Tags
+
+        return self._part("tags", lambda: Tags(lambda: self.markets))
 
     @property
     def prices(self) -> PricesService:

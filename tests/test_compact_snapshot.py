@@ -49,7 +49,7 @@ def answers() -> list[tuple[int, str | None, str]]:
                 break
             params = {**query, "cursor": body["next_cursor"]}
     first = json.loads(out[0][2])["markets"][0]["condition_id"]
-    market = get("market", {}, route_params={"condition_id": first})
+    market = get("market", {}, route_params={"market": first})
     out.append((market.status_code, market.headers.get("ETag"), json.dumps(json.loads(market.get_body())["market"])))
     assert get_markets_service().wait_compact(60)
     return out

@@ -46,3 +46,20 @@ def test_trickle_sends_the_same_answer_slowly(hostile_env: Any, body_only: bool)
     took = time.monotonic() - started
     assert slow.status_code == 200 and len(slow.content) == len(fast.content)
     assert took >= len(fast.content) / 100 * 0.9  # one byte each 10 ms
+
+
+def test_row_field_and_keyset_loop_reach_event_pages(hostile_env: Any) -> None:
+    events = f"{hostile_env.gamma_url}/events/keyset"
+    hostile_env.on("row_field", host="gamma", path="/events", field="title", value="a\u0000b", rows=[1], times=1)
+    rows = httpx.get(events, params={"limit": "3"}).json()["events"]
+    assert rows[1]["title"] == "a\u0000b" and rows[0]["title"] != "a\u0000b"
+    hostile_env.on("row_field", host="gamma", path="/events", field="conditionId", value=None, rows=[0],
+                   markets=[0], times=1)
+    group = next(e for e in hostile_env.standin.catalogue.events if len(e.markets) > 1 and not e.closed)
+    row = httpx.get(f"{hostile_env.gamma_url}/events", params={"id": group.id}).json()[0]
+    assert row["markets"][0]["conditionId"] is None and "conditionId" not in row  # inside the event only
+    assert all(m["conditionId"] for m in row["markets"][1:])
+    hostile_env.on("keyset_loop", host="gamma")
+    first = httpx.get(events, params={"limit": "2"}).json()
+    again = httpx.get(events, params={"limit": "2", "after_cursor": first["next_cursor"]}).json()
+    assert again["events"] == first["events"] and again["next_cursor"] != first["next_cursor"]

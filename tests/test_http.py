@@ -119,7 +119,7 @@ def test_bodies_under_the_threshold_are_not_compressed(app_env: Upstream) -> Non
         call("health_check", "health", headers=gz),
         call("get_price", f"price/{token}", {"history": "false"}, gz, {"token_id": token}),
         markets({"sort": "bogus"}, gz),  # a 400
-        call("get_market", "markets/0x" + "ab" * 32, headers=gz, route_params={"condition_id": "0x" + "ab" * 32}),
+        call("get_market", "markets/0x" + "ab" * 32, headers=gz, route_params={"market": "0x" + "ab" * 32}),
     ]
     for response in small:
         body = response.get_body()
@@ -264,8 +264,8 @@ def _answers(upstream: Upstream, headers: dict[str, str]) -> dict[str, func.Http
         "200 identity": markets({"limit": "2"}, headers),
         "304": markets({"limit": "500"}, {**gz, "If-None-Match": page.headers["ETag"]}),
         "400": markets({"limit": "0"}, headers),
-        "404": call("get_market", "markets/x", headers=headers, route_params={"condition_id": "0x" + "cd" * 32}),
-        "market": call("get_market", f"markets/{cid}", headers=headers, route_params={"condition_id": cid}),
+        "404": call("get_market", "markets/x", headers=headers, route_params={"market": "0x" + "cd" * 32}),
+        "market": call("get_market", f"markets/{cid}", headers=headers, route_params={"market": cid}),
         "health": call("health_check", "health", headers=headers),
         "openapi": call("get_openapi_document", "openapi.json", headers=gz),
     }

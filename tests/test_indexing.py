@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_HTTP = {
     "health_check": ("health", ["GET"], "ANONYMOUS"),
     "list_markets": ("markets", ["GET"], "ANONYMOUS"),
-    "get_market": ("markets/{condition_id}", ["GET"], "ANONYMOUS"),
+    "get_market": ("markets/{market}", ["GET"], "ANONYMOUS"),
+    "resolve": ("resolve", ["GET"], "ANONYMOUS"),
+    "list_tags": ("tags", ["GET"], "ANONYMOUS"),
     "get_market_sentiment": ("markets/{condition_id}/sentiment", ["GET"], "ANONYMOUS"),
     "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),

@@ -74,7 +74,7 @@ def test_first_request_loads_the_whole_catalogue_across_keyset_pages(app_env: Up
     by_id = {m["condition_id"]: m for m in body["markets"]}
     for expected in open_markets[:50]:
         market = by_id.get(expected["condition_id"]) or body_of(
-            get("m", route_params={"condition_id": expected["condition_id"]})
+            get("m", route_params={"market": expected["condition_id"]})
         )["market"]
         assert [o["token_id"] for o in market["outcomes"]] == expected["token_ids"]
         assert [o["outcome"] for o in market["outcomes"]] == expected["outcomes"]
@@ -106,7 +106,7 @@ def test_markets_leaving_the_active_set_are_kept_and_flagged(app_env: Upstream) 
     assert gone not in active_ids
     everything = {m["condition_id"]: m for m in all_pages({"limit": "500", "active_only": "false"})}
     assert everything[gone]["active"] is False and everything[gone]["closed"] is True
-    single = get("m", route_params={"condition_id": gone})
+    single = get("m", route_params={"market": gone})
     assert single.status_code == 200 and body_of(single)["market"]["active"] is False
 
 
@@ -334,17 +334,18 @@ def test_cursor_from_another_query_is_rejected(app_env: Upstream) -> None:
 
 def test_single_market(app_env: Upstream) -> None:
     expected = app_env.open_markets()[0]
-    response = get("m", route_params={"condition_id": expected["condition_id"]})
+    response = get("m", route_params={"market": expected["condition_id"]})
     assert response.status_code == 200
     body = body_of(response)
     assert body["market"]["condition_id"] == expected["condition_id"]
     assert body["market"]["description"]
     assert body["freshness"]["source"] in ("live", "cache")
-    assert get("m", route_params={"condition_id": "0x" + "0" * 64}).status_code == 404
-    for bad in ("0x123", "abc", "0x" + "G" * 64, expected["token_ids"][0]):
-        response = get("m", route_params={"condition_id": bad})
+    assert get("m", route_params={"market": "0x" + "0" * 64}).status_code == 404
+    # A slug or Gamma id is a market too (tests/test_resolve.py); a token id or a bad condition id is not.
+    for bad in ("0x123", "Abc", "0x" + "G" * 64, expected["token_ids"][0]):
+        response = get("m", route_params={"market": bad})
         assert response.status_code == 400
-        assert body_of(response)["error"]["parameter"] == "condition_id"
+        assert body_of(response)["error"]["parameter"] == "market"
 
 
 def test_forced_refresh_is_honoured_at_most_once_per_interval(

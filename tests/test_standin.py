@@ -461,6 +461,220 @@ def test_gamma_single_market_routes(pm: PolymarketStandIn, gamma: httpx.Client) 
     assert gamma.get(f"/events/{events[0]['id']}").json()["slug"] == events[0]["slug"]
 
 
+# --- events, neg-risk "Other", lookups by id -------------------------------------------------
+
+
+def crawl_events(gamma: httpx.Client, **params: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every event /events/keyset pages through with these params, and the page count."""
+    rows: list[dict[str, Any]] = []
+    cursor, pages = None, 0
+    while True:
+        body = gamma.get("/events/keyset", params={**params, **({"after_cursor": cursor} if cursor else {})}).json()
+        assert set(body) <= {"events", "next_cursor"}
+        rows += body["events"]
+        pages += 1
+        if "next_cursor" not in body:
+            return rows, pages
+        cursor = body["next_cursor"]
+
+
+def test_events_keyset_pages_every_event_once(pm: PolymarketStandIn, gamma: httpx.Client) -> None:
+    open_events = {str(e.id) for e in pm.catalogue.events if not e.closed}
+    closed_events = {str(e.id) for e in pm.catalogue.events if e.closed}
+    assert len(open_events) > 500 and closed_events  # more than one page of 500
+    for params in ({"limit": 500}, {"limit": 100, "order": "volume", "ascending": "false"}):
+        rows, pages = crawl_events(gamma, **params)
+        ids = [r["id"] for r in rows]
+        assert len(ids) == len(set(ids)) and set(ids) == open_events
+        assert pages == -(-len(open_events) // params["limit"])
+        assert all(r["closed"] is False for r in rows)
+    by_volume, _ = crawl_events(gamma, limit=100, order="volume", ascending="false")
+    assert [r["volume"] for r in by_volume] == sorted((r["volume"] for r in by_volume), reverse=True)
+    competitive = gamma.get("/events/keyset", params={"limit": 50, "order": "competitive"}).json()["events"]
+    assert [r["competitive"] for r in competitive] == sorted(r["competitive"] for r in competitive)
+    by_id, _ = crawl_events(gamma, limit=500)
+    assert [int(r["id"]) for r in by_id] == sorted(int(i) for i in open_events)
+    # The keyset rows are /events rows: markets in full, without their own events array.
+    listed = gamma.get("/events", params={"limit": 5}).json()
+    assert by_id[:5] == listed
+    sample_event = sample("gamma_events.json")[0]
+    for event in by_id[:50]:
+        assert_types_match(event, sample_event, "event")
+        assert event["markets"] and all("events" not in m and m["conditionId"] for m in event["markets"])
+    assert len(gamma.get("/events/keyset", params={"limit": 1000}).json()["events"]) == 500
+    assert len(gamma.get("/events/keyset").json()["events"]) == 500
+    closed_rows, _ = crawl_events(gamma, closed="true", limit=50)
+    assert {r["id"] for r in closed_rows} == closed_events and all(r["closed"] is True for r in closed_rows)
+    offset = gamma.get("/events/keyset", params={"offset": 0})
+    assert offset.status_code == 422 and offset.json() == sample("gamma_error_422_keyset_offset.json")
+    assert gamma.get("/events/keyset", params={"after_cursor": "%%%"}).status_code == 422
+    event = pm.catalogue.events_by_id[int(by_id[7]["id"])]
+    tag = event.tags[0]
+    tagged, _ = crawl_events(gamma, tag_slug=tag.slug, limit=100)
+    assert str(event.id) in {r["id"] for r in tagged}
+    assert all(any(t["slug"] == tag.slug for t in r["tags"]) for r in tagged)
+    assert {r["id"] for r in crawl_events(gamma, tag_id=tag.id, limit=100)[0]} == {r["id"] for r in tagged}
+    one = gamma.get("/events/keyset", params=[("id", event.id), ("slug", event.slug)]).json()
+    assert [r["id"] for r in one["events"]] == [str(event.id)] and "next_cursor" not in one
+
+
+def test_neg_risk_groups_have_an_other_placeholder(pm: PolymarketStandIn, gamma: httpx.Client) -> None:
+    catalogue = Catalogue(1500, 0.1, seed=7, anchor=pm.catalogue.anchor)
+    assert [m.neg_risk_other for m in catalogue] == [m.neg_risk_other for m in pm.catalogue]  # from the seed
+    groups = [e for e in pm.catalogue.events if e.neg_risk]
+    with_other = [e for e in groups if any(m.neg_risk_other for m in e.markets)]
+    assert 0.2 <= len(with_other) / len(groups) <= 0.45
+    assert all(not m.neg_risk_other for m in pm.catalogue if not m.neg_risk)
+    event = next(e for e in with_other if not e.closed)
+    rows = gamma.get("/events", params={"id": event.id}).json()[0]["markets"]
+    others = [r for r in rows if r["negRiskOther"]]
+    assert len(others) == 1 and others[0]["groupItemTitle"] == "Other"
+    assert all(r["negRiskOther"] is False and r["groupItemTitle"] not in ("", "Other") for r in rows
+               if r is not others[0])
+    first_prices = [Decimal(json.loads(r["outcomePrices"])[0]) for r in rows]
+    assert Decimal("0.005") <= Decimal(json.loads(others[0]["outcomePrices"])[0]) <= Decimal("0.08")
+    assert Decimal("0.7") <= sum(first_prices) <= Decimal("1.35")
+    # Over time the Other candidate stays low and the group keeps summing near 1.
+    for e in with_other:
+        for t in range(0, 30 * DAY, 5 * DAY):
+            other = next(m for m in e.markets if m.neg_risk_other)
+            assert 0.003 <= pm.market_data.midpoint(other, 0, pm.now() - t) <= 0.1
+    row = gamma.get(f"/markets/{others[0]['id']}").json()
+    assert row["negRiskOther"] is True and row["negRisk"] is True
+    # A settled group has exactly one winner among its candidates.
+    for e in (e for e in groups if e.closed):
+        assert sum(m.winner == 0 for m in e.markets) == 1
+
+
+def test_lookups_by_condition_id_token_slug_and_id(pm: PolymarketStandIn, gamma: httpx.Client) -> None:
+    closed = [m for m in pm.catalogue if m.closed][:3]
+    live = open_market(pm, 30)
+    ids = [("condition_ids", m.condition_id) for m in [*closed, live]]
+    found = gamma.get("/markets", params=[*ids, ("closed", "true")]).json()
+    assert sorted(r["conditionId"] for r in found) == sorted(m.condition_id for m in closed)
+    assert all(r["closed"] is True and r["events"][0]["id"] == str(pm.catalogue.by_condition_id[
+        r["conditionId"]].event.id) for r in found)
+    keyset = gamma.get("/markets/keyset", params=[*ids, ("closed", "true")]).json()
+    assert sorted(r["conditionId"] for r in keyset["markets"]) == sorted(r["conditionId"] for r in found)
+    hidden = gamma.get("/markets", params=ids).json()
+    assert [r["conditionId"] for r in hidden] == [live.condition_id]  # closed ones need closed=true
+    many = [("condition_ids", f"0x{i:064x}") for i in range(101)]
+    too_many = gamma.get("/markets", params=many)
+    assert too_many.status_code == 422 and too_many.json()["type"] == "validation error"
+    assert gamma.get("/markets", params=many[:100]).status_code == 200
+    assert gamma.get("/markets", params=[many[0]] * 101).status_code == 422  # repeats count too
+    token = closed[0].tokens[1].token_id
+    assert gamma.get("/markets", params={"clob_token_ids": token}).json() == []
+    by_token = gamma.get("/markets", params={"clob_token_ids": token, "closed": "true"}).json()
+    assert [r["id"] for r in by_token] == [str(closed[0].gamma_id)]
+    by_slug = gamma.get(f"/markets/slug/{closed[1].slug}").json()  # no closed=true needed
+    by_id = gamma.get(f"/markets/{closed[1].gamma_id}").json()
+    assert by_slug == by_id and by_id["closed"] is True and by_id["conditionId"] == closed[1].condition_id
+    assert next(iter(by_id)) == "$schema" and "events" not in by_id  # the by-id form names no event
+    assert json.loads(by_id["umaResolutionStatuses"]) == ["proposed", "resolved"]
+
+    event = closed[2].event
+    assert event.closed
+    by_event_slug = gamma.get(f"/events/slug/{event.slug}").json()
+    assert by_event_slug == gamma.get(f"/events/{event.id}").json()
+    assert by_event_slug["closed"] is True and {m["id"] for m in by_event_slug["markets"]} == \
+        {str(m.gamma_id) for m in event.markets}
+    assert gamma.get("/events", params={"id": event.id}).json() == []  # closed events need closed=true
+    assert gamma.get("/events", params={"id": event.id, "closed": "true"}).json() == [by_event_slug]
+    for path in ("/events/999999999", "/events/slug/no-such-event", "/markets/999999999",
+                 "/markets/slug/no-such-market"):
+        missing = gamma.get(path)
+        assert missing.status_code == 404 and missing.json() == sample("gamma_error_404.json"), path
+    assert gamma.get("/events/abc").status_code == 422
+
+
+def test_closing_unsettled_then_settling_shows_on_both_hosts() -> None:
+    clock = FrozenClock()
+    with PolymarketStandIn(markets=200, seed=5, clock=clock) as pm, \
+            httpx.Client(base_url=pm.clob_url) as clob, httpx.Client(base_url=pm.gamma_url) as gamma:
+        event = next(e for e in pm.catalogue.events if e.neg_risk and not e.closed
+                     and all(not m.closed for m in e.markets))
+        m, *rest = event.markets
+        before = gamma.get(f"/markets/{m.gamma_id}").json()  # the prices at the instant it closes
+        closed = clob.post(f"/_standin/markets/{m.condition_id}/close", json={"winner": None}).json()
+        assert closed["closed"] is True and closed["settled"] is False and closed["winner"] is None
+        assert closed["closed_at"] == pm.now()
+        clock.now += 6 * 3600  # prices no longer move once closed
+        row = gamma.get(f"/markets/{m.gamma_id}").json()
+        assert row["closed"] is True and row["acceptingOrders"] is False
+        prices = json.loads(row["outcomePrices"])
+        assert prices == json.loads(before["outcomePrices"]) and prices not in (["1", "0"], ["0", "1"])
+        assert json.loads(row["umaResolutionStatuses"]) == ["proposed"] and "umaEndDate" not in row
+        assert row["closedTime"] == time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(closed["closed_at"]))
+        assert "bestBid" not in row and "bestAsk" not in row and "liquidity" not in row
+        market = clob.get(f"/markets/{m.condition_id}").json()
+        assert market["closed"] is True and market["accepting_orders"] is False
+        assert [t["winner"] for t in market["tokens"]] == [False, False]
+        assert market["tokens"][0]["price"] == float(prices[0])
+        assert clob.get("/book", params={"token_id": m.token_ids[0]}).status_code == 404
+        assert clob.get("/book", params={"token_id": m.token_ids[0]}).json()["error"].startswith("No orderbook")
+        assert gamma.get("/markets", params={"id": m.gamma_id}).json() == []
+        assert gamma.get("/events", params={"id": event.id}).json()[0]["closed"] is False  # others still open
+
+        settled = clob.post(f"/_standin/markets/{m.condition_id}/close", json={"winner": 1}).json()
+        assert settled["settled"] is True and settled["closed_at"] == closed["closed_at"]
+        row = gamma.get(f"/markets/slug/{m.slug}").json()
+        assert json.loads(row["outcomePrices"]) == ["0", "1"] and row["closedTime"] == \
+            time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(closed["closed_at"]))
+        assert json.loads(row["umaResolutionStatuses"]) == ["proposed", "resolved"]
+        assert_types_match(row, sample("gamma_market_resolved.json"), "resolved")
+        market = clob.get(f"/markets/{m.condition_id}").json()
+        assert [(t["price"], t["winner"]) for t in market["tokens"]] == [(0, False), (1, True)]
+        tick = Decimal(str(m.tick_size))
+        assert Decimal(clob.get("/last-trade-price", params={"token_id": m.token_ids[1]}).json()["price"]) == \
+            1 - tick
+
+        # settled: false is the same unsettled close; a winner with it, or a bad winner, is refused.
+        second = rest[0]
+        assert clob.post(f"/_standin/markets/{second.condition_id}/close",
+                         json={"settled": False, "winner": 0}).status_code == 400
+        assert clob.post(f"/_standin/markets/{second.condition_id}/close", json={"winner": 2}).status_code == 400
+        assert clob.post(f"/_standin/markets/{second.condition_id}/close", json={"winner": True}).status_code == 400
+        assert second.closed is False
+        assert clob.post(f"/_standin/markets/{second.condition_id}/close",
+                         json={"settled": False}).json()["settled"] is False
+        assert json.loads(gamma.get(f"/markets/{second.gamma_id}").json()["umaResolutionStatuses"]) == ["proposed"]
+
+        # The event closes when its last market does, and then needs closed=true.
+        for other in rest[1:-1]:
+            clob.post(f"/_standin/markets/{other.condition_id}/close", json={"winner": 1})
+        assert gamma.get("/events", params={"id": event.id}).json()[0]["closed"] is False
+        clob.post(f"/_standin/markets/{rest[-1].condition_id}/close", json={"winner": 0})
+        assert gamma.get("/events", params={"id": event.id}).json() == []
+        closed_event = gamma.get("/events", params={"id": event.id, "closed": "true"}).json()[0]
+        assert closed_event["closed"] is True and all(r["closed"] for r in closed_event["markets"])
+        assert gamma.get(f"/events/slug/{event.slug}").json()["closed"] is True
+        assert str(event.id) in {r["id"] for r in crawl_events(gamma, closed="true", limit=500)[0]}
+
+
+def test_markets_closed_long_ago_can_be_found_or_added() -> None:
+    clock = FrozenClock()
+    with PolymarketStandIn(markets=200, seed=5, clock=clock) as pm, \
+            httpx.Client(base_url=pm.clob_url) as clob, httpx.Client(base_url=pm.gamma_url) as gamma:
+        rows = clob.get("/_standin/catalogue", params={"closed": "true"}).json()["markets"]
+        assert rows and all(r["closed"] and r["settled"] and r["closed_at"] < pm.now() for r in rows)
+        assert any(r["closed_at"] < pm.now() - 30 * DAY for r in rows)
+        assert {"event_slug", "group_item_title", "neg_risk_other", "winner"} <= rows[0].keys()
+        open_ids = {r["id"] for r in gamma.get("/markets/keyset", params={"limit": 100}).json()["markets"]}
+        before = len(pm.catalogue)
+        added = clob.post("/_standin/markets", json={"count": 3, "closed": True}).json()["markets"]
+        assert len(pm.catalogue) - before == len(added) >= 3  # a group event may bring more
+        for r in added:
+            assert r["closed"] is True and r["settled"] is True and r["closed_at"] < pm.now() - 3600
+            assert r["gamma_id"] not in open_ids
+            row = gamma.get(f"/markets/slug/{r['slug']}").json()
+            assert row["closed"] is True and json.loads(row["outcomePrices"]) in (["1", "0"], ["0", "1"])
+            assert gamma.get(f"/events/{r['event_id']}").json()["closed"] is True
+            tokens = clob.get(f"/markets/{r['condition_id']}").json()["tokens"]
+            assert sorted(t["price"] for t in tokens) == [0, 1]
+        assert clob.post("/_standin/markets", json={"count": 1, "closed": "yes"}).status_code == 400
+
+
 # --- prices over time and mutations ----------------------------------------------------------
 
 

@@ -5,8 +5,10 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
 * ``body``        -- replace the body: ``body`` (str or bytes), optional ``status``, ``content_type``.
 * ``json``        -- replace the body with ``value`` as JSON, optional ``status``.
 * ``header``      -- set header ``name`` to ``value`` (e.g. an absurd ``Retry-After``), optional ``status``.
-* ``row_field``   -- Gamma market rows: set ``field`` to ``value`` in the rows at ``rows`` (indexes;
-  default every row) of a ``/markets`` list or ``/markets/keyset`` page.
+* ``row_field``   -- Gamma rows: set ``field`` to ``value`` in the rows at ``rows`` (indexes; default
+  every row) of a ``/markets`` or ``/events`` list or a ``/markets/keyset`` or ``/events/keyset`` page
+  (event rows there); ``markets`` (indexes, or true for all): in those markets inside each chosen event
+  row instead.
 * ``deep_nesting`` -- a body of ``depth`` nested arrays (default 80,000): ``[[[...]]]``.
 * ``gzip``        -- send the body gzip-compressed (``Content-Encoding: gzip``); with ``bomb_mb``,
   the body becomes that many MB of spaces inside valid-looking JSON, compressed (a gzip bomb).
@@ -22,10 +24,12 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
 * ``history_point`` -- ``/prices-history``: set ``field`` (``t``/``p``) of the points at ``points``
   (indexes, default [-1], the newest) to ``value``, or the whole point when ``field`` is None; ``append``:
   a list of points added at the end; ``raw`` as for ``book_field``.
-* ``keyset_loop`` -- Gamma ``/markets/keyset``: ``next_cursor`` becomes a fresh random cursor on
-  every page (also the last), one that leads back to the first page: the same rows forever.
+* ``keyset_loop`` -- Gamma ``/markets/keyset`` and ``/events/keyset``: ``next_cursor`` becomes a fresh
+  random cursor on every page (also the last), one that leads back to the first page: the same rows forever.
 * ``later_pages`` -- apply switch ``then`` (with the other params) only to requests with an
   ``after_cursor``: Gamma keyset pages after the first (a refresh that stalls halfway).
+* ``closed_lookups`` -- apply switch ``then`` (with the other params) only to requests asking for
+  ``closed=true``: Gamma lookups of closed markets, not the crawl of open ones.
 """
 
 from __future__ import annotations
@@ -52,18 +56,24 @@ def switch(name: str) -> Callable[[Switch], Switch]:
     return register
 
 
+def _rows(data: Any) -> Any:
+    # A list answer, or a keyset page's rows (events pages carry "events", market pages "markets").
+    if isinstance(data, dict):
+        return data.get("events") if "events" in data else data.get("markets")
+    return data
+
+
 def market_rows(exchange: Exchange) -> list[dict[str, Any]] | None:
-    """The Gamma market rows of this answer (a list, or a keyset page's ``markets``), or None."""
+    """The Gamma rows of this answer (a list, or a keyset page's ``markets``/``events``), or None."""
     if exchange.host != "gamma" or exchange.status != 200:
         return None
-    data = exchange.json()
-    rows = data.get("markets") if isinstance(data, dict) else data
+    rows = _rows(exchange.json())
     return rows if isinstance(rows, list) else None
 
 
 def edit_rows(exchange: Exchange, edit: Callable[[list[dict[str, Any]]], None]) -> None:
     data = exchange.json()
-    rows = data.get("markets") if isinstance(data, dict) else data
+    rows = _rows(data)
     if isinstance(rows, list):
         edit(rows)
         exchange.set_json(data)
@@ -94,11 +104,18 @@ def _row_field(exchange: Exchange, params: dict[str, Any]) -> None:
     if market_rows(exchange) is None:
         return
     wanted = params.get("rows")
+    nested = params.get("markets")
 
     def edit(rows: list[dict[str, Any]]) -> None:
         for index, row in enumerate(rows):
-            if wanted is None or index in wanted:
+            if wanted is not None and index not in wanted:
+                continue
+            if nested is None:
                 row[params["field"]] = params["value"]
+            elif isinstance(row, dict) and isinstance(row.get("markets"), list):
+                for k, market in enumerate(row["markets"]):
+                    if nested is True or k in nested:
+                        market[params["field"]] = params["value"]
 
     edit_rows(exchange, edit)
 
@@ -248,7 +265,8 @@ def _history_point(exchange: Exchange, params: dict[str, Any]) -> None:
 
 @switch("keyset_loop")
 def _keyset_loop(exchange: Exchange, params: dict[str, Any]) -> None:
-    if exchange.host != "gamma" or exchange.path != "/markets/keyset" or exchange.status != 200:
+    if exchange.host != "gamma" or exchange.path not in ("/markets/keyset", "/events/keyset") \
+            or exchange.status != 200:
         return
     data = exchange.json()
     if not isinstance(data, dict):
@@ -263,4 +281,10 @@ def _keyset_loop(exchange: Exchange, params: dict[str, Any]) -> None:
 @switch("later_pages")
 def _later_pages(exchange: Exchange, params: dict[str, Any]) -> None:
     if "after_cursor" in exchange.query:
+        SWITCHES[params["then"]](exchange, {k: v for k, v in params.items() if k != "then"})
+
+
+@switch("closed_lookups")
+def _closed_lookups(exchange: Exchange, params: dict[str, Any]) -> None:
+    if "true" in exchange.query.get("closed", []):
         SWITCHES[params["then"]](exchange, {k: v for k, v in params.items() if k != "then"})

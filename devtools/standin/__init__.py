@@ -3,7 +3,9 @@
 Not Polymarket and not connected to it. It serves, over two loopback HTTP ports, a deterministic
 catalogue of made-up markets with the routes, value types, error bodies, ordering and paging
 quirks described in ``docs/polymarket-api.md`` (the contract; its samples in ``tests/contract/samples/``
-are the reference), prices that move with time, fault injection and request counting.
+are the reference), prices that move with time, fault injection and request counting. Events group
+markets; about a third of neg-risk groups of named candidates carry an "Other" placeholder
+(``negRiskOther``).
 
     from devtools.standin import PolymarketStandIn
 
@@ -12,6 +14,8 @@ are the reference), prices that move with time, fault injection and request coun
         pm.catalogue                       # markets in creation order (condition_id, gamma_id, slug, tokens, closed)
         pm.inject("status", host="clob", path="/book", times=2, status=503)
         pm.count(host="clob", path="/book")
+        pm.close_market(condition_id, winner=1)   # settled; settled=False: closed, UMA "proposed"
+        pm.add_markets(1, closed=True)            # a market settled long ago, new to any crawl
 
 Run one in the foreground with ``python -m devtools.standin --markets 5000``. The HTTP control
 API (``/_standin/...`` on both ports) is listed in ``control``; fault kinds in ``faults``.

@@ -106,7 +106,13 @@ class Market:
     spread_ticks: int
     closed: bool = False
     closed_at: float | None = None
-    winner: int | None = None  # token index that won, once closed
+    winner: int | None = None  # token index that won; None while open or closed but not settled
+    neg_risk_other: bool = False  # the "Other" placeholder candidate of a neg-risk group
+
+    @property
+    def settled(self) -> bool:
+        """Closed with a winner (Gamma outcomePrices exactly 1/0); closed but unsettled is UMA "proposed"."""
+        return self.closed and self.winner is not None
 
     @property
     def outcomes(self) -> tuple[str, ...]:
@@ -297,6 +303,8 @@ class _Spec:
     group_item_title: str = ""
     base_price: float | None = None
     game_start_at: float | None = None
+    neg_risk_other: bool = False
+    volatility: float | None = None  # None: drawn per market
 
 
 _TOPICS: tuple[tuple[str, float, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -311,6 +319,8 @@ _TOPICS: tuple[tuple[str, float, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Science", 0.06, w.SCIENCE, ("Science", "Weather")),
 )
 _TOPIC_CUM = tuple(itertools.accumulate(t[1] for t in _TOPICS))
+# Group kinds of named candidates, which can have an "Other" placeholder, and its wording.
+_OTHER_ITEM = {"person": "another candidate", "team": "another team", "artist": "another artist"}
 
 
 class Catalogue(Sequence[Market]):
@@ -390,9 +400,13 @@ class Catalogue(Sequence[Market]):
 
     # --- mutations ----------------------------------------------------------------------------
 
-    def close(self, market: Market, winner: int, at: float) -> None:
+    def close(self, market: Market, winner: int | None, at: float) -> None:
+        """Close now; ``winner=None`` closes without settling. Settling an already closed market
+        keeps its close time, as a UMA resolution after the market stopped trading does."""
         with self.lock:
-            market.closed, market.closed_at, market.winner = True, at, winner
+            if not market.closed:
+                market.closed_at = at
+            market.closed, market.winner = True, winner
             self.version += 1
 
     def reopen(self, market: Market) -> None:
@@ -400,9 +414,12 @@ class Catalogue(Sequence[Market]):
             market.closed, market.closed_at, market.winner = False, None, None
             self.version += 1
 
-    def add_markets(self, count: int, at: float) -> list[Market]:
+    def add_markets(self, count: int, at: float, *, closed: bool = False) -> list[Market]:
+        """``count`` new open markets created at ``at``; ``closed=True``: markets that were created,
+        ended and settled long before ``at`` (like the initial closed ones), appended with new ids."""
         with self.lock:
-            created = self._generate(count, 0, at, initial=False)
+            created = self._generate(0, count, at, initial=True) if closed else \
+                self._generate(count, 0, at, initial=False)
             self.version += 1
             return created
 
@@ -430,8 +447,13 @@ class Catalogue(Sequence[Market]):
             self.events.append(event)
             self.events_by_id[event.id] = event
             self.events_by_slug[event.slug] = event
-            for i, spec in enumerate(specs):
-                created.append(self._make_market(rng, event, spec, i, closed, now))
+            members = [self._make_market(rng, event, spec, i, closed, now) for i, spec in enumerate(specs)]
+            if closed and event.neg_risk:
+                # One winner among a settled group's candidates, drawn by their fair prices.
+                won = rng.choices(range(len(members)), weights=[m.base_price for m in members])[0]
+                for i, m in enumerate(members):
+                    m.winner = 0 if i == won else 1
+            created.extend(members)
         for m in created:
             m.index = len(self.markets)
             self.markets.append(m)
@@ -534,13 +556,21 @@ class Catalogue(Sequence[Market]):
             edges = [centre * (0.85 + 0.3 * i / n) for i in range(n + 1)]
             items = [f"between ${_money(a)} and ${_money(b)}" for a, b in itertools.pairwise(edges)]
         weights = [rng.gammavariate(0.6, 1.0) + 1e-3 for _ in items]
-        total = sum(weights)
+        # Groups of named candidates sometimes carry Gamma's "Other" placeholder (negRiskOther), priced
+        # low; the named candidates share the rest, so the group still sums to about 1.
+        other = kind in _OTHER_ITEM and len(items) < cap and rng.random() < 0.55
+        other_price = rng.uniform(0.01, 0.05) if other else 0.0
+        total = sum(weights) / (1 - other_price)
+        names = {k: v for k, v in slots.items() if not k.startswith("_")}
         specs = [
-            _Spec(member_t.format_map(_Slots(rng, end_at, {**fixed, "item": item, **{k: v for k, v in
-                  slots.items() if not k.startswith("_")}})), group_item_title=item,
-                  base_price=min(0.97, max(0.003, wt / total)))
+            _Spec(member_t.format_map(_Slots(rng, end_at, {**fixed, "item": item, **names})),
+                  group_item_title=item, base_price=min(0.97, max(0.003, wt / total)))
             for item, wt in zip(items, weights, strict=True)
         ]
+        if other:
+            question = member_t.format_map(_Slots(rng, end_at, {**fixed, "item": _OTHER_ITEM[kind], **names}))
+            specs.append(_Spec(question, group_item_title="Other", base_price=other_price, neg_risk_other=True,
+                               volatility=0.3))  # a quiet walk keeps it near its 1-5% base
         return category, title, specs
 
     def _make_market(self, rng: random.Random, event: Event, spec: _Spec, i: int, closed: bool,
@@ -579,8 +609,10 @@ class Catalogue(Sequence[Market]):
             maker_base_fee=0 if rng.random() < 0.05 else 1000,
             fee_type=rng.choice((None, None, "general_fees", "sports_fees", "tech_fees")),
             seed=rng.getrandbits(64), base_price=base, volatility=rng.uniform(0.3, 1.8),
-            activity=rng.uniform(0.05, 0.6), spread_ticks=spread,
+            activity=rng.uniform(0.05, 0.6), spread_ticks=spread, neg_risk_other=spec.neg_risk_other,
         )
+        if spec.volatility is not None:
+            market.volatility = spec.volatility
         market.tokens = tuple(Token(_token_id(rng), outcome, k) for k, outcome in enumerate(spec.outcomes))
         if closed:
             market.closed = True
@@ -615,6 +647,8 @@ def market_summary(m: Market) -> dict[str, Any]:
     return {
         "condition_id": m.condition_id, "gamma_id": str(m.gamma_id), "slug": m.slug, "question": m.question,
         "closed": m.closed, "neg_risk": m.neg_risk, "tick_size": m.tick_size, "event_id": str(m.event.id),
+        "event_slug": m.event.slug, "group_item_title": m.group_item_title, "neg_risk_other": m.neg_risk_other,
+        "closed_at": m.closed_at, "settled": m.settled, "winner": m.winner,
         "tokens": [{"token_id": t.token_id, "outcome": t.outcome} for t in m.tokens],
     }
 

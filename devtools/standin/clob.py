@@ -9,7 +9,8 @@ Choices where upstream behaviour is unconfirmed (each marked "unconfirmed" in th
 * ``next_cursor=LTE=`` gives an empty page, an undecodable cursor 400 ``{"error": "invalid next_cursor"}``;
 * ``/prices-history`` for an unknown token gives ``{"history": []}``; a missing ``market`` 400;
 * ``/neg-risk`` for an unknown token 404 "market not found"; ``/last-trade-price`` of a closed
-  market reports its settlement (winner at 1 - tick, loser at tick).
+  market reports its settlement (winner at 1 - tick, loser at tick), or, closed but not settled, the
+  last trade before the close; such a market's ``tokens`` keep their last prices, all ``winner: false``.
 """
 
 from __future__ import annotations
@@ -154,11 +155,13 @@ class ClobViews:
         return {"rates": rates, "min_size": m.rewards_min_size, "max_spread": m.rewards_max_spread}
 
     def _tokens(self, m: Market) -> list[dict[str, Any]]:
-        if m.closed:
+        if m.settled:
             return [{"token_id": t.token_id, "outcome": t.outcome, "price": 1 if t.index == m.winner else 0,
                      "winner": t.index == m.winner} for t in m.tokens]
-        return [{"token_id": t.token_id, "outcome": t.outcome, "price": round(self.data.midpoint(m, t.index), 6),
-                 "winner": False} for t in m.tokens]
+        # Open: the midpoint now; closed but not settled: the last midpoint, no winner yet.
+        at = m.closed_at if m.closed else None
+        return [{"token_id": t.token_id, "outcome": t.outcome,
+                 "price": round(self.data.midpoint(m, t.index, at), 6), "winner": False} for t in m.tokens]
 
     def market_row(self, m: Market) -> dict[str, Any]:
         return {
@@ -300,9 +303,9 @@ class ClobViews:
 
     def _last_trade(self, m: Market, i: int) -> tuple[str, str]:
         places = tick_places(m.tick_denom)
-        if m.closed:
+        if m.settled:
             return dec(m.tick_denom - 1 if i == m.winner else 1, places), "BUY"
-        _bid, _ask, last, side = self.data.prices(m, i)
+        _bid, _ask, last, side = self.data.prices(m, i, m.closed_at if m.closed else None)
         return dec(last, places), side
 
     def last_trade_price(self, query: Query) -> Response:

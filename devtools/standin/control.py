@@ -2,6 +2,11 @@
 and benchmarks can drive a stand-in running in another process. No Polymarket route starts with
 ``/_``, so the prefix cannot shadow one.
 
+Markets an app has never seen: the catalogue starts with ``closed_fraction`` of its markets closed
+and settled (most of them long ago; a Gamma crawl of open markets never returns them). A test finds
+one with ``GET /_standin/catalogue?closed=true`` (each row has ``closed_at``, unix s) or adds fresh
+ones after the app's crawl with ``POST /_standin/markets {"count": 1, "closed": true}``.
+
     GET    /_standin                               info: urls, market counts, clock
     GET    /_standin/counts?host=&path=&method=    {"count": n, "total": n, "counts": [...]}
     POST   /_standin/reset-counts                  zero counts and the request log
@@ -10,9 +15,14 @@ and benchmarks can drive a stand-in running in another process. No Polymarket ro
     POST   /_standin/faults                        {"kind", "host", "path", "times", "after", ...params} -> {"id"}
     DELETE /_standin/faults                        clear all faults
     DELETE /_standin/faults/{id}                   remove one fault
-    GET    /_standin/catalogue?offset=&limit=&closed=   markets (ids, slug, tokens, closed)
-    POST   /_standin/markets                       {"count": n} -> add open markets
-    POST   /_standin/markets/{condition_id}/close  {"winner": 0|1} optional
+    GET    /_standin/catalogue?offset=&limit=&closed=   markets (ids, slug, tokens, closed, event,
+                                                   group_item_title, neg_risk_other, closed_at,
+                                                   settled, winner), creation order
+    POST   /_standin/markets                       {"count": n, "closed": false} -> add markets; closed:
+                                                   true adds markets settled long ago
+    POST   /_standin/markets/{condition_id}/close  {"winner": 0|1} settles (omitted: the favourite);
+                                                   {"winner": null} or {"settled": false}: closed,
+                                                   not settled (UMA "proposed", last prices)
     POST   /_standin/markets/{condition_id}/reopen
     POST   /_standin/tokens/{token_id}/price       {"price": 0.42, "hold": true}
     POST   /_standin/tokens/{token_id}/release     let a held price walk again
@@ -51,6 +61,13 @@ def _body(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _bad("body must be a JSON object")
     return data
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise _bad(f"'{name}' must be true or false")
+    return value
 
 
 def handle(standin: PolymarketStandIn, method: str, path: str, query: Query, raw: bytes) -> Response:
@@ -106,11 +123,15 @@ def _route(pm: PolymarketStandIn, method: str, path: str, query: Query, raw: byt
             return json_response({"total": len(rows),
                                   "markets": [market_summary(m) for m in rows[offset:offset + limit]]})
         case ("POST", ["markets"]):
-            created = pm.add_markets(int(_body(raw).get("count", 1)))
+            body = _body(raw)
+            created = pm.add_markets(int(body.get("count", 1)), closed=_flag(body, "closed", False))
             return json_response({"markets": [market_summary(m) for m in created]})
         case ("POST", ["markets", condition_id, "close"]):
-            winner = _body(raw).get("winner")
-            return json_response(market_summary(pm.close_market(condition_id, winner=winner)))
+            body = _body(raw)
+            # An explicit null winner means "closed, not settled"; an absent one, the favourite wins.
+            settled = _flag(body, "settled", True) and not ("winner" in body and body["winner"] is None)
+            m = pm.close_market(condition_id, winner=body.get("winner"), settled=settled)
+            return json_response(market_summary(m))
         case ("POST", ["markets", condition_id, "reopen"]):
             return json_response(market_summary(pm.reopen_market(condition_id)))
         case ("POST", ["tokens", token_id, "price"]):

@@ -4,7 +4,10 @@ Choices where upstream behaviour is unconfirmed: ``limit`` defaults to 100 and i
 on both list endpoints; ``active``/``archived`` filter as plain equality (every market is
 ``active: true, archived: false``, so the usual ``active=true&archived=false`` changes nothing);
 ``ascending`` defaults to true; without ``order`` rows come by id ascending; more than 100
-``condition_ids`` or a malformed ``after_cursor`` answer 422.
+``condition_ids`` or a malformed ``after_cursor`` answer 422. ``/events/keyset`` takes ``limit`` up to
+500 (default 500) with ``/events``' filters; ``/events?closed=...`` matches an event's own ``closed``,
+which is true once all its markets are. A market closed without settling (UMA "proposed") keeps its
+last prices in ``outcomePrices``, never exactly 1 and 0.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .market_data import MarketData, dec, tick_places
 MAX_LIMIT = 100
 MAX_OFFSET = 2250  # offsets at or beyond this are refused (2,000 works live, ~2,250 does not)
 MAX_CONDITION_IDS = 100
+MAX_EVENTS_KEYSET_LIMIT = 500  # /events/keyset pages up to 500 events (the issue; the contract leaves it open)
 SCHEMA = "https://gamma-api.polymarket.com/schemas/Market.json"
 CACHE_HEADERS = [("cache-control", "public, max-age=300")]
 DEPRECATION_HEADERS = [("deprecation", "true"), ("sunset", "Fri, 01 May 2026 00:00:00 GMT"),
@@ -49,6 +53,7 @@ EVENT_ORDER_FIELDS: dict[str, Callable[[Event], float]] = {
     "liquidity": lambda e: sum(m.liquidity for m in e.markets if not m.closed),
     "volume24hr": lambda e: sum(m.volume_24hr for m in e.markets if not m.closed),
     "endDate": lambda e: e.end_at, "startDate": lambda e: e.start_at, "createdAt": lambda e: e.created_at,
+    "competitive": lambda e: max((m.competitive for m in e.markets if not m.closed), default=0.0),
 }
 
 
@@ -138,7 +143,8 @@ class MarketFilter:
     @classmethod
     def parse(cls, query: Query) -> MarketFilter:
         condition_ids = _strings(query, "condition_ids")
-        if condition_ids and len(condition_ids) > MAX_CONDITION_IDS:
+        # The cap counts the values sent, repeats included.
+        if len([v for v in query.get("condition_ids", []) if v]) > MAX_CONDITION_IDS:
             raise invalid(f"too many condition_ids (max {MAX_CONDITION_IDS})")
         order = tuple(f for f in (first(query, "order") or "").split(",") if f in ORDER_FIELDS)
         return cls(
@@ -194,6 +200,39 @@ class MarketFilter:
         return (*(sign * ORDER_FIELDS[f](m) for f in self.order), m.gamma_id)
 
 
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """The ``/events`` and ``/events/keyset`` filters; rows come by id unless ``order`` says otherwise."""
+
+    closed: bool | None = False
+    ids: frozenset[int] | None = None
+    slugs: frozenset[str] | None = None
+    tag_id: int | None = None
+    tag_slug: str | None = None
+    order: tuple[str, ...] = ()
+    ascending: bool = True
+
+    @classmethod
+    def parse(cls, query: Query) -> EventFilter:
+        return cls(
+            # closed defaults to false here too: an event is closed once all its markets are.
+            closed=_bool(query, "closed", False), ids=_ints(query, "id"), slugs=_strings(query, "slug"),
+            tag_id=_int(query, "tag_id", None), tag_slug=first(query, "tag_slug") or None,
+            order=tuple(f for f in (first(query, "order") or "").split(",") if f in EVENT_ORDER_FIELDS),
+            ascending=bool(_bool(query, "ascending", True)),
+        )
+
+    def accepts(self, e: Event) -> bool:
+        return ((self.closed is None or e.closed == self.closed) and (self.ids is None or e.id in self.ids)
+                and (self.slugs is None or e.slug in self.slugs)
+                and (self.tag_id is None or any(t.id == self.tag_id for t in e.tags))
+                and (self.tag_slug is None or any(t.slug == self.tag_slug for t in e.tags)))
+
+    def key(self, e: Event) -> tuple[float, ...]:
+        sign = 1 if self.ascending else -1
+        return (*(sign * EVENT_ORDER_FIELDS[f](e) for f in self.order), e.id)
+
+
 def encode_after_cursor(key: tuple[float, ...]) -> str:
     raw = json.dumps({"v": 1, "k": list(key)}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -217,6 +256,8 @@ class GammaViews:
         # (filter, catalogue version) -> (markets, sort keys); a keyset crawl re-uses one entry.
         self._results: OrderedDict[tuple[MarketFilter, int], tuple[list[Market], list[tuple[float, ...]]]] = \
             OrderedDict()
+        self._event_results: OrderedDict[tuple[EventFilter, int], tuple[list[Event], list[tuple[float, ...]]]] = \
+            OrderedDict()
 
     def handle(self, method: str, path: str, query: Query, body: bytes) -> Response:
         try:
@@ -239,6 +280,8 @@ class GammaViews:
             return self.market_by_id(path[len("/markets/"):], query)
         if path == "/events":
             return self.events(query)
+        if path == "/events/keyset":
+            return self.events_keyset(query)
         if path.startswith("/events/slug/") and path.count("/") == 3:
             event = self.catalogue.events_by_slug.get(path[len("/events/slug/"):])
             if event is None:
@@ -324,13 +367,14 @@ class GammaViews:
         denom, places = m.tick_denom, tick_places(m.tick_denom)
         closed = m.closed
         row: dict[str, Any] = {"$schema": SCHEMA} if schema else {}
-        if closed:
+        if m.settled:
             outcome_prices = ["1", "0"] if m.winner == 0 else ["0", "1"]
             updated = m.closed_at or now
         else:
-            q = self.data.quote(m)
+            # Open: the current quote; closed but unsettled: the last one, frozen at the close.
+            q = self.data.quote(m, m.closed_at if closed else None)
             outcome_prices = [dec((q.bid + q.ask) * 5, places + 1), dec((2 * denom - q.bid - q.ask) * 5, places + 1)]
-            updated = max(m.created_at, self.data.step_time(m, q.step))
+            updated = (m.closed_at or now) if closed else max(m.created_at, self.data.step_time(m, q.step))
         row.update({
             "id": str(m.gamma_id), "question": m.question, "conditionId": m.condition_id, "slug": m.slug,
             "resolutionSource": "", "endDate": iso(m.end_at),
@@ -352,11 +396,11 @@ class GammaViews:
             "groupItemThreshold": str(m.event.markets.index(m)) if m.neg_risk else "0",
             "questionID": m.question_id,
         })
-        if closed:
+        if m.settled:
             row["umaEndDate"] = iso(m.closed_at or now)
         row.update({"enableOrderBook": True, "orderPriceMinTickSize": m.tick_size, "orderMinSize": m.min_order_size})
         if closed:
-            row["umaResolutionStatus"] = "resolved"
+            row["umaResolutionStatus"] = "resolved" if m.settled else "proposed"
         row["volumeNum"] = m.volume
         if not closed:
             row["liquidityNum"] = m.liquidity
@@ -392,8 +436,11 @@ class GammaViews:
         row.update({"rewardsMinSize": m.rewards_min_size, "rewardsMaxSpread": m.rewards_max_spread})
         row.update(self._price_fields(m, now))
         row.update({
-            "automaticallyActive": True, "clearBookOnStart": True, "manualActivation": False, "negRiskOther": False,
-            "umaResolutionStatuses": '["proposed", "resolved"]' if closed else "[]",
+            "automaticallyActive": True, "clearBookOnStart": True, "manualActivation": False,
+            "negRiskOther": m.neg_risk_other,
+            # A history list, JSON inside a string: proposed on close, resolved once settled.
+            "umaResolutionStatuses": json.dumps(["proposed", "resolved"] if m.settled else ["proposed"] if closed
+                                                else []),
             "pendingDeployment": False, "deploying": False, "deployingTimestamp": iso_us(m.start_at - 60),
             "rfqEnabled": False, "holdingRewardsEnabled": False, "feesEnabled": m.fee_type is not None,
             "requiresTranslation": False, "feeType": m.fee_type,
@@ -407,10 +454,14 @@ class GammaViews:
 
     def _price_fields(self, m: Market, now: float) -> dict[str, Any]:
         denom = m.tick_denom
-        if m.closed:
+        if m.settled:
             # Null fields are omitted: a resolved market has no bestBid, and a settled last trade.
             last = denom - 1 if m.winner == 0 else 1
             return {"spread": 1 / denom, "lastTradePrice": last / denom, "bestAsk": 1 / denom}
+        if m.closed:
+            # Closed, not settled: the book is gone; the last trade stays as it was at the close.
+            q = self.data.quote(m, m.closed_at)
+            return {"spread": (q.ask - q.bid) / denom, "lastTradePrice": q.last_trade / denom}
         q = self.data.quote(m)
         fields: dict[str, Any] = {"spread": (q.ask - q.bid) / denom}
         mid_now = (q.bid + q.ask) / (2 * denom)
@@ -461,28 +512,44 @@ class GammaViews:
 
     # --- events -------------------------------------------------------------------------------
 
+    def _events_filtered(self, flt: EventFilter) -> tuple[list[Event], list[tuple[float, ...]]]:
+        cache_key = (flt, self.catalogue.version)
+        with self._lock:
+            hit = self._event_results.get(cache_key)
+            if hit is not None:
+                self._event_results.move_to_end(cache_key)
+                return hit
+        rows = sorted((e for e in self.catalogue.events if flt.accepts(e)), key=flt.key)
+        keys = [flt.key(e) for e in rows]
+        with self._lock:
+            self._event_results[cache_key] = (rows, keys)
+            while len(self._event_results) > 32:
+                self._event_results.popitem(last=False)
+        return rows, keys
+
     def events(self, query: Query) -> Response:
         limit = self._limit(query)
         offset = _int(query, "offset", 0) or 0
         if offset < 0:
             raise invalid("'offset' must be a non-negative integer")
-        closed = _bool(query, "closed", False)
-        ids = _ints(query, "id")
-        slugs = _strings(query, "slug")
-        tag_id = _int(query, "tag_id", None)
-        tag_slug = first(query, "tag_slug")
-        order = [f for f in (first(query, "order") or "").split(",") if f in EVENT_ORDER_FIELDS]
-        ascending = bool(_bool(query, "ascending", True))
-        rows = [
-            e for e in self.catalogue.events
-            if (closed is None or e.closed == closed) and (ids is None or e.id in ids)
-            and (slugs is None or e.slug in slugs) and (tag_id is None or any(t.id == tag_id for t in e.tags))
-            and (tag_slug is None or any(t.slug == tag_slug for t in e.tags))
-        ]
-        if order:
-            sign = 1 if ascending else -1
-            rows.sort(key=lambda e: (*(sign * EVENT_ORDER_FIELDS[f](e) for f in order), e.id))
+        rows, _keys = self._events_filtered(EventFilter.parse(query))
         return json_response([self.event_row(e) for e in rows[offset:offset + limit]])
+
+    def events_keyset(self, query: Query) -> Response:
+        if "offset" in query:
+            raise invalid("offset is not allowed on keyset endpoints")
+        limit = _int(query, "limit", MAX_EVENTS_KEYSET_LIMIT)
+        if limit is None or limit < 0:
+            raise invalid("'limit' must be a non-negative integer")
+        limit = min(limit, MAX_EVENTS_KEYSET_LIMIT)
+        rows, keys = self._events_filtered(EventFilter.parse(query))
+        cursor = first(query, "after_cursor")
+        start = bisect.bisect_right(keys, decode_after_cursor(cursor)) if cursor else 0
+        page = rows[start:start + limit]
+        body: dict[str, Any] = {"events": [self.event_row(e) for e in page]}
+        if page and start + len(page) < len(rows):
+            body["next_cursor"] = encode_after_cursor(keys[start + len(page) - 1])
+        return json_response(body)
 
     def event_by_id(self, raw_id: str) -> Response:
         if not raw_id.isdigit():

@@ -306,12 +306,20 @@ class PolymarketStandIn:
         """By condition id, token id, Gamma id or slug (KeyError if unknown)."""
         return self.catalogue.market(key)
 
-    def close_market(self, key: str | int, winner: int | None = None) -> Market:
-        """Resolve a market now: ``closed=true``, no book; ``winner`` defaults to the favourite."""
+    def close_market(self, key: str | int, winner: int | None = None, *, settled: bool = True) -> Market:
+        """Close a market now: ``closed=true``, no book. Settled (the default), ``winner`` (token index,
+        default the favourite) is priced 1 and UMA shows ``["proposed", "resolved"]``; ``settled=False``
+        closes it unsettled: last prices kept, no winner, UMA ``["proposed"]``. Closing an unsettled
+        market again settles it and keeps its close time."""
         m = self.market(key)
+        if not settled:
+            if winner is not None:
+                raise ValueError("an unsettled close has no winner")
+            self.catalogue.close(m, None, self.now())
+            return m
         if winner is None:
-            winner = 0 if self.market_data.midpoint(m, 0) >= 0.5 else 1
-        if winner not in (0, 1):
+            winner = 0 if self.market_data.midpoint(m, 0, m.closed_at) >= 0.5 else 1
+        if winner not in (0, 1) or isinstance(winner, bool):
             raise ValueError("winner must be 0 or 1")
         self.catalogue.close(m, winner, self.now())
         return m
@@ -321,9 +329,11 @@ class PolymarketStandIn:
         self.catalogue.reopen(m)
         return m
 
-    def add_markets(self, count: int = 1) -> list[Market]:
-        """New open markets created now (appended to the catalogue, so also to the last CLOB page)."""
-        return self.catalogue.add_markets(count, self.now())
+    def add_markets(self, count: int = 1, *, closed: bool = False) -> list[Market]:
+        """New open markets created now (appended to the catalogue, so also to the last CLOB page);
+        ``closed=True``: markets that closed and settled long ago (their events too), new to any
+        client that crawled before, like an old link a user brings."""
+        return self.catalogue.add_markets(count, self.now(), closed=closed)
 
     def _token(self, token_id: str) -> tuple[Market, int]:
         m, token = self.catalogue.by_token_id[token_id]

@@ -51,7 +51,20 @@ def list_markets(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def get_market(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer(req, _services().markets.get(_path(req, "condition_id")))
+    return _answer(req, _services().markets.get(_path(req, "market")))
+
+
+def resolve(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.markets.lookup import ResolveQuery
+
+    services = _services()
+    query = parse_query(ResolveQuery, req.params)
+    return _answer(req, services.lookup.answer(query.q, services.settings.cache.markets_ttl_s))
+
+
+def list_tags(req: func.HttpRequest) -> func.HttpResponse:
+    services = _services()
+    return _answer(req, services.tags.answer(services.settings.cache.markets_ttl_s))
 
 
 def get_market_sentiment(req: func.HttpRequest) -> func.HttpResponse:

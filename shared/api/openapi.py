@@ -27,6 +27,7 @@ from shared.api.params import parameter_names
 from shared.api.routes import API_PREFIX, ERRORS, ROUTES, ErrorAnswer, Route
 from shared.api.schemas.common import Error
 from shared.core.errors import AppError
+from shared.core.ids import CONDITION_ID_PATTERN, GAMMA_ID_PATTERN, MARKET_REF_RULE, SLUG_PATTERN
 from shared.core.query import Query
 
 __all__ = ["API_PREFIX", "openapi_document", "openapi_json"]
@@ -39,6 +40,10 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "condition_id": {"component": "ConditionId", "description": "0x followed by 64 lower-case hex characters "
                                                                "(400 otherwise)."},
     "token_id": {"component": "TokenId", "description": "1 to 78 decimal digits (400 otherwise)."},
+    "market": {"component": "MarketRef", "description": f"{MARKET_REF_RULE[:1].upper()}{MARKET_REF_RULE[1:]} "
+                                                        "(400 otherwise).",
+               "schema": {"type": "string", "anyOf": [{"pattern": CONDITION_ID_PATTERN},
+                                                      {"pattern": GAMMA_ID_PATTERN}, {"pattern": SLUG_PATTERN}]}},
 }
 BOOL_NOTE = " (`true`/`false`; `1`/`0` and `yes`/`no` are accepted too)."
 
@@ -163,8 +168,11 @@ def _headers() -> dict[str, Any]:
 def _parameters(schemas: dict[str, Schema]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, info in PATH_PARAMETERS.items():
-        model = "Market" if name == "condition_id" else "Token"
-        schema = {k: v for k, v in schemas[model]["properties"][name].items() if k != "examples"}
+        if "schema" in info:
+            schema = info["schema"]
+        else:
+            model = "Market" if name == "condition_id" else "Token"
+            schema = {k: v for k, v in schemas[model]["properties"][name].items() if k != "examples"}
         out[info["component"]] = {"name": name, "in": "path", "required": True, "schema": schema,
                                   "description": info["description"]}
     out["IfNoneMatch"] = {

@@ -25,7 +25,7 @@ from shared.core.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from shared.core.ids import validate_condition_id, validate_token_id
+from shared.core.ids import validate_condition_id, validate_market_ref, validate_token_id
 
 API_PREFIX = "/api"  # host.json extensions.http.routePrefix
 BOOK_CLOSED = "shared.prices.service:BookClosed"
@@ -34,6 +34,7 @@ BOOK_CLOSED = "shared.prices.service:BookClosed"
 PATH_IDS: dict[str, Callable[[str | None], str]] = {
     "condition_id": validate_condition_id,
     "token_id": validate_token_id,
+    "market": validate_market_ref,  # /api/markets/{market}: a slug or Gamma id too
 }
 
 
@@ -137,11 +138,30 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
         errors=("BadRequest", "Unavailable"),
     ),
     Route(
-        "get_market", "markets/{condition_id}", "markets", "One market",
-        "Every list field plus description and order-book settings. Markets stay stored after they close, so "
-        "old ids keep answering.",
+        "get_market", "markets/{market}", "markets", "One market",
+        "Every list field plus description and order-book settings, by condition id, Gamma id or slug. Markets "
+        "stay stored after they close, so old ids keep answering; by Gamma id or slug, one this API never saw "
+        "(an old link) is fetched from Polymarket Gamma once and stored (`/api/resolve` does it for any id).",
         ok=Body((f"{_SCHEMAS}.markets:MarketAnswer",), "The market."),
         errors=("BadRequest", "NotFound", "Unavailable"),
+    ),
+    Route(
+        "resolve", "resolve", "markets", "Any Polymarket link or id -> its event, markets and outcome tokens",
+        "`q` is a polymarket.com event or market URL (only its path is read, and only for polymarket.com and "
+        "www.polymarket.com: the server never fetches a given URL), an event or market slug, a numeric Gamma id, "
+        "a condition id or a token id. Answered from the store; what it lacks is fetched from Polymarket Gamma "
+        "once (cached, a miss too) and stored, so old ids keep answering. Ambiguous or unknown input: 404 saying "
+        "what was tried.",
+        ok=Body((f"{_SCHEMAS}.resolve:ResolveAnswer",), "What `q` names."),
+        query="shared.markets.lookup:ResolveQuery",
+        errors=("BadRequest", "NotFound", "Unavailable"),
+    ),
+    Route(
+        "list_tags", "tags", "markets", "The tags of the active catalogue, with market and event counts",
+        "Counted from the in-memory catalogue (once per catalogue version), most markets first; `label` keeps "
+        "Polymarket's casing, `slug` is what `/api/markets?tag=` takes.",
+        ok=Body((f"{_SCHEMAS}.tags:TagList",), "Every tag of an active market."),
+        errors=("Unavailable",),
     ),
     Route(
         "get_market_sentiment", "markets/{condition_id}/sentiment", "sentiment",

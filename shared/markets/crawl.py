@@ -76,7 +76,7 @@ class Crawl:
     def skip(self, row: Any, problem: str, *, duplicate: bool = False) -> None:
         self.skipped += 1
         self.duplicates += duplicate
-        condition_id = _condition_id_of(row)
+        condition_id = condition_id_of(row)
         if condition_id is not None and condition_id not in self.seen:
             self.kept.add(condition_id)
         if self.skipped <= MAX_ROW_WARNINGS:
@@ -107,7 +107,7 @@ class Crawl:
             log.warning("%d more Gamma rows skipped", self.skipped - MAX_ROW_WARNINGS)
 
 
-def _condition_id_of(row: Any) -> str | None:
+def condition_id_of(row: Any) -> str | None:
     value = row.get("conditionId") if isinstance(row, dict) else None
     if not isinstance(value, str):
         return None
@@ -137,7 +137,7 @@ def catalogue_pages(gamma: GammaApi, crawl: Crawl) -> Iterator[list[MarketRecord
         records = []
         known = len(crawl.ids)
         for row in page.markets:
-            if (condition_id := _condition_id_of(row)) is not None:
+            if (condition_id := condition_id_of(row)) is not None:
                 crawl.ids.add(condition_id)
             try:
                 record = parse_market(row)

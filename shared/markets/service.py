@@ -52,13 +52,14 @@ from shared.core.errors import (
 )
 from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness, Source
-from shared.core.ids import validate_condition_id
+from shared.core.ids import is_condition_id, validate_market_ref
 from shared.db.database import Cursor, Database
 from shared.markets import compact, store
 from shared.markets.facts import MarketFacts, market_facts
 from shared.markets.query import SORTS as _QUERY_SORTS
 from shared.markets.query import MarketQuery
 from shared.markets.refresh import Backoff, RefreshResult, bounded_refresh, failure_reason, retry_after_s
+from shared.markets.resolution import Resolutions
 from shared.markets.snapshot import Snapshot, Unloadable, decode_cursor, encode_cursor, market_json, number
 
 if TYPE_CHECKING:  # the client (and httpx) is imported with the first refresh
@@ -137,6 +138,8 @@ class MarketsService:
         self._compact_lock = threading.Lock()
         self._compact_pending: tuple[Snapshot, str] | None = None
         self._compact_writer: threading.Thread | None = None
+        # What became of the markets that left the active set (shared.markets.resolution).
+        self.resolutions = Resolutions()
 
     # refresh ------------------------------------------------------------------------------
 
@@ -179,6 +182,8 @@ class MarketsService:
                 log.warning("markets refreshed, %d Gamma rows skipped: %s", result.skipped_rows, result)
             else:
                 log.info("markets refreshed: %s", result)
+            # Committed; its own transaction, and it never raises: the refresh stands whatever it meets.
+            self.resolutions.run(db, self._gamma())
         if result.status != "busy":
             # Committed: a failed load leaves the previous snapshot served, stale with the
             # reason (recorded by _reload), rather than failing a refresh that succeeded.
@@ -551,6 +556,7 @@ class MarketsService:
             "failures_in_a_row": max(self._refresh_backoff.failures, self._load_backoff.failures),
             "retry_in_s": round(retry_in, 1) if retry_in else None,
             "compact_snapshot": dict(self.compact_counts),
+            "resolution": self.resolutions.status(),
         }
 
     # queries ------------------------------------------------------------------------------
@@ -573,18 +579,21 @@ class MarketsService:
         # changed behind the catalogue's back keep its version).
         return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{snapshot.serial}:{etag}")
 
-    def get(self, condition_id: str) -> Answer:
-        condition_id = validate_condition_id(condition_id)
+    def get(self, market: str) -> Answer:
+        """One market by condition id, Gamma id or slug; by Gamma id or slug, one only Gamma has
+        (an old link) is fetched once and stored (``shared.markets.lookup``)."""
+        market = validate_market_ref(market)
         snapshot, freshness = self.current()
         try:
-            row = self._database().run(lambda cur: store.get_market(cur, condition_id))
+            condition_id, row = self._stored(market)
         except DatabaseUnavailable as error:
-            return self._from_memory(snapshot, condition_id, error)
+            return self._from_memory(snapshot, market, error)
         if self._database_failure is not None:  # it answered again: that is no longer the news
             self._database_failure = None
             freshness = self._freshness(snapshot, "cache" if freshness.source == "stale" else freshness.source)
         if row is None:
-            raise NotFound(f"no market with condition_id {condition_id}")
+            raise NotFound(f"no market with condition_id {condition_id} is stored (/api/resolve?q= looks it up on "
+                           "Polymarket)")
         try:
             body = market_json(row)
             body.update(
@@ -600,15 +609,29 @@ class MarketsService:
         etag = make_etag(condition_id, row["updated_at"], row["in_active_set"])
         return Answer({"market": body}, freshness, etag, self._cache.markets_ttl_s)
 
-    def _from_memory(self, snapshot: Snapshot, condition_id: str, error: DatabaseUnavailable) -> Answer:
+    def _stored(self, market: str) -> tuple[str, dict[str, Any] | None]:
+        """(condition id, stored row); what is not stored is looked up on Gamma and stored."""
+        from shared.container import get_container
+        from shared.markets.lookup import market_reference_kind
+
+        kind = market_reference_kind(market)
+        if kind == "condition_id":  # stored or unknown here; /api/resolve looks condition ids up on Gamma
+            return market, self._database().run(lambda cur: store.get_market(cur, market))
+        condition_id = get_container().lookup.market(kind, market)  # NotFound saying what was tried
+        return condition_id, self._database().run(lambda cur: store.get_market(cur, condition_id))
+
+    def _from_memory(self, snapshot: Snapshot, market: str, error: DatabaseUnavailable) -> Answer:
         """The database failed: the market's list fields from the in-memory catalogue, stale.
 
         The detail fields (description, order-book settings) live only in the database, so
         they are null. A market this instance does not hold is the database's error.
         """
-        item = snapshot.by_id.get(condition_id)
+        item = snapshot.by_id.get(market)
+        if item is None and not is_condition_id(market):  # a scan, only while the database is down
+            item = next((i for i in snapshot.items if market in (i.json["slug"], i.json["gamma_id"])), None)
         if item is None:
             raise error
+        condition_id = item.condition_id
         body = {**item.json, "description": None, "enable_order_book": None, "neg_risk": None, "tick_size": None}
         reason = (f"database unavailable ({error.code}); market from this instance's in-memory catalogue, "
                   "without its description and order-book settings")

@@ -67,6 +67,10 @@ def _resolution(row: dict[str, Any], closed: bool) -> tuple[str, int | None]:
     outcome prices exactly 1 for one outcome and 0 for every other (the contract's rule)."""
     if not closed:
         return "open", None
+    if not row["closed"]:
+        # Left the open set, and Gamma has not said it closed: its last prices may read 1 and 0
+        # while it still trades, which is no settlement.
+        return "closed", None
     prices = [o["price"] for o in row["outcomes"]]
     if len(prices) >= 2 and all(p is not None for p in prices):
         ones = [i for i, p in enumerate(prices) if Decimal(str(p)) == 1]

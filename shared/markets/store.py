@@ -468,3 +468,53 @@ def _copied_row(data: bytes) -> tuple[str | None, memoryview | None]:
     if at + 2 != len(data):
         raise UnreadableCopy("not one row")
     return str(fields[0], "utf-8"), fields[1]
+
+
+# --- lifecycle: what left the active set (shared.markets.resolution) ------------------------
+
+# A market with a winner: closed, and its outcome prices exactly one 1 and the rest 0.
+SETTLED_SQL = """
+(m.closed AND (SELECT count(*) >= 2 AND count(*) FILTER (WHERE o.price = 1) = 1
+                      AND count(*) FILTER (WHERE o.price = 0) = count(*) - 1
+                 FROM outcome_tokens o WHERE o.condition_id = m.condition_id))
+"""
+
+
+def resolution_candidates(cur: Cursor, limit: int, recheck_after_h: int, window_days: int) -> list[str]:
+    """Markets out of the active set to look up: never checked (those that just left first),
+    then closed-but-unsettled ones last checked over ``recheck_after_h`` ago, within
+    ``window_days`` of closing; at most ``limit``."""
+    cur.execute(
+        f"""
+        SELECT m.condition_id FROM markets m
+         WHERE NOT m.in_active_set
+           AND (m.resolution_checked_at IS NULL
+                OR (m.resolution_checked_at < now() - make_interval(hours => %(recheck)s)
+                    AND COALESCE(m.closed_time, m.updated_at) > now() - make_interval(days => %(window)s)
+                    AND NOT COALESCE({SETTLED_SQL}, false)))
+         ORDER BY m.resolution_checked_at NULLS FIRST, m.updated_at DESC, m.condition_id
+         LIMIT %(limit)s
+        """,
+        {"recheck": recheck_after_h, "window": window_days, "limit": limit},
+    )
+    return [row["condition_id"] for row in cur.fetchall()]
+
+
+def mark_resolution_checked(cur: Cursor, condition_ids: Sequence[str]) -> None:
+    """Looked up now (found or not); the row is otherwise left as it is."""
+    if condition_ids:
+        cur.execute("UPDATE markets SET resolution_checked_at = now() WHERE condition_id = ANY(%s)",
+                    (list(condition_ids),))
+
+
+def get_markets(cur: Cursor, condition_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Markets with their detail fields, in the order of ``condition_ids``; unknown ids are left
+    out; unreadable timestamps as in ``load_markets``."""
+    psycopg2.extensions.register_type(_TOLERANT_TIMESTAMPTZ, cur)
+    cur.execute(
+        _SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
+        + " WHERE m.condition_id = ANY(%s)",
+        (list(condition_ids),),
+    )
+    rows = {row["condition_id"]: dict(row) for row in cur.fetchall()}
+    return [rows[c] for c in condition_ids if c in rows]

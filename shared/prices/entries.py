@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from shared.core.display import PRICE_RULE_LAST_KNOWN, PRICE_RULE_NONE
+from shared.core.display import PRICE_RULE_LAST_KNOWN, PRICE_RULE_NONE, PRICE_RULE_RESOLVED
 from shared.core.errors import AppError, UpstreamError
 from shared.core.freshness import Freshness, Source
 from shared.prices.quotes import Book, Quote
@@ -15,6 +15,7 @@ from shared.prices.quotes import Book, Quote
 UNKNOWN = "unknown"  # and nothing stored knows it: no history is fetched for it
 UNVERIFIED = "unverified"  # and the database could not be asked (never cached)
 CATALOGUE = "catalogue"  # the markets store knows it (a closed market): its history may have a price
+RESOLVED = "resolved"  # the markets store has its market settled: the price is final (1 or 0)
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,16 @@ class Entry:
     def closed(self) -> bool:
         return self.quote is not None and self.quote.book == "closed"
 
+    @property
+    def resolved(self) -> bool:
+        return self.quote is not None and self.quote.price_rule == PRICE_RULE_RESOLVED
+
     def freshness(self, source: Source) -> Freshness:
         if self.quote is None:
             return Freshness(source, None, 0.0)
         age = max(0.0, (datetime.now(UTC) - self.quote.as_of).total_seconds())
+        if self.resolved:  # final: never stale, whatever its age
+            return Freshness(source, self.quote.as_of, age)
         if self.stale_reason:
             return Freshness("stale", self.quote.as_of, age, self.stale_reason)
         if self.closed:
@@ -67,6 +74,13 @@ def failure_reason(error: BaseException, where: str) -> str:
     if isinstance(error, AppError):
         return f"request failed ({error.code}); {where}"
     return f"request failed (internal error); {where}"
+
+
+def resolved_quote(token: str, price: float, resolved_at: datetime | None) -> Quote:
+    """A settled market's token: its final price, from the store, without any book."""
+    at = resolved_at or datetime.now(UTC)
+    return Quote(token_id=token, price=price, price_rule=PRICE_RULE_RESOLVED, midpoint=None, best_bid=None,
+                 best_ask=None, spread=None, last_trade_price=None, tick_size=None, book="closed", as_of=at)
 
 
 def closed_quote(quote: Quote) -> Quote:

@@ -80,7 +80,7 @@ from shared.prices.shaping import (
     retry_after,
     token_json,
 )
-from shared.prices.tokens import TokenInfo, TokenInfos, no_such_token, resolve_missing
+from shared.prices.tokens import TokenInfo, TokenInfos, no_such_token, resolve_missing, resolved_entry
 from shared.prices.writer import SampleWriter
 from shared.upstream.polymarket import ClobApi
 
@@ -274,11 +274,17 @@ class PricesService:
         ``price`` and ``quote_with_history``."""
         series_future: Future[Series] | None = None
         series = None if force or query is None else self.history.cached(token, query)
+        # A settled market's token (the store says so): its final price, no book read.
+        info = self.tokens.lookup([token])[token]
         if query is not None and series is None and self._exists(token):
             # Known to exist: its history is fetched beside its quote, not after it.
             series_future = self._pool.submit(
                 contextvars.copy_context().run, self.history.or_stored, token, query, force)
-        entry, source = self._entry(token, force)
+        source: Source = "cache"
+        if info.settled_price is not None:
+            entry = resolved_entry(token, info)
+        else:
+            entry, source = self._entry(token, force)
         if entry.quote is None and entry.origin != CATALOGUE:
             no_such_token(token, entry)  # no book and nothing stored: no history call for it
         if query is not None and series is None:
@@ -291,11 +297,11 @@ class PricesService:
                     series = self.history.none_in_time(token, query)
         if entry.quote is None:
             entry = self._closed_from_history(token, series)
-        elif entry.closed and series is not None and series.points and (
+        elif entry.closed and not entry.resolved and series is not None and series.points and (
             series.points[-1][0] > entry.quote.as_of.timestamp()
         ):
             entry = self._closed_from_history(token, series)  # history knows a later price
-        info = self.tokens.lookup([token])[token]
+        info = self.tokens.lookup([token])[token]  # as the book path may just have learnt it
         freshness = entry.freshness(source)
         if series is not None and series.error is not None and freshness.source != "stale":
             freshness = Freshness("stale", freshness.as_of, freshness.age_seconds,

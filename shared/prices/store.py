@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2.extras
 
 from shared.db.database import Cursor
+from shared.markets.store import SETTLED_SQL
 from shared.prices.quotes import CLOCK_SKEW_ALLOWANCE, EARLIEST_TIME
 
 SOURCE_QUOTE = "quote"
@@ -155,16 +156,18 @@ def history_points(
 
 
 def known_tokens(cur: Cursor, token_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Tokens the markets store knows: condition id, outcome label and index, Gamma's price.
+    """Tokens the markets store knows: condition id, outcome label and index, Gamma's price, and
+    whether its market is settled (``settled``: then ``price`` is 1 or 0, final since
+    ``resolved_at``).
 
     The batch form of ``markets_store.outcome_for_token`` (one round trip for many tokens).
     """
     if not token_ids:
         return {}
     cur.execute(
-        """
+        f"""
         SELECT o.token_id, o.condition_id, o.outcome_index, o.outcome, o.price, m.closed, m.in_active_set,
-               m.updated_at
+               m.updated_at, COALESCE({SETTLED_SQL}, false) AS settled, m.closed_time AS resolved_at
           FROM outcome_tokens o JOIN markets m USING (condition_id)
          WHERE o.token_id = ANY(%s)
         """,

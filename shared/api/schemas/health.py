@@ -65,6 +65,40 @@ class CompactSnapshotCounts(Body):
     write_failed: Count = Field(description="Snapshots not stored: the write failed (logged).")
 
 
+class ResolutionLookup(Body):
+    """One lookup of the markets that left the active set (Gamma `condition_ids`, `closed=true`)."""
+
+    asked: Count = Field(description="Condition ids looked up.")
+    requests: Count = Field(description="Gamma requests (at most 100 condition ids each).")
+    stored: Count = Field(description="Closed rows stored (closed time, final prices, UMA statuses).")
+    settled: Count = Field(description="Of `stored`: with a winner (outcome prices exactly 1 and 0).")
+    not_found: Count = Field(description="Asked, and no closed row came back: kept as the app knows it (closed, "
+                                         "not resolved).")
+    skipped_rows: Count = Field(description="Rows not stored: invalid, not asked for, not closed, or refused by the "
+                                            "database.")
+    seconds: NonNegative
+
+
+class ResolutionTotals(Body):
+    runs: Count
+    failed: Count
+    requests: Count
+    stored: Count
+    settled: Count
+    skipped_rows: Count
+
+
+class ResolutionStatus(Body):
+    """This instance's lookups of what became of the markets that left the active set; each runs
+    after a refresh commits, and a failed one is retried at the next refresh."""
+
+    last_run_at: Time | None
+    last: ResolutionLookup | None
+    last_error: str | None
+    failures_in_a_row: Count
+    totals: ResolutionTotals
+
+
 class MarketsStatus(Body):
     loaded: bool
     as_of: Time | None
@@ -82,6 +116,7 @@ class MarketsStatus(Body):
     retry_in_s: NonNegative | None = Field(description="Backoff after failures: no refresh (or load) that requests "
                                                        "can start before this many seconds.")
     compact_snapshot: CompactSnapshotCounts
+    resolution: ResolutionStatus
 
 
 class Writer(Body):

@@ -13,12 +13,13 @@ from shared.core.display import (
     PRICE_RULE_LAST_TRADE,
     PRICE_RULE_MIDPOINT,
     PRICE_RULE_NONE,
+    PRICE_RULE_RESOLVED,
 )
 from shared.core.ids import TOKEN_ID_RULE
 from shared.prices.query import MAX_BATCH, MAX_DEPTH, MAX_FIDELITY, Interval
 
-PriceRule = Literal["midpoint", "last_trade", "last_known", "none"]
-assert {PRICE_RULE_MIDPOINT, PRICE_RULE_LAST_TRADE, PRICE_RULE_LAST_KNOWN, PRICE_RULE_NONE} == set(
+PriceRule = Literal["midpoint", "last_trade", "last_known", "resolved", "none"]
+assert {PRICE_RULE_MIDPOINT, PRICE_RULE_LAST_TRADE, PRICE_RULE_LAST_KNOWN, PRICE_RULE_RESOLVED, PRICE_RULE_NONE} == set(
     PriceRule.__args__)  # type: ignore[attr-defined]
 
 
@@ -27,11 +28,13 @@ class Quote(Body):
 
     price: Probability | None = Field(
         description="Display price: the midpoint, or the last trade when the spread is wider than 0.10 "
-                    "(`price_rule`); the last known price for a closed book; null (`price_rule` `none`) "
-                    "when the book is one-sided or empty and has never traded.")
+                    "(`price_rule`); the last known price for a closed book; 1 or 0 once the market "
+                    "is settled (`resolved`); null (`price_rule` `none`) when the book is one-sided or empty and "
+                    "has never traded.")
     price_rule: PriceRule = Field(
         description="Which rule gave `price`: `midpoint`, `last_trade` (spread wider than 0.10 or a "
-                    "one-sided book), `last_known` (closed book), `none` (no price: `price` is null).")
+                    "one-sided book), `last_known` (closed book), `resolved` (the market settled: 1 for the "
+                    "winning outcome, 0 for the others; no book is read), `none` (no price: `price` is null).")
     midpoint: Probability | None
     best_bid: Probability | None
     best_ask: Probability | None
