@@ -44,7 +44,8 @@ def cached_csv(req: func.HttpRequest, answer: Answer, header: Sequence[str], row
         observability.note_cache("not_modified")
         return func.HttpResponse(status_code=304, headers=headers)
     observability.note_cache(str(freshness.get("source")))
-    headers.update({"Content-Type": f"{CSV}; charset=utf-8", "Content-Disposition": f'attachment; filename="{filename}"',
+    headers.update({"Content-Type": f"{CSV}; charset=utf-8",
+                    "Content-Disposition": f'attachment; filename="{filename}"',
                     "X-Content-Type-Options": "nosniff", "X-Freshness-Source": str(freshness["source"])})
     if freshness.get("stale_reason"):
         # A header value is one line of latin-1: the reason is ours, plain ASCII.
