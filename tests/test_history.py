@@ -303,3 +303,18 @@ def test_a_market_that_left_the_open_set_is_not_carried_past_it(database_env: di
     history = read([token(1), token(2)], minutes(0), minutes(60))
     assert [p.ts for p in history[token(1)]] == [minutes(m) for m in range(0, 25, 5)]
     assert len(history[token(2)]) == 12  # the other goes on to the newest capture
+
+
+def test_a_capture_the_database_refuses_is_skipped_not_the_page(database_env: dict[str, str]) -> None:
+    # Records come validated; one that is not (a token id the schema refuses) costs only itself.
+    hostile = _record(1, outcomes=(Outcome(0, "Yes", "not-a-token", None), Outcome(1, "No", "11", None)))
+
+    def page(cur: Cursor) -> Any:
+        counts = record_refresh(cur, [hostile, _record(2), _record(3)], minutes(0))
+        return counts, record_refresh(cur, [_record(4)], minutes(0))
+
+    counts, after = run(page)
+    assert (counts.captured, counts.written, counts.skipped) == (2, 2, {"refused": 1})
+    assert after.written == 1  # the transaction goes on
+    assert sorted(read([token(2), token(3), token(4), "not-a-token"], minutes(0), minutes(5))) == sorted(
+        [token(2), token(3), token(4)])

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from shared.db.database import Cursor
 from shared.history.points import DAY_S, SPAN_DAYS, TICKS, UNKNOWN, Native, decode
@@ -28,8 +29,7 @@ MAX_PERIODS = 20_000  # per token and read: the caller bounds its ranges well be
 _OPENING_CHUNKS = 3  # chunks read back per series to find the value a range opens with
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):
     ts: datetime  # the period's start, UTC
     period_s: int
     price: float  # the display price at the period's end (its close)
@@ -70,7 +70,7 @@ def series(cur: Cursor, token_ids: Sequence[str], start: datetime, end: datetime
     stored = _natives_between(cur, ids, day_start, hi)
     opening = latest_natives(cur, dict.fromkeys(ids, day_start - 1))
     out: dict[str, list[Point]] = {}
-    by_series: dict[int, list[Tagged]] = {}
+    by_series: dict[int, list[Run]] = {}
     times: dict[int, datetime] = {}
     for token, info in found.items():
         if info.series_id not in by_series:
@@ -79,8 +79,7 @@ def series(cur: Cursor, token_ids: Sequence[str], start: datetime, end: datetime
                 stop = min(stop, info.ends_at + 1)
             by_series[info.series_id] = _periods(stored.get(info.series_id, []), opening.get(info.series_id),
                                                  lo, stop, step)
-        flip = info.outcome == 1
-        out[token] = [_point(_complement(p) if flip else p, period, times) for period, p in by_series[info.series_id]]
+        out[token] = _expand(by_series[info.series_id], info.outcome == 1, times)
     return out
 
 
@@ -233,10 +232,13 @@ def _raw_native(row: dict[str, object]) -> Native:
 # --- shaping -----------------------------------------------------------------------------
 
 
-def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, step: int) -> list[Tagged]:
-    """One point per period overlapping [lo, stop), as (period, point): stored points grouped
-    by period (never finer than they were stored), gaps filled with the value before them
-    (``opening`` before all)."""
+Run = tuple[int, Native, int]  # (period, the point of the first period, how many periods it holds)
+
+
+def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, step: int) -> list[Run]:
+    """The periods overlapping [lo, stop) as runs: a stored point (or the points of one
+    period, grouped: never finer than they were stored) holds one period; the gap after it is
+    one run of its close carried forward (``opening``: the point before all)."""
     buckets: list[tuple[int, int, list[Native]]] = []  # (start, length, points)
     tagged = sorted(stored, key=lambda t: t[1].ts)
     for period, point in [opening, *tagged] if opening is not None else tagged:
@@ -248,19 +250,19 @@ def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, s
             buckets[-1] = (begin, max(span, start + size - begin), group)
         else:
             buckets.append((start, size, [point]))
-    out: list[Tagged] = []
+    out: list[Run] = []
     previous: tuple[Native, int, int] | None = None  # (point, its period, where it ends)
     for begin, span, group in buckets:
         if begin >= stop:
             break
         if previous is not None:
-            out.extend(_carried(previous[0], previous[2], min(begin, stop), previous[1], lo))
+            _carry(out, previous[0], previous[2], min(begin, stop), previous[1], lo)
         merged = _one(group, begin, span, None if previous is None else previous[0])
         if begin + span > lo:
-            out.append((span, merged))
+            out.append((span, merged, 1))
         previous = (merged, span, begin + span)
     if previous is not None:
-        out.extend(_carried(previous[0], previous[2], stop, previous[1], lo))
+        _carry(out, previous[0], previous[2], stop, previous[1], lo)
     return out
 
 
@@ -278,11 +280,26 @@ def _one(group: list[Native], begin: int, span: int, before: Native | None) -> N
     return Native(begin, opened, high, low, last.close, last.bid, last.ask, last.last, last.volume, captures)
 
 
-def _carried(point: Native, start: int, stop: int, size: int, lo: int) -> list[Tagged]:
+def _carry(out: list[Run], point: Native, start: int, stop: int, size: int, lo: int) -> None:
     """``point``'s close held over the periods of ``size`` from ``start`` to ``stop`` that end after ``lo``."""
-    c, bid, ask, last, volume = point.close, point.bid, point.ask, point.last, point.volume
     first = max(start, lo - lo % size)
-    return [(size, Native(t, c, c, c, c, bid, ask, last, volume, 0)) for t in range(first, stop, size)]
+    count = len(range(first, stop, size))
+    if count:
+        c = point.close
+        out.append((size, Native(first, c, c, c, c, point.bid, point.ask, point.last, point.volume, 0), count))
+
+
+def _expand(runs: list[Run], complement: bool, times: dict[int, datetime]) -> list[Point]:
+    """Runs as points (``times``: the period starts' datetimes, shared by a page of tokens)."""
+    out: list[Point] = []
+    for size, native, count in runs:
+        first = _point(_complement(native) if complement else native, size, times)
+        out.append(first)
+        rest = first[1:]
+        for k in range(1, count):
+            t = native.ts + k * size
+            out.append(Point(times.get(t) or times.setdefault(t, datetime.fromtimestamp(t, UTC)), *rest))
+    return out
 
 
 def _flip(ticks: int) -> int:

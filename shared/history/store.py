@@ -59,8 +59,8 @@ _ROW_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, ValueError)
 
 def record_refresh(cur: Cursor, records: Sequence[MarketRecord], at: datetime) -> CaptureCounts:
     """Record the open markets among ``records`` (a page a refresh just stored) as captured at
-    ``at`` (timezone-aware). A bad capture is skipped and counted; one the database refuses
-    takes its page's captures with it (counted as ``refused``), never the refresh."""
+    ``at`` (timezone-aware). A bad capture is skipped and counted, and so is one the database
+    refuses (``refused``): never the page, never the refresh."""
     counts = CaptureCounts()
     captures: dict[str, Capture] = {}
     for record in records:
@@ -75,17 +75,25 @@ def record_refresh(cur: Cursor, records: Sequence[MarketRecord], at: datetime) -
             captures[capture.condition_id] = capture
     if not captures:
         return counts
-    cur.execute("SAVEPOINT history_capture")
+    cur.execute("SAVEPOINT history_page")
     try:
         counts.written = _write(cur, list(captures.values()), at)
-    except _ROW_ERRORS as error:
-        cur.execute("ROLLBACK TO SAVEPOINT history_capture")
-        log.warning("a page of %d price captures skipped: the database refused it (%s)", len(captures),
-                    type(error).__name__)
-        counts.skipped["refused"] = counts.skipped.get("refused", 0) + len(captures)
-        return counts
-    cur.execute("RELEASE SAVEPOINT history_capture")
-    counts.captured = len(captures)
+        counts.captured = len(captures)
+    except _ROW_ERRORS:
+        # Should the database refuse the page, each capture is tried alone: one is skipped, not the page.
+        cur.execute("ROLLBACK TO SAVEPOINT history_page")
+        for capture in captures.values():
+            cur.execute("SAVEPOINT history_capture")
+            try:
+                counts.written += _write(cur, [capture], at)
+            except _ROW_ERRORS as error:
+                cur.execute("ROLLBACK TO SAVEPOINT history_capture")
+                counts.skip(capture.condition_id, "refused")
+                log.debug("capture refused: %s", type(error).__name__)
+            else:
+                cur.execute("RELEASE SAVEPOINT history_capture")
+                counts.captured += 1
+    cur.execute("RELEASE SAVEPOINT history_page")
     return counts
 
 
