@@ -38,6 +38,18 @@ def list_markets(req: func.HttpRequest) -> func.HttpResponse:
     return _handlers().list_markets(req)
 
 
+@app.route(**ROUTES["list_events"].binding)
+@endpoint
+def list_events(req: func.HttpRequest) -> func.HttpResponse:
+    return _handlers().list_events(req)
+
+
+@app.route(**ROUTES["get_event"].binding)
+@endpoint
+def get_event(req: func.HttpRequest) -> func.HttpResponse:
+    return _handlers().get_event(req)
+
+
 @app.route(**ROUTES["resolve"].binding)
 @endpoint
 def resolve(req: func.HttpRequest) -> func.HttpResponse:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the real imports happen in the builders, on first use
 
     from shared.core.config import Settings
     from shared.db.database import Database
+    from shared.events.service import EventsService
     from shared.markets.lookup import Lookup
     from shared.markets.service import MarketsService
     from shared.markets.tags import Tags
@@ -34,8 +35,8 @@ DATABASE_RECONNECT_BACKOFF_S = 2.0  # an unreachable server is not asked again o
 
 class Container:
     # Built parts close in the reverse of this order (services before what they use).
-    ORDER = ("settings", "database", "clob", "gamma", "model", "markets", "lookup", "tags", "prices", "candles",
-             "sentiment")
+    ORDER = ("settings", "database", "clob", "gamma", "model", "markets", "events", "lookup", "tags", "prices",
+             "candles", "sentiment")
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -107,6 +108,13 @@ class Container:
         # The pool is asked for on each use: a database down at start is answered, not fatal here.
         return self._part(
             "markets", lambda: MarketsService(self.settings.cache, lambda: self.database, lambda: self.gamma))
+
+    @property
+    def events(self) -> EventsService:
+        from shared.events.service import EventsService
+
+        return self._part("events", lambda: EventsService(self.settings.cache, lambda: self.database,
+                                                          lambda: self.gamma, lambda: self.markets))
 
     @property
     def lookup(self) -> Lookup:

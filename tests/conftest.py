@@ -98,7 +98,7 @@ def reset_app() -> None:
 def reset_services() -> None:
     """Forget the services, whose in-memory caches must not leak between tests (a new instance
     on the same database and clients)."""
-    get_container().reset("sentiment", "markets", "prices")
+    get_container().reset("sentiment", "events", "markets", "prices")
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,8 @@ EXPECTED_HTTP = {
     "resolve": ("resolve", ["GET"], "ANONYMOUS"),
     "list_tags": ("tags", ["GET"], "ANONYMOUS"),
     "get_market_sentiment": ("markets/{condition_id}/sentiment", ["GET"], "ANONYMOUS"),
+    "list_events": ("events", ["GET"], "ANONYMOUS"),
+    "get_event": ("events/{event}", ["GET"], "ANONYMOUS"),
     "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),
     "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),

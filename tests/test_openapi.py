@@ -428,6 +428,35 @@ def test_market_responses_match(api: Api) -> None:
     assert missing["error"]["code"] == "not_found"
 
 
+def test_events_responses_match(api: Api) -> None:
+    path = f"{API_PREFIX}/events"
+    first, page = api.get(path, {"limit": "3", "sort": "liquidity"}, expect=200)
+    assert len(page["events"]) == 3 and page["next_cursor"]
+    api.get(path, {"limit": "3", "sort": "liquidity", "cursor": page["next_cursor"]}, expect=200)
+    api.get(path, {"limit": "3", "sort": "liquidity"}, headers={"If-None-Match": first.headers["ETag"]}, expect=304)
+    _, everything = api.get(path, {"limit": "200", "active_only": "false", "sort": "end_date"}, expect=200)
+    assert any(e["neg_risk"] and e["price_sum"] is not None for e in everything["events"])
+    api.get(path, {"q": page["events"][0]["title"].split()[0], "tag": page["events"][0]["tags"][0],
+                   "sort": "competitive", "order": "asc"}, expect=200)
+    for name, value in {"sort": "bogus", "order": "up", "limit": "201", "q": "x" * 201, "tag": "t" * 101,
+                        "cursor": "not-a-cursor", "active_only": "maybe", "refresh": "maybe"}.items():
+        _, error = api.get(path, {name: value}, expect=400)
+        assert error["error"]["parameter"] == name
+
+
+def test_event_responses_match(api: Api) -> None:
+    _, page = api.get(f"{API_PREFIX}/events", {"limit": "200"}, expect=200)
+    event = next(e for e in page["events"] if e["neg_risk"])
+    for ref in (event["id"], event["slug"]):
+        response, body = api.get(f"{API_PREFIX}/events/{ref}", expect=200)
+        assert body["event"]["id"] == event["id"] and body["event"]["markets"]
+    api.get(f"{API_PREFIX}/events/{event['id']}", headers={"If-None-Match": response.headers["ETag"]}, expect=304)
+    _, missing = api.get(f"{API_PREFIX}/events/999999999", expect=404)
+    assert missing["error"]["code"] == "not_found"
+    _, bad = api.get(f"{API_PREFIX}/events/{quote('no such slug')}", expect=400)
+    assert bad["error"]["parameter"] == "event"
+
+
 def test_resolve_and_tags_responses_match(api: Api) -> None:
     market = api.markets()
     for q in (market["condition_id"], market["slug"], market["token_ids"][0]):

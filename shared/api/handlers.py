@@ -21,6 +21,7 @@ from shared.api.tables import cached_csv
 from shared.container import Container, get_container
 from shared.core.errors import NotFound
 from shared.core.freshness import Answer
+from shared.events.query import EventListQuery
 from shared.markets.query import MarketListQuery
 from shared.prices.query import BookQuery, PriceQuery, QuotesQuery
 from shared.sentiment.query import SentimentQuery
@@ -67,6 +68,15 @@ def resolve(req: func.HttpRequest) -> func.HttpResponse:
 def list_tags(req: func.HttpRequest) -> func.HttpResponse:
     services = _services()
     return _answer(req, services.tags.answer(services.settings.cache.markets_ttl_s))
+
+
+def list_events(req: func.HttpRequest) -> func.HttpResponse:
+    query = parse_query(EventListQuery, req.params)
+    return _answer(req, _services().events.list(query, force_refresh=query.refresh))
+
+
+def get_event(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(req, _services().events.get(_path(req, "event")))
 
 
 def get_market_sentiment(req: func.HttpRequest) -> func.HttpResponse:

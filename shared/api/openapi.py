@@ -29,6 +29,7 @@ from shared.api.schemas.common import Error
 from shared.core.errors import AppError
 from shared.core.ids import CONDITION_ID_PATTERN, GAMMA_ID_PATTERN, MARKET_REF_RULE, SLUG_PATTERN
 from shared.core.query import Query
+from shared.events.refs import EVENT_REF_PATTERN
 
 __all__ = ["API_PREFIX", "openapi_document", "openapi_json"]
 
@@ -40,6 +41,8 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "condition_id": {"component": "ConditionId", "description": "0x followed by 64 lower-case hex characters "
                                                                "(400 otherwise)."},
     "token_id": {"component": "TokenId", "description": "1 to 78 decimal digits (400 otherwise)."},
+    "event": {"component": "EventRef", "description": "A Gamma event id or an event slug (400 otherwise).",
+              "schema": {"type": "string", "pattern": EVENT_REF_PATTERN}},
     "market": {"component": "MarketRef", "description": f"{MARKET_REF_RULE[:1].upper()}{MARKET_REF_RULE[1:]} "
                                                         "(400 otherwise).",
                "schema": {"type": "string", "anyOf": [{"pattern": CONDITION_ID_PATTERN},

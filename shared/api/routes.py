@@ -26,6 +26,7 @@ from shared.core.errors import (
     UpstreamUnavailable,
 )
 from shared.core.ids import validate_condition_id, validate_market_ref, validate_token_id
+from shared.events.refs import validate_event_ref
 
 API_PREFIX = "/api"  # host.json extensions.http.routePrefix
 BOOK_CLOSED = "shared.prices.service:BookClosed"
@@ -35,6 +36,7 @@ PATH_IDS: dict[str, Callable[[str | None], str]] = {
     "condition_id": validate_condition_id,
     "token_id": validate_token_id,
     "market": validate_market_ref,  # /api/markets/{market}: a slug or Gamma id too
+    "event": validate_event_ref,
 }
 
 
@@ -57,6 +59,7 @@ class ErrorAnswer:
 ERRORS: dict[str, ErrorAnswer] = {
     "BadRequest": ErrorAnswer("A parameter is malformed or out of range; `parameter` names it", (BadRequest,)),
     "NotFound": ErrorAnswer("No such market or token", (NotFound,)),
+    "EventNotFound": ErrorAnswer("No such event, stored or at Polymarket", (NotFound,)),
     "BookNotFound": ErrorAnswer(
         "Unknown token (`not_found`), or its order book is closed because the market closed or resolved "
         "(`book_closed`; `/api/price/{token_id}` has the last known price)", (NotFound, BOOK_CLOSED)),
@@ -146,6 +149,23 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
         "(an old link) is fetched from Polymarket Gamma once and stored (`/api/resolve` does it for any id).",
         ok=Body((f"{_SCHEMAS}.markets:MarketAnswer",), "The market."),
         errors=("BadRequest", "NotFound", "Unavailable"),
+    ),
+    Route(
+        "list_events", "events", "events", "Search, sort and page the active events",
+        "An event is one question with one or more candidate markets (an election's winner). Built from the "
+        "market catalogue (no extra Polymarket calls), each with its markets in compact form and their display "
+        "prices. Neg-risk events (one winner among candidates) list their candidates by price, with the prices' "
+        "sum, the leading candidate and the \"Other\" placeholder.",
+        ok=Body((f"{_SCHEMAS}.events:EventList",), "One page of events."),
+        query="shared.events.query:EventListQuery",
+        errors=("BadRequest", "Unavailable"),
+    ),
+    Route(
+        "get_event", "events/{event}", "events", "One event, by Gamma id or slug",
+        "The event with its markets in full (as the markets list shows them). An event never stored (an old "
+        "link) is fetched from Polymarket once and stored; an unknown one is 404, remembered for a while.",
+        ok=Body((f"{_SCHEMAS}.events:EventAnswer",), "The event."),
+        errors=("BadRequest", "EventNotFound", "Unavailable"),
     ),
     Route(
         "resolve", "resolve", "markets", "Any Polymarket link or id -> its event, markets and outcome tokens",
