@@ -2,7 +2,7 @@
 
 A header row, then one row per point; times are ISO 8601 UTC, numbers as the JSON has them (so
 a CSV parses back to the JSON's values), an unknown value is an empty field. The ETag differs
-from the JSON's (``-csv``): the two are different representations. Never gzipped.
+from the JSON's (derived from it): the two are different representations. Never gzipped.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import azure.functions as func
 
 from shared.api.responses import cache_headers, held_tag, simulated
 from shared.core import observability
+from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer
 
 CSV = "text/csv"
@@ -38,7 +39,7 @@ def cached_csv(req: func.HttpRequest, answer: Answer, header: Sequence[str], row
     """``answer`` as a CSV attachment named ``filename``: ETag/304 and Cache-Control as
     ``cached_json``; its freshness in ``X-Freshness-Source`` (and ``X-Stale-Reason``)."""
     freshness = answer.freshness.as_dict()
-    tag = f"{answer.etag}-csv"
+    tag = make_etag(answer.etag, "csv")
     headers = cache_headers(freshness, tag, answer.ttl_s)
     if held_tag(req, tag) is not None:
         observability.note_cache("not_modified")
