@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import random
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,17 +18,18 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.container import get_container
+from shared.container import get_container, reset_container
 from shared.db.database import get_database
 from shared.history import downsample as job
 from shared.history.capture import capture_of
 from shared.history.store import record_refresh, record_settled
 from shared.markets import store as markets_store
+from shared.markets import trends
 from shared.markets.crawl import Crawl, catalogue_pages
 from shared.markets.rows import MarketRecord, Outcome
 from shared.markets.service import get_markets_service
 from tests.conftest import Upstream, handler
-from tests.test_markets import all_pages
+from tests.test_markets import all_pages, wait_for
 
 STEP = 300
 
@@ -293,8 +295,6 @@ def test_sparklines_and_movers_from_the_captures(app_env: Upstream) -> None:
 def test_an_unchanged_page_is_not_read_again(app_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_markets_service().refresh(min_age_s=0).status == "refreshed"
     first = call("list_markets", "markets", {"limit": "50", "sparkline": "24h"})
-    from shared.markets import trends
-
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("read again")
 
@@ -307,3 +307,30 @@ def test_an_unchanged_page_is_not_read_again(app_env: Upstream, monkeypatch: pyt
 
 def test_record_helper_captures_at_the_display_price() -> None:
     assert _price_of(replace(record(9, 0.42, 1), best_bid=Decimal("0.40"), best_ask=Decimal("0.44"))) == 0.42
+
+
+def test_movers_are_computed_in_the_background_and_again_for_each_new_snapshot(
+        app_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUEST_DEADLINE_S", "0.5")
+    reset_container()
+    assert get_markets_service().refresh(min_age_s=0).status == "refreshed"
+    real, calls, gate = trends.captured_prices, [], threading.Event()
+
+    def slow(*args: Any) -> Any:
+        calls.append(args[2])
+        gate.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(trends, "captured_prices", slow)
+    busy = call("list_markets", "markets", {"sort": "change_1h"})
+    # Not within the request's deadline: a 503 to retry, while the computation goes on.
+    assert busy.status_code == 503 and busy.headers["Retry-After"]
+    gate.set()
+    wait_for(lambda: call("list_markets", "markets", {"sort": "change_1h"}).status_code == 200)
+    assert len(calls) == 2  # the prices now and an hour before: once for the snapshot
+    # The next snapshot's changes are computed as it is loaded, before anyone asks.
+    assert get_markets_service().refresh(min_age_s=0).status == "refreshed"
+    wait_for(lambda: len(calls) == 4)
+    before = len(calls)
+    page = body(call("list_markets", "markets", {"sort": "change_1h", "limit": "5"}))
+    assert len(calls) == before and all("change" in m for m in page["markets"])

@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from shared.core import deadline
 from shared.core.cache import SingleFlight, TTLCache
@@ -78,6 +78,7 @@ T = TypeVar("T")
 
 INACTIVE_WINDOW_DAYS = 30
 PAGE_CACHE_ENTRIES = 256
+MOVERS_WAIT_S = 30.0  # without a request deadline (tests, tools)
 LOCK_WAIT_S = 60.0
 # Sort name -> the JSON field it orders by (str keys: what snapshot and compact read).
 SORTS: dict[str, str] = {str(name): column for name, column in _QUERY_SORTS.items()}
@@ -236,6 +237,7 @@ class MarketsService:
             if snapshot.items:
                 previous = self._snapshot
                 self._snapshot = snapshot
+                self._prefetch_movers(previous, snapshot)
                 # Older than what is now served: our failed refresh's catalogue, or our failure.
                 older = previous.as_of if previous is not None else self._failed_at
                 if snapshot.as_of and older and snapshot.as_of > older:
@@ -600,7 +602,7 @@ class MarketsService:
         markets = [item.json for item in page]
         complete = True
         if mover is not None:
-            changed = self._movers(snapshot).get(mover[0], lambda w: self._changes(snapshot, w))
+            changed = self._changes(snapshot, mover[0])
             markets = [{**m, "change": c.as_json() if (c := changed.get(m["condition_id"])) else None}
                        for m in markets]
         if query.sparkline:
@@ -622,13 +624,56 @@ class MarketsService:
             return self._movers_state
 
     def _changes(self, snapshot: Snapshot, window: str) -> dict[str, trends.Change]:
-        """Every market's change over ``window``: one batched read of the captures. A failure
-        is the request's (503): an order must not be built from half the changes."""
-        if snapshot.as_of is None:
-            return {}
+        """Every market's change over ``window``, computed once per snapshot in the background;
+        the request waits for it until its deadline, then answers 503 while it goes on. A failed
+        read is the request's error: an order is never built from half the changes."""
+        movers = self._movers(snapshot)
+        ready = movers.ready(("changes", window))
+        if ready is not None:
+            return cast(dict[str, trends.Change], ready)
+        future = self._start_changes(snapshot, window)
+        try:
+            return future.result(timeout=deadline.remaining(MOVERS_WAIT_S))
+        except FutureTimeout:
+            raise ServiceUnavailable(f"the {window} price changes of this catalogue are being computed; try again "
+                                     "shortly", headers=retry_after_header(DEFAULT_RETRY_AFTER_S)) from None
+
+    def _compute_changes(self, snapshot: Snapshot, window: str) -> dict[str, trends.Change]:
         as_of = snapshot.as_of
-        markets = [(i.condition_id, i.sort_values.get("price_change")) for i in snapshot.items]
-        return self._database().run(lambda cur: trends.changes(cur, markets, as_of, window))
+        if as_of is None:
+            return {}
+        movers = self._movers(snapshot)
+        ids = [i.condition_id for i in snapshot.items]
+
+        def prices_at(back_s: int) -> dict[str, float]:
+            at = as_of - timedelta(seconds=back_s)
+            return movers.once(("prices", back_s), lambda: self._database().run(
+                lambda cur: trends.captured_prices(cur, ids, at)))
+
+        def compute() -> dict[str, trends.Change]:
+            gamma = [(i.condition_id, i.sort_values.get("price_change")) for i in snapshot.items]
+            return trends.changes(prices_at(0), prices_at(trends.MOVER_WINDOWS[window]), gamma, window)
+
+        return movers.once(("changes", window), compute)
+
+    def _prefetch_movers(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
+        """Windows someone sorted the previous snapshot by are computed for the new one at once,
+        in the background: only the first movers request ever waits for them."""
+        state = self._movers_state
+        if previous is None or state is None or state.serial != previous.serial:
+            return
+        for window in state.windows():
+            self._start_changes(snapshot, window)
+
+    def _start_changes(self, snapshot: Snapshot, window: str) -> Future[dict[str, trends.Change]]:
+        """The background computation (one per snapshot and window), outliving the request."""
+
+        def run() -> dict[str, trends.Change]:
+            with deadline.unbounded():
+                return self._compute_changes(snapshot, window)
+
+        context = contextvars.copy_context()
+        return self._flight.start(f"movers:{snapshot.serial}:{window}", lambda: context.run(run))
 
     def _order_movers(self, snapshot: Snapshot, query: MarketQuery, window: str, absolute: bool) -> None:
         """Give the snapshot its order by the change over ``window`` (once per snapshot and order)."""
@@ -638,7 +683,7 @@ class MarketsService:
         order = (query.sort, descending, active_only)
         if order in movers.adopted:
             return
-        changed = movers.get(window, lambda w: self._changes(snapshot, w))
+        changed = self._changes(snapshot, window)
 
         def key(item: Any) -> tuple[bool, float, str]:
             change = changed.get(item.condition_id)

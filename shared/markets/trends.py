@@ -8,18 +8,20 @@ no upstream call.
   list price, captured by that refresh) less its captured price a window earlier
   (``latest_before``); where our captures do not
   reach that far back, Gamma's one-day change for the 24-hour window (``source`` says which),
-  else none (sorted last). Computed once per snapshot and window, for every market in one
-  batched read, on the first request that sorts by it: the order (and so cursor paging) holds
-  for the snapshot's life.
+  else none (sorted last). Computed once per snapshot and window, for every market in two
+  batched reads (now, and a window before: the first is shared by the windows), on the first
+  request that sorts by it (in the background: a request waits until its deadline, then 503),
+  and at once for each new snapshot when the previous one was sorted by it. The order (and so
+  cursor paging) holds for the snapshot's life.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from shared.db.database import Cursor
 
@@ -33,7 +35,8 @@ MOVER_SORTS: dict[str, tuple[str, bool]] = {
     **{f"change_{w}": (w, False) for w in MOVER_WINDOWS},
     **{f"abs_change_{w}": (w, True) for w in MOVER_WINDOWS},
 }
-GAMMA_WINDOW = "24h"  # the window Gamma's one_day_price_change stands in for
+GAMMA_WINDOW = "24h"
+T = TypeVar("T")  # the window Gamma's one_day_price_change stands in for
 
 
 def first_token(body: dict[str, Any]) -> str | None:
@@ -68,41 +71,50 @@ class Change:
         return {"window": self.window, "value": self.value, "source": self.source}
 
 
-def changes(cur: Cursor, markets: Sequence[tuple[str, float | None]], as_of: datetime, window: str
-            ) -> dict[str, Change]:
-    """``markets``: (condition id, Gamma's one-day change). The change of each that has one:
-    its first outcome's captured price at ``as_of`` less that at ``as_of`` minus the window."""
+def captured_prices(cur: Cursor, condition_ids: Sequence[str], at: datetime) -> dict[str, float]:
+    """Per market with a capture that old, its first outcome's captured price at ``at``."""
     from shared.history.series import latest_before
 
     cur.execute("SELECT condition_id, token_id FROM outcome_tokens WHERE outcome_index = 0 AND condition_id = ANY(%s)",
-                ([cid for cid, _ in markets],))
-    tokens = {row["condition_id"]: row["token_id"] for row in cur.fetchall()}
-    wanted = list(tokens.values())
-    now = latest_before(cur, wanted, as_of) if wanted else {}
-    then = latest_before(cur, wanted, as_of - timedelta(seconds=MOVER_WINDOWS[window])) if wanted else {}
+                (list(condition_ids),))
+    tokens = {row["token_id"]: row["condition_id"] for row in cur.fetchall() if row["token_id"]}
+    points = latest_before(cur, list(tokens), at) if tokens else {}
+    return {tokens[token]: point.price for token, point in points.items() if point is not None}
+
+
+def changes(now: dict[str, float], then: dict[str, float], gamma: Sequence[tuple[str, float | None]],
+            window: str) -> dict[str, Change]:
+    """Per market, its captured price ``now`` less ``then`` (a window earlier); where ``then``
+    has none, Gamma's one-day change (``gamma``: condition id, change) for the 24-hour window."""
     out: dict[str, Change] = {}
-    for condition_id, gamma in markets:
-        token = tokens.get(condition_id)
-        current, before = (now.get(token), then.get(token)) if token is not None else (None, None)
+    for condition_id, one_day in gamma:
+        current, before = now.get(condition_id), then.get(condition_id)
         if current is not None and before is not None:
-            out[condition_id] = Change(window, round(current.price - before.price, 6), "captures")
-        elif window == GAMMA_WINDOW and gamma is not None:
-            out[condition_id] = Change(window, gamma, "gamma")
+            out[condition_id] = Change(window, round(current - before, 6), "captures")
+        elif window == GAMMA_WINDOW and one_day is not None:
+            out[condition_id] = Change(window, one_day, "gamma")
     return out
 
 
 class Movers:
-    """The changes of one snapshot, per window, computed once (a lock: one computation each)."""
+    """One snapshot's captured prices (per offset back from its refresh) and changes (per
+    window), each computed once: the lock makes a second request wait for the first's."""
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
-        self._changes: dict[str, dict[str, Change]] = {}
-        self._lock = threading.Lock()
+        self._values: dict[tuple[str, Any], Any] = {}
+        self._lock = threading.RLock()
         self.adopted: set[tuple[str, bool, bool]] = set()  # (sort, descending, active_only) orders given
 
-    def get(self, window: str, compute: Any) -> dict[str, Change]:
+    def ready(self, key: tuple[str, Any]) -> Any | None:
+        return self._values.get(key)
+
+    def windows(self) -> list[str]:
+        """The windows whose changes were computed."""
+        return [key[1] for key in list(self._values) if key[0] == "changes"]
+
+    def once(self, key: tuple[str, Any], compute: Callable[[], T]) -> T:
         with self._lock:
-            found = self._changes.get(window)
-            if found is None:
-                found = self._changes[window] = compute(window)
-            return found
+            if key not in self._values:
+                self._values[key] = compute()
+            return cast(T, self._values[key])
