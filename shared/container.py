@@ -114,7 +114,7 @@ class Container:
         from shared.events.service import EventsService
 
         return self._part("events", lambda: EventsService(self.settings.cache, lambda: self.database,
-                                                          lambda: self.gamma, lambda: self.markets))
+                                                          lambda: self.lookup, lambda: self.markets))
 
     @property
     def lookup(self) -> Lookup:

@@ -91,7 +91,8 @@ def deep() -> tuple[dict[str, Any], bool]:
         "upstream_stats": {name: (client.stats if client else UpstreamStats()).snapshot()
                            for name, client in clients.items()},
         "circuit_breakers": {name: client.breaker.snapshot() for name, client in sorted(clients.items()) if client},
-        "datasets": {"markets": parts.markets.status(), "prices": parts.prices.status()},
+        "datasets": {"markets": parts.markets.status(), "events": parts.events.status(),
+                     "prices": parts.prices.status()},
         "database_pool": pool.pool_stats() if pool else None,
     }
     return report, can_serve

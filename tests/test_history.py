@@ -4,6 +4,7 @@ and simulated refreshes over simulated days with a clock the test controls."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from dataclasses import replace
@@ -21,6 +22,7 @@ from shared.history.store import record_refresh, record_settled
 from shared.markets.rows import MarketRecord, Outcome
 from shared.markets.service import get_markets_service
 from tests.conftest import Upstream, handler
+from tests.test_health import call as call_health
 from tests.test_markets import all_pages
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, midnight UTC
@@ -84,6 +86,9 @@ def test_every_open_market_is_captured_by_the_refresh_at_the_price_the_list_show
             points = history[outcome["token_id"]]
             assert len(points) == 1 and points[0].captures == 1
             assert points[0].price == pytest.approx(outcome["price"], abs=1e-4), market["condition_id"]
+    health = json.loads(call_health({"deep": "true"}).get_body())
+    status = health["datasets"]["markets"]
+    assert (status["captures"], status["skipped_captures"]) == (result.captures, 0)
     # Frozen prices: the next refresh captures every market again and writes no row.
     second = get_markets_service().refresh(min_age_s=0)
     assert (second.captures, second.captures_written) == (result.captures, 0)
@@ -318,3 +323,35 @@ def test_a_capture_the_database_refuses_is_skipped_not_the_page(database_env: di
     assert after.written == 1  # the transaction goes on
     assert sorted(read([token(2), token(3), token(4), "not-a-token"], minutes(0), minutes(5))) == sorted(
         [token(2), token(3), token(4)])
+
+
+def test_reads_across_the_tiers_are_contiguous_with_no_period_twice(database_env: dict[str, str]) -> None:
+    path = _path(11, 10, T0)
+
+    def feed(cur: Cursor) -> None:  # ten days of refreshes, one transaction
+        for at, price in path:
+            p = Decimal(price) / 10_000
+            record_refresh(cur, [_record(1, bid=str(p - Decimal("0.005")), ask=str(p + Decimal("0.005")))], at)
+
+    run(feed)
+    job.compact(get_database, 90, now=T0 + timedelta(days=10))  # days 0-2 hourly, the rest 5-minute
+    start, end = T0 + timedelta(days=1, hours=5, minutes=2), T0 + timedelta(days=5)
+    points = read([token(1)], start, end)[token(1)]
+    assert {p.period_s for p in points} == {300, 3_600}
+    assert points[0].ts <= start < points[0].ts + timedelta(seconds=points[0].period_s)
+    for a, b in zip(points, points[1:], strict=False):
+        assert a.ts + timedelta(seconds=a.period_s) == b.ts  # every period once, none missing
+    assert points[-1].ts + timedelta(seconds=points[-1].period_s) == end
+    captured = {at: price / 1e4 for at, price in path}
+    for p in points:
+        if p.period_s == 300:
+            assert p.price == captured[p.ts]
+        else:
+            assert p.price == captured[p.ts + timedelta(minutes=55)]  # an hour closes at its last capture
+    for resolution, size in (("1h", 3_600), ("1d", 86_400)):
+        coarse = read([token(1)], start, end, resolution)[token(1)]
+        assert {p.period_s for p in coarse} == {size}
+        for a, b in zip(coarse, coarse[1:], strict=False):
+            assert a.ts + timedelta(seconds=size) == b.ts
+        expected = _ohlc(path, timedelta(seconds=size))
+        assert [(p.open, p.high, p.low, p.price) for p in coarse] == [expected[p.ts] for p in coarse]

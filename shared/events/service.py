@@ -7,9 +7,8 @@ from an in-memory catalogue built from what the markets refresh stores.
   on the first events request, and again when the markets snapshot changes; never on the
   markets path, so a markets cold start does not pay for it.
 - One event by id or slug is read from PostgreSQL; one never stored (an old link) is fetched
-  from Gamma once, its markets stored outside the active set (as the resolver stores what it
-  fetches: the refresh alone decides what is open) and answered;
-  an id Gamma does not know is remembered for a while, so repeated unknown ids cost one call.
+  from Gamma once by ``shared.markets.lookup`` (which the resolver uses: one read per id or
+  slug, cached, a miss too; its markets stored outside the active set) and answered.
 """
 
 from __future__ import annotations
@@ -23,9 +22,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import psycopg2
 
-from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
-from shared.core.errors import AppError, NotFound, UpstreamNotFound
+from shared.core.errors import AppError, NotFound
 from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness
 from shared.db.database import Cursor, Database
@@ -33,21 +31,16 @@ from shared.events import catalogue as cat
 from shared.events import store
 from shared.events.catalogue import EventsCatalogue
 from shared.events.query import EventQuery
-from shared.events.refs import EVENT_ID_RE, validate_event_ref
-from shared.markets import store as market_store
-from shared.markets.rows import BadMarketRow, MarketRecord, parse_market
+from shared.events.refs import validate_event_ref
 from shared.markets.snapshot import STATUS_FACET, Snapshot, Unloadable, market_json
 
 if TYPE_CHECKING:
+    from shared.markets.lookup import Lookup
     from shared.markets.service import MarketsService
-    from shared.upstream.polymarket import GammaApi
 
 log = logging.getLogger("polymarket_api.events")
 
 REBUILD_BACKOFF_S = 2.0  # a failed build is not retried by every request
-MISSING_TTL_S = 300.0  # an event Gamma does not know is not asked for again before this
-MISSING_ENTRIES = 4096
-MAX_EVENT_MARKETS = 500  # of one event fetched on demand: far above real events
 
 OPEN_FACET = f"{STATUS_FACET}open"
 # Module-level names: inside the class its ``list`` method shadows the builtin.
@@ -67,18 +60,16 @@ class SnapshotMarkets:
 
 class EventsService:
     """``markets``: the markets service (its snapshot says when the stored catalogue changed);
-    ``database`` and ``gamma`` give the pool and the Gamma client on each use."""
+    ``database`` and ``lookup`` (fetches an event never stored) are providers, used on demand."""
 
-    def __init__(self, cache: CacheSettings, database: Callable[[], Database], gamma: Callable[[], GammaApi],
+    def __init__(self, cache: CacheSettings, database: Callable[[], Database], lookup: Callable[[], Lookup],
                  markets: Callable[[], MarketsService]) -> None:
         self._cache = cache
         self._database = database
-        self._gamma = gamma
+        self._lookup = lookup
         self._markets = markets
         self._catalogue: EventsCatalogue | None = None
         self._build_lock = threading.Lock()
-        self._missing: TTLCache[bool] = TTLCache(MISSING_ENTRIES, MISSING_TTL_S)
-        self._fetches: SingleFlight[bool] = SingleFlight()
         self._failed_at = float("-inf")  # monotonic: when the last build failed
         self._failure: str | None = None
 
@@ -157,6 +148,16 @@ class EventsService:
                  len(pairs), built.skipped)
         return built
 
+    def status(self) -> dict[str, Any]:
+        """For /api/health?deep=true: this instance's events catalogue, without any I/O."""
+        catalogue = self._catalogue
+        return {
+            "loaded": catalogue is not None,
+            "events": len(catalogue.items) if catalogue else 0,
+            "left_out": catalogue.skipped if catalogue else 0,
+            "last_error": self._failure,
+        }
+
     # queries --------------------------------------------------------------------------------
 
     def list(self, query: EventQuery, *, force_refresh: bool = False) -> Answer:
@@ -183,8 +184,7 @@ class EventsService:
         if found is None:
             self._fetch_once(ref)
             found = self._read(ref)
-            if found is None:  # Gamma answered under another id or slug: not asked again for this one
-                self._missing.put(ref, True)
+            if found is None:  # Gamma answered under another id or slug (its read is cached)
                 raise NotFound(f"no event with id or slug {ref!r}")
         row, market_rows = found
         markets: Rows = []
@@ -216,61 +216,7 @@ class EventsService:
     # on demand ------------------------------------------------------------------------------
 
     def _fetch_once(self, ref: str) -> None:
-        """Fetch and store the event unless Gamma said lately that it has none (NotFound then)."""
-        if self._missing.get(ref) is not None:
+        """Fetch the event from Gamma and store its markets (``shared.markets.lookup``: one read
+        per id or slug, cached, a miss too); NotFound when Gamma has no such event."""
+        if not self._lookup().fetch_event(ref):
             raise NotFound(f"no event with id or slug {ref!r}")
-        if not self._fetches.run(ref, lambda: self._fetch(ref)):
-            self._missing.put(ref, True)
-            raise NotFound(f"no event with id or slug {ref!r}")
-
-    def _fetch(self, ref: str) -> bool:
-        """Whether Gamma had the event (with at least one readable market), now stored."""
-        path = f"/events/{ref}" if EVENT_ID_RE.match(ref) else f"/events/slug/{ref}"
-        try:
-            event = self._gamma().get(path, about_id=True)
-        except UpstreamNotFound:
-            return False
-        records = records_of_event(event)
-        if not records:
-            return False
-
-        def write(cur: Cursor) -> None:
-            # Outside the active set, and only what is not stored: the refresh alone decides what
-            # is open (as shared.markets.lookup stores what it fetches).
-            cur.execute("SELECT condition_id FROM markets WHERE condition_id = ANY(%s)",
-                        ([r.condition_id for r in records],))
-            stored = {row["condition_id"] for row in cur.fetchall()}
-            new = [r for r in records if r.condition_id not in stored]
-            if new:
-                market_store.upsert_markets(cur, new, in_active_set=False)
-
-        self._database().run(write)
-        log.info("event %s fetched from Gamma on demand: %d markets stored", ref, len(records))
-        return True
-
-
-def records_of_event(event: Any) -> list[MarketRecord]:
-    """The markets of a Gamma event object (``/events/{id}``), each parsed with the event
-    attached as a market row of the list endpoints carries it; a bad market is skipped and
-    counted in the log, never the whole event."""
-    if not isinstance(event, dict) or not isinstance(event.get("markets"), list):
-        return []
-    parent = {key: value for key, value in event.items() if key != "markets"}
-    records: dict[str, MarketRecord] = {}  # the first row of a condition id wins
-    skipped = 0
-    for market in event["markets"][:MAX_EVENT_MARKETS]:
-        if not isinstance(market, dict):
-            skipped += 1
-            continue
-        row = {**market, "events": [parent]}
-        if "tags" not in row and isinstance(parent.get("tags"), list):
-            row["tags"] = parent["tags"]  # /events rows carry tags on the event only
-        try:
-            record = parse_market(row)
-        except BadMarketRow:
-            skipped += 1
-            continue
-        records.setdefault(record.condition_id, record)
-    if skipped:
-        log.warning("event %s from Gamma: %d markets skipped (unreadable)", parent.get("id"), skipped)
-    return list(records.values())

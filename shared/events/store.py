@@ -21,7 +21,7 @@ def load_events(cur: Cursor, event_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The stored rows of these events (those the markets catalogue's markets name)."""
     # A plain cursor: tens of thousands of dicts by zip() cost a fraction of RealDictRow's.
     with cur.connection.cursor() as plain:
-        psycopg2.extensions.register_type(market_store._TOLERANT_TIMESTAMPTZ, plain)
+        psycopg2.extensions.register_type(market_store.TOLERANT_TIMESTAMPTZ, plain)
         plain.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY(%s)", (list(event_ids),))
         assert plain.description is not None, "a SELECT always describes its columns"
         names = [column.name for column in plain.description]
@@ -47,7 +47,7 @@ def find_event(cur: Cursor, ref: str) -> dict[str, Any] | None:
     """The stored event with this Gamma id, else with this slug (ids are digits; a slug made of
     digits only is still found when no event has it as its id). Unreadable timestamps as in
     ``load_markets``."""
-    psycopg2.extensions.register_type(market_store._TOLERANT_TIMESTAMPTZ, cur)
+    psycopg2.extensions.register_type(market_store.TOLERANT_TIMESTAMPTZ, cur)
     cur.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = %(ref)s OR slug = %(ref)s "
         "ORDER BY (event_id = %(ref)s) DESC, updated_at DESC LIMIT 1",
@@ -65,7 +65,7 @@ def event_market_ids(cur: Cursor, event_id: str) -> list[str]:
 def event_markets(cur: Cursor, event_id: str) -> list[dict[str, Any]]:
     """The stored markets of one event, as ``load_markets`` reads them (list columns, unreadable
     timestamps marked)."""
-    psycopg2.extensions.register_type(market_store._TOLERANT_TIMESTAMPTZ, cur)
-    cur.execute(market_store._SUMMARY_SQL.format(extra="")
+    psycopg2.extensions.register_type(market_store.TOLERANT_TIMESTAMPTZ, cur)
+    cur.execute(market_store.SUMMARY_SQL.format(extra="")
                 + " WHERE m.event_id = %s", (event_id,))
     return [dict(row) for row in cur.fetchall()]

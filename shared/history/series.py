@@ -241,28 +241,35 @@ def _periods(stored: list[Tagged], opening: Tagged | None, lo: int, stop: int, s
     one run of its close carried forward (``opening``: the point before all)."""
     buckets: list[tuple[int, int, list[Native]]] = []  # (start, length, points)
     tagged = sorted(stored, key=lambda t: t[1].ts)
+    end = -1  # where the last bucket ends
     for period, point in [opening, *tagged] if opening is not None else tagged:
-        size = max(step, period)
+        size = step if step >= period else period
         start = point.ts - point.ts % size
-        if buckets and start < buckets[-1][0] + buckets[-1][1]:  # inside (or coarser than) the last
+        if start < end:  # inside (or coarser than) the last bucket
             begin, span, group = buckets[-1]
             group.append(point)
-            buckets[-1] = (begin, max(span, start + size - begin), group)
+            if start + size > end:
+                end = start + size
+                buckets[-1] = (begin, end - begin, group)
         else:
             buckets.append((start, size, [point]))
+            end = start + size
     out: list[Run] = []
-    previous: tuple[Native, int, int] | None = None  # (point, its period, where it ends)
+    previous: Native | None = None
+    held, held_end = 0, 0  # the previous bucket's length and end
     for begin, span, group in buckets:
         if begin >= stop:
             break
-        if previous is not None:
-            _carry(out, previous[0], previous[2], min(begin, stop), previous[1], lo)
-        merged = _one(group, begin, span, None if previous is None else previous[0])
+        if previous is not None and held_end < begin:
+            # At the finer of the two periods: a gap where the stored tier changes is carried
+            # in periods both boundaries fall on (each stored period divides the next).
+            _carry(out, previous, held_end, min(begin, stop), min(held, span), lo)
+        merged = _one(group, begin, span, previous)
         if begin + span > lo:
             out.append((span, merged, 1))
-        previous = (merged, span, begin + span)
+        previous, held, held_end = merged, span, begin + span
     if previous is not None:
-        _carry(out, previous[0], previous[2], stop, previous[1], lo)
+        _carry(out, previous, held_end, stop, held, lo)
     return out
 
 
@@ -274,9 +281,14 @@ def _one(group: list[Native], begin: int, span: int, before: Native | None) -> N
         return first
     opened, high, low, captures = first.open, first.high, first.low, 0
     for p in group:
-        high, low, captures = max(high, p.high), min(low, p.low), captures + p.n
+        if p.high > high:
+            high = p.high
+        if p.low < low:
+            low = p.low
+        captures += p.n
     if before is not None and first.ts > begin:  # it opened at the value before it
-        opened, high, low = before.close, max(high, before.close), min(low, before.close)
+        opened = before.close
+        high, low = max(high, opened), min(low, opened)
     return Native(begin, opened, high, low, last.close, last.bid, last.ask, last.last, last.volume, captures)
 
 

@@ -394,15 +394,18 @@ class Lookup:
                 body.get("id"), bool):
             self._skipped(f"{path}: not an event")
             return None, []
-        markets = body.get("markets")
-        rows = markets[:MAX_ROWS] if isinstance(markets, list) else []
-        parent = {k: v for k, v in body.items() if k != "markets"}
-        rows = [{**row, "events": [parent]} if isinstance(row, dict) else row for row in rows]
-        records = self._records(rows)
+        records = self._records(event_rows(body))
         event = EventRef(str(body["id"]), _text(body.get("slug")), _text(body.get("title")))
         if records and records[0].event_id is not None:  # validated: the record's values win
             event = _record_event(records[0]) or event
         return event, records
+
+    def fetch_event(self, ref: str) -> bool:
+        """An event by Gamma id or slug, fetched from Gamma (cached, a miss too) and its markets
+        stored as every on-demand fetch stores them; whether Gamma had it with a readable market."""
+        event, records = self._event(f"/events/{ref}" if is_gamma_id(ref) else f"/events/slug/{ref}")
+        self._store(records)
+        return event is not None and bool(records)
 
     def _records(self, rows: Iterable[Any]) -> list[MarketRecord]:
         records: list[MarketRecord] = []
@@ -424,26 +427,32 @@ class Lookup:
         log.warning("Gamma row skipped on lookup (%s)", what)
 
     def _store(self, records: list[MarketRecord]) -> None:
-        """Store what Gamma gave, outside the active set: the refresh alone decides what is open,
-        so a market already stored (the catalogue's, maybe active) is left as the refresh wrote it."""
-        records = list({r.condition_id: r for r in records}.values())  # an event's market may match twice
+        """Store what Gamma gave: only markets not stored yet, outside the active set
+        (``store.insert_new_markets``)."""
         if not records:
             return
         rejected: list[str] = []
-
-        def write(cur: Cursor) -> int:
-            cur.execute("SELECT condition_id FROM markets WHERE condition_id = ANY(%s)",
-                        ([r.condition_id for r in records],))
-            stored = {row["condition_id"] for row in cur.fetchall()}
-            new = [r for r in records if r.condition_id not in stored]
-            store.upsert_markets(cur, new, rejected, in_active_set=False)
-            return len(new)
-
-        written = self._database().run(write)
+        written = self._database().run(lambda cur: store.insert_new_markets(cur, records, rejected))
         with self._lock:
             self.stored += written - len(rejected)
         if rejected:
             log.warning("%d markets fetched on demand were refused by the database", len(rejected))
+
+
+def event_rows(event: dict[str, Any]) -> list[Any]:
+    """The market rows of a Gamma event object (``/events/{id}``), each given the event as the
+    list endpoints' rows carry it (and the event's tags when the row has none: ``/events`` rows
+    carry tags on the event only); at most ``MAX_ROWS``."""
+    markets = event.get("markets")
+    parent = {key: value for key, value in event.items() if key != "markets"}
+    rows: list[Any] = []
+    for row in markets[:MAX_ROWS] if isinstance(markets, list) else []:
+        if isinstance(row, dict):
+            row = {**row, "events": [parent]}
+            if "tags" not in row and isinstance(parent.get("tags"), list):
+                row["tags"] = parent["tags"]
+        rows.append(row)
+    return rows
 
 
 @contextlib.contextmanager

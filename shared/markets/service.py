@@ -567,6 +567,8 @@ class MarketsService:
             # This instance's last completed crawl: Gamma rows not stored (invalid, duplicate ids).
             "skipped_rows": last.skipped_rows if last else 0,
             "duplicate_rows": last.duplicate_rows if last else 0,
+            "captures": last.captures if last else 0,
+            "skipped_captures": last.captures_skipped if last else 0,
             # Stored rows the last load could not serve (left out of the catalogue).
             "unloadable_rows": snapshot.skipped if snapshot else 0,
             "failures_in_a_row": max(self._refresh_backoff.failures, self._load_backoff.failures),

@@ -181,6 +181,20 @@ def _write_page(cur: Cursor, records: Sequence[MarketRecord], in_active_set: boo
     return len(changed_ids)
 
 
+def insert_new_markets(cur: Cursor, records: Sequence[MarketRecord], rejected: list[str] | None = None) -> int:
+    """Store markets fetched on demand (an old link, a lookup) that are not stored yet, outside
+    the active set: the refresh alone decides what is open, so a stored market (the catalogue's,
+    maybe active) stays as the refresh wrote it. Returns how many were new."""
+    records = list({r.condition_id: r for r in records}.values())  # the first of a condition id wins
+    if not records:
+        return 0
+    cur.execute("SELECT condition_id FROM markets WHERE condition_id = ANY(%s)", ([r.condition_id for r in records],))
+    stored = {row["condition_id"] for row in cur.fetchall()}
+    new = [r for r in records if r.condition_id not in stored]
+    upsert_markets(cur, new, rejected, in_active_set=False)
+    return len(new)
+
+
 def mark_missing_inactive(cur: Cursor, seen: Sequence[str]) -> int:
     """Markets that left the active set stay stored, flagged as no longer active."""
     cur.execute(
@@ -267,7 +281,7 @@ def record_failure(cur: Cursor, reason: str, dataset: str = MARKETS_DATASET) -> 
     )
 
 
-_SUMMARY_SQL = """
+SUMMARY_SQL = """
 SELECT m.condition_id, m.gamma_id, m.slug, m.question, m.category, m.tags, m.event_id, m.event_slug,
        m.event_title, m.end_date, m.closed, m.accepting_orders, m.in_active_set, m.volume, m.volume_24h,
        m.liquidity, m.best_bid, m.best_ask, m.last_trade_price, m.spread, m.one_day_price_change,
@@ -301,7 +315,7 @@ def _timestamptz_or_unreadable(
 
 
 # Registered per cursor: one bad value marks its row, instead of failing the whole fetch.
-_TOLERANT_TIMESTAMPTZ = psycopg2.extensions.new_type(
+TOLERANT_TIMESTAMPTZ = psycopg2.extensions.new_type(
     psycopg2.extensions.PYDATETIMETZ.values, "TIMESTAMPTZ_OR_UNREADABLE", _timestamptz_or_unreadable
 )
 
@@ -313,9 +327,9 @@ def load_markets(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]
     """
     # A plain cursor: building 50,000 dicts with zip() is several times cheaper than RealDictRow.
     with cur.connection.cursor() as plain:
-        psycopg2.extensions.register_type(_TOLERANT_TIMESTAMPTZ, plain)
+        psycopg2.extensions.register_type(TOLERANT_TIMESTAMPTZ, plain)
         plain.execute(
-            _SUMMARY_SQL.format(extra="")
+            SUMMARY_SQL.format(extra="")
             + " WHERE m.in_active_set OR m.updated_at > now() - make_interval(days => %s)",
             (inactive_window_days,),
         )
@@ -326,9 +340,9 @@ def load_markets(cur: Cursor, inactive_window_days: int) -> list[dict[str, Any]]
 
 def get_market(cur: Cursor, condition_id: str) -> dict[str, Any] | None:
     """One market with its detail fields; unreadable timestamps as in ``load_markets``."""
-    psycopg2.extensions.register_type(_TOLERANT_TIMESTAMPTZ, cur)
+    psycopg2.extensions.register_type(TOLERANT_TIMESTAMPTZ, cur)
     cur.execute(
-        _SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
+        SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
         + " WHERE m.condition_id = %s",
         (condition_id,),
     )
@@ -357,7 +371,7 @@ SELECT concat_ws('|', m.n, m.last_change, m.xmins, o.n, o.xmins, (SELECT count(*
 """
 
 
-_FINGERPRINT_SQL = _FINGERPRINT_TEMPLATE.format(readable=_SUMMARY_SQL.format(extra="") + " WHERE false")
+_FINGERPRINT_SQL = _FINGERPRINT_TEMPLATE.format(readable=SUMMARY_SQL.format(extra="") + " WHERE false")
 
 
 class UnreadableCopy(ValueError):
@@ -510,9 +524,9 @@ def mark_resolution_checked(cur: Cursor, condition_ids: Sequence[str]) -> None:
 def get_markets(cur: Cursor, condition_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Markets with their detail fields, in the order of ``condition_ids``; unknown ids are left
     out; unreadable timestamps as in ``load_markets``."""
-    psycopg2.extensions.register_type(_TOLERANT_TIMESTAMPTZ, cur)
+    psycopg2.extensions.register_type(TOLERANT_TIMESTAMPTZ, cur)
     cur.execute(
-        _SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
+        SUMMARY_SQL.format(extra=", m.description, m.enable_order_book, m.neg_risk, m.tick_size")
         + " WHERE m.condition_id = ANY(%s)",
         (list(condition_ids),),
     )

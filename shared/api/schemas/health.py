@@ -110,6 +110,11 @@ class MarketsStatus(Body):
                                             "out of its rule), a duplicate id, or refused by the database.")
     duplicate_rows: Count = Field(description="Of `skipped_rows`: rows repeating a condition, Gamma or token id an "
                                               "earlier row had (the first row wins).")
+    captures: Count = Field(description="Open markets whose prices this instance's last refresh captured into "
+                                        "the price history (`shared.history`).")
+    skipped_captures: Count = Field(description="Captures that refresh skipped (a price out of range or not "
+                                                "finite, no price, not binary, refused by the database); the "
+                                                "markets themselves are stored.")
     unloadable_rows: Count = Field(description="Stored markets the last load could not serve (left out, rewritten "
                                                "from Gamma's next row for them).")
     failures_in_a_row: Count = Field(description="Consecutive failed refreshes (or loads) of this instance.")
@@ -154,8 +159,18 @@ class PricesStatus(Body):
     rejected: Rejected
 
 
+class EventsStatus(Body):
+    """This instance's events catalogue (built on its first events request)."""
+
+    loaded: bool
+    events: Count
+    left_out: Count = Field(description="Stored events the last build could not serve.")
+    last_error: str | None = Field(description="Why the last rebuild failed (the one built before is served).")
+
+
 class Datasets(Body):
     markets: MarketsStatus
+    events: EventsStatus
     prices: PricesStatus
 
 
