@@ -231,6 +231,9 @@ class Upstream:
                 "slug": m.slug,
                 "token_ids": [t.token_id for t in m.tokens],
                 "outcomes": [t.outcome for t in m.tokens],
+                "gamma_id": str(m.gamma_id),
+                "event_id": str(m.event.id),
+                "event_slug": m.event.slug,
             }
             for m in self.standin.catalogue
             if not m.closed

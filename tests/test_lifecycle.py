@@ -31,7 +31,7 @@ def health() -> dict[str, Any]:
 
 
 def market(condition_id: str) -> dict[str, Any]:
-    response = get("m", route_params={"condition_id": condition_id})
+    response = get("m", route_params={"market": condition_id})
     assert response.status_code == 200, response.get_body()
     return body_of(response)["market"]
 
