@@ -334,3 +334,27 @@ def test_movers_are_computed_in_the_background_and_again_for_each_new_snapshot(
     before = len(calls)
     page = body(call("list_markets", "markets", {"sort": "change_1h", "limit": "5"}))
     assert len(calls) == before and all("change" in m for m in page["markets"])
+
+
+def test_a_failing_database_leaves_sparklines_null_and_the_page_uncached(
+        app_env: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.core.errors import DatabaseUnavailable
+
+    assert get_markets_service().refresh(min_age_s=0).status == "refreshed"
+    real, failing = trends.sparklines, [True]
+
+    def flaky(*args: Any) -> Any:
+        if failing[0]:
+            raise DatabaseUnavailable("down for the test")
+        return real(*args)
+
+    monkeypatch.setattr(trends, "sparklines", flaky)
+    down = body(call("list_markets", "markets", {"limit": "5", "sparkline": "24h"}))
+    assert down["markets"] and all(m["sparkline"] is None for m in down["markets"])
+    failing[0] = False
+    up = body(call("list_markets", "markets", {"limit": "5", "sparkline": "24h"}))
+    assert all(m["sparkline"]["points"] for m in up["markets"])  # the refresh captured every one
+    # A cursor of a query with min_volume_24h is not one of the query without it.
+    page = body(call("list_markets", "markets", {"limit": "2", "sort": "change_1h", "min_volume_24h": "0"}))
+    other = call("list_markets", "markets", {"limit": "2", "sort": "change_1h", "cursor": page["next_cursor"]})
+    assert other.status_code == 400 and json.loads(other.get_body())["error"]["parameter"] == "cursor"

@@ -58,8 +58,8 @@ class MarketQuery(Query):
         json_schema_extra={"x-alias-descriptions": {"category": "Same as `tag` (`tag` wins when both are given)."}})
     cursor: str | None = Field(
         None, max_length=MAX_CURSOR_CHARS,
-        description="`next_cursor` of the previous page, with the same q, tag, sort, order and active_only "
-                    "(400 otherwise).")
+        description="`next_cursor` of the previous page, with the same q, tag, event, status, sort, order, "
+                    "active_only and min_volume_24h (400 otherwise).")
     active_only: Bool = Field(
         True, description="`false` also lists markets that left the active set in the last 30 days")
     event: str | None = Field(

@@ -436,8 +436,8 @@ def decode_cursor(query: MarketQuery, cursor: str) -> SortKey:
         raise invalid from None
     if fingerprint != query.fingerprint():
         raise BadRequest(
-            "parameter 'cursor' belongs to a different query (q, tag, event, status, sort, order or active_only "
-            "changed)",
+            "parameter 'cursor' belongs to a different query (q, tag, event, status, sort, order, active_only or "
+            "min_volume_24h changed)",
             parameter="cursor",
         )
     return (missing, number, condition_id)
