@@ -90,6 +90,12 @@ def get_price(req: func.HttpRequest) -> func.HttpResponse:
     return _handlers().get_price(req)
 
 
+@app.route(**ROUTES["get_price_candles"].binding)
+@endpoint
+def get_price_candles(req: func.HttpRequest) -> func.HttpResponse:
+    return _handlers().get_price_candles(req)
+
+
 @app.route(**ROUTES["get_prices"].binding)
 @endpoint
 def get_prices(req: func.HttpRequest) -> func.HttpResponse:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the real imports happen in the builders, on first use
     from shared.markets.lookup import Lookup
     from shared.markets.service import MarketsService
     from shared.markets.tags import Tags
+    from shared.prices.candles import CandleService
     from shared.prices.service import PricesService
     from shared.sentiment.service import SentimentService
     from shared.upstream.polymarket import ClobApi, GammaApi
@@ -35,7 +36,7 @@ DATABASE_RECONNECT_BACKOFF_S = 2.0  # an unreachable server is not asked again o
 class Container:
     # Built parts close in the reverse of this order (services before what they use).
     ORDER = ("settings", "database", "clob", "gamma", "model", "markets", "events", "lookup", "tags", "prices",
-             "sentiment")
+             "candles", "sentiment")
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -135,6 +136,13 @@ class Container:
         # Providers, not parts: the pool may be unreachable now, and is rebuilt after a failure.
         return self._part("prices", lambda: PricesService(self.settings.cache, lambda: self.database,
                                                           lambda: self.clob))
+
+    @property
+    def candles(self) -> CandleService:
+        from shared.prices.candles import CandleService
+
+        return self._part("candles", lambda: CandleService(self.settings.cache, lambda: self.database,
+                                                           lambda: self.prices))
 
     @property
     def sentiment(self) -> SentimentService:

@@ -26,6 +26,7 @@ EXPECTED_HTTP = {
     "list_events": ("events", ["GET"], "ANONYMOUS"),
     "get_event": ("events/{event}", ["GET"], "ANONYMOUS"),
     "get_price": ("price/{token_id}", ["GET"], "ANONYMOUS"),
+    "get_price_candles": ("price/{token_id}/candles", ["GET"], "ANONYMOUS"),
     "get_prices": ("prices", ["GET"], "ANONYMOUS"),
     "get_book": ("book/{token_id}", ["GET"], "ANONYMOUS"),
     "get_openapi_document": ("openapi.json", ["GET"], "ANONYMOUS"),

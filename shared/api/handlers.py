@@ -5,6 +5,7 @@ start), so this is where the models and the services come in.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
@@ -16,6 +17,7 @@ from shared.api.params import parse_query
 from shared.api.queries import HealthQuery
 from shared.api.responses import cached_json, json_response
 from shared.api.routes import PATH_IDS
+from shared.api.tables import cached_csv
 from shared.container import Container, get_container
 from shared.core.errors import NotFound
 from shared.core.freshness import Answer
@@ -86,7 +88,24 @@ def get_market_sentiment(req: func.HttpRequest) -> func.HttpResponse:
 def get_price(req: func.HttpRequest) -> func.HttpResponse:
     token = _path(req, "token_id")
     query = parse_query(PriceQuery, req.params)
-    return _answer(req, _services().prices.price(token, history=query.history_query(), refresh=query.refresh))
+    answer = _services().prices.price(token, history=query.history_query(), refresh=query.refresh)
+    if query.format == "csv":
+        points = answer.body["history"]["points"]
+        rows = ([datetime.fromtimestamp(p["t"], UTC).isoformat(), p["t"], p["p"]] for p in points)
+        return cached_csv(req, answer, ("time", "unix", "price"), rows,
+                          f"price-{token}-{query.interval}-{query.fidelity}m.csv")
+    return _answer(req, answer)
+
+
+def get_price_candles(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.prices.candles import CSV_COLUMNS, CandleQuery, csv_rows
+
+    token = _path(req, "token_id")
+    query = parse_query(CandleQuery, req.params)
+    answer = _services().candles.candles(token, query)
+    if query.format == "csv":
+        return cached_csv(req, answer, CSV_COLUMNS, csv_rows(answer.body), f"candles-{token}-{query.resolution}.csv")
+    return _answer(req, answer)
 
 
 def get_prices(req: func.HttpRequest) -> func.HttpResponse:

@@ -240,8 +240,10 @@ def _ok(route: Route) -> Schema:
         headers["Content-Encoding"] = {"$ref": "#/components/headers/ContentEncoding"}
         if route.caching != "static":
             headers["Vary"] = {"$ref": "#/components/headers/Vary"}
-    return {"description": route.ok.description, "headers": headers,
-            "content": {route.media_type: {"schema": _body_schema(route)}}}
+    content: dict[str, Any] = {route.media_type: {"schema": _body_schema(route)}}
+    if route.csv:  # ``format=csv``: the same points as a table (shared.api.tables)
+        content["text/csv"] = {"schema": {"type": "string", "description": "A header row, then one row per point."}}
+    return {"description": route.ok.description, "headers": headers, "content": content}
 
 
 def _body_schema(route: Route) -> Schema:

@@ -119,6 +119,22 @@ def _held_tag(header: str | None, etag: str, prefer_gzip: bool) -> str | None:
     return "*" if "*" in candidates else None
 
 
+def cache_headers(freshness: dict[str, Any], etag: str, ttl_s: int) -> dict[str, str]:
+    """ETag and Cache-Control of a cached answer (JSON or CSV): max-age is what is left of the TTL."""
+    fresh = freshness.get("source") != "stale"
+    max_age = max(0, int(ttl_s - freshness.get("age_seconds", 0))) if fresh else 0
+    return {
+        "ETag": f'"{etag}"',
+        # Browsers and CDNs may keep using a copy while revalidating, or while we are failing.
+        "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={ttl_s}, stale-if-error=86400",
+    }
+
+
+def held_tag(req: func.HttpRequest, etag: str) -> str | None:
+    """The tag If-None-Match says the client holds of an answer never gzipped (see _held_tag)."""
+    return _held_tag(req.headers.get("If-None-Match"), etag, False)
+
+
 def cached_json(
     req: func.HttpRequest,
     body: dict[str, Any],
@@ -133,13 +149,7 @@ def cached_json(
     A 304 carries the tag of the copy the client revalidated (identity or gzip), which is the one
     a cache must freshen. ``body_key``: what fixes ``body`` in this process, if anything (see _heads).
     """
-    fresh = freshness.get("source") != "stale"
-    max_age = max(0, int(ttl_s - freshness.get("age_seconds", 0))) if fresh else 0
-    headers = {
-        "ETag": f'"{etag}"',
-        # Browsers and CDNs may keep using a copy while revalidating, or while we are failing.
-        "Cache-Control": f"public, max-age={max_age}, stale-while-revalidate={ttl_s}, stale-if-error=86400",
-    }
+    headers = cache_headers(freshness, etag, ttl_s)
     held = _held_tag(req.headers.get("If-None-Match"), etag, accepts_gzip(req.headers.get("Accept-Encoding")))
     if held is None:
         observability.note_cache(str(freshness.get("source")))

@@ -103,6 +103,8 @@ class Route:
     caching: str = "cached"
     media_type: str = "application/json"
     methods: tuple[str, ...] = ("GET",)
+    csv: bool = False  # ``format=csv`` answers text/csv as well
+
 
     @property
     def path(self) -> str:
@@ -199,6 +201,19 @@ ROUTES: dict[str, Route] = {r.name: r for r in (
         ok=Body((f"{_SCHEMAS}.prices:PriceAnswer",), "The quote (and history)."),
         query="shared.prices.query:PriceQuery",
         errors=("BadRequest", "NotFound", "Unavailable"),
+        csv=True,
+    ),
+    Route(
+        "get_price_candles", "price/{token_id}/candles", "prices",
+        "Open, high, low and close of one token's price per period",
+        "From the merged history: the catalogue refresh's captures of every open market where they cover a "
+        "candle, elsewhere `/api/price` history (Polymarket's merged with stored samples). A period with no point "
+        "is absent, never invented. `volume` is the market's (not the outcome's) traded volume in the period. "
+        "At most {MAX_CANDLES} candles; `format=csv` for a table.",
+        ok=Body((f"{_SCHEMAS}.prices:CandlesAnswer",), "The candles, ascending by time."),
+        query="shared.prices.candles:CandleQuery",
+        errors=("BadRequest", "NotFound", "Unavailable"),
+        csv=True,
     ),
     Route(
         "get_prices", "prices", "prices", "Quotes of many tokens in one call",

@@ -15,8 +15,9 @@ from pydantic import AliasChoices, Field, model_validator
 from shared.core.paging import normalise_order
 from shared.core.query import Bool, Query, UInt, no_default, refresh_field
 
-Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "price_change", "closed_time"]
-SORTS: dict[Sort, str] = {  # sort key -> catalogue column
+Sort = Literal["volume", "volume_24h", "liquidity", "end_date", "price_change", "closed_time",
+               "change_1h", "change_24h", "change_7d", "abs_change_1h", "abs_change_24h", "abs_change_7d"]
+SORTS: dict[Sort, str] = {  # sort key -> catalogue column (movers: shared.markets.trends)
     "volume": "volume",
     "volume_24h": "volume_24h",
     "liquidity": "liquidity",
@@ -33,13 +34,18 @@ DEFAULT_LIMIT = 50
 MAX_Q_CHARS = 200
 MAX_TAG_CHARS = 100
 MAX_CURSOR_CHARS = 512
+MAX_MIN_VOLUME = 10**9
 
 
 class MarketQuery(Query):
     # Declared in the order the parameters were always checked in (the first bad one is named).
     sort: Sort = Field("volume", description="Sort key; markets without a value come last. "
                                              "`closed_time` by default for `status=closed|resolved`, "
-                                             "`end_date` for `status=closing_soon`.")
+                                             "`end_date` for `status=closing_soon`. Movers: `change_1h`, "
+                                             "`change_24h`, `change_7d` (the first outcome's price change over "
+                                             "the window, from our captures; Gamma's one-day change where they "
+                                             "do not reach back a day) and `abs_` forms (biggest moves either "
+                                             "way); each market then carries `change`.")
     order: Literal["asc", "desc"] = Field(
         "desc", description="`desc` by default (`asc` for `end_date`, so the soonest first).",
         json_schema_extra=no_default)
@@ -53,8 +59,8 @@ class MarketQuery(Query):
         json_schema_extra={"x-alias-descriptions": {"category": "Same as `tag` (`tag` wins when both are given)."}})
     cursor: str | None = Field(
         None, max_length=MAX_CURSOR_CHARS,
-        description="`next_cursor` of the previous page, with the same q, tag, sort, order and active_only "
-                    "(400 otherwise).")
+        description="`next_cursor` of the previous page, with the same q, tag, event, status, sort, order, "
+                    "active_only and min_volume_24h (400 otherwise).")
     active_only: Bool = Field(
         True, description="`false` also lists markets that left the active set in the last 30 days")
     event: str | None = Field(
@@ -66,6 +72,13 @@ class MarketQuery(Query):
     closing_within_h: UInt = Field(
         DEFAULT_CLOSING_WITHIN_H, ge=1, le=MAX_CLOSING_WITHIN_H,
         description="The window of `status=closing_soon`, in hours.")
+    min_volume_24h: UInt | None = Field(
+        None, ge=0, le=MAX_MIN_VOLUME,
+        description="Only markets that traded at least this much (USDC) in the last 24 hours (keeps illiquid "
+                    "noise out of movers).")
+    sparkline: Literal["24h", "7d"] | None = Field(
+        None, description="Add each market's `sparkline`: its first outcome's price over the last 24 hours (a point "
+                          "per 30 minutes) or 7 days (per 4 hours), from our captures (no upstream call).")
 
     @model_validator(mode="before")
     @classmethod
@@ -80,8 +93,11 @@ class MarketQuery(Query):
         return normalise_order(data)
 
     def fingerprint(self) -> str:
-        text = json.dumps([self.active_only, self.q, self.tag, self.sort, self.order, self.event, self.status,
-                           self.closing_within_h])
+        parts: list[Any] = [self.active_only, self.q, self.tag, self.sort, self.order, self.event, self.status,
+                            self.closing_within_h]
+        if self.min_volume_24h is not None:  # only when given: the cursors of other queries stay valid
+            parts.append(self.min_volume_24h)
+        text = json.dumps(parts)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

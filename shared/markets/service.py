@@ -31,14 +31,14 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from shared.core import deadline
-from shared.core.cache import SingleFlight
+from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
 from shared.core.errors import (
     DEFAULT_RETRY_AFTER_S,
@@ -54,13 +54,21 @@ from shared.core.etag import etag as make_etag
 from shared.core.freshness import Answer, Freshness, Source
 from shared.core.ids import is_condition_id, validate_market_ref
 from shared.db.database import Cursor, Database
-from shared.markets import compact, store
+from shared.markets import compact, store, trends
 from shared.markets.facts import MarketFacts, market_facts
 from shared.markets.query import SORTS as _QUERY_SORTS
 from shared.markets.query import MarketQuery
 from shared.markets.refresh import Backoff, RefreshResult, bounded_refresh, failure_reason, retry_after_s
 from shared.markets.resolution import Resolutions
-from shared.markets.snapshot import Snapshot, Unloadable, decode_cursor, encode_cursor, market_json, number
+from shared.markets.snapshot import (
+    Selection,
+    Snapshot,
+    Unloadable,
+    decode_cursor,
+    encode_cursor,
+    market_json,
+    number,
+)
 
 if TYPE_CHECKING:  # the client (and httpx) is imported with the first refresh
     from shared.upstream.polymarket import GammaApi
@@ -69,6 +77,8 @@ log = logging.getLogger("polymarket_api.markets")
 T = TypeVar("T")
 
 INACTIVE_WINDOW_DAYS = 30
+PAGE_CACHE_ENTRIES = 256
+MOVERS_WAIT_S = 30.0  # without a request deadline (tests, tools)
 LOCK_WAIT_S = 60.0
 # Sort name -> the JSON field it orders by (str keys: what snapshot and compact read).
 SORTS: dict[str, str] = {str(name): column for name, column in _QUERY_SORTS.items()}
@@ -138,6 +148,11 @@ class MarketsService:
         self._compact_lock = threading.Lock()
         self._compact_pending: tuple[Snapshot, str] | None = None
         self._compact_writer: threading.Thread | None = None
+        # Pages with sparklines or changes, per (snapshot, query): their reads are made once.
+        self._pages: TTLCache[dict[str, Any]] = TTLCache(PAGE_CACHE_ENTRIES, cache.markets_ttl_s)
+        self._volume_filtered: TTLCache[Selection] = TTLCache(32, cache.markets_ttl_s)
+        self._movers_state: trends.Movers | None = None
+        self._movers_lock = threading.Lock()
         # What became of the markets that left the active set (shared.markets.resolution).
         self.resolutions = Resolutions()
 
@@ -222,6 +237,7 @@ class MarketsService:
             if snapshot.items:
                 previous = self._snapshot
                 self._snapshot = snapshot
+                self._prefetch_movers(previous, snapshot)
                 # Older than what is now served: our failed refresh's catalogue, or our failure.
                 older = previous.as_of if previous is not None else self._failed_at
                 if snapshot.as_of and older and snapshot.as_of > older:
@@ -566,20 +582,147 @@ class MarketsService:
     def list(self, query: MarketQuery, *, force_refresh: bool = False) -> Answer:
         after = decode_cursor(query, query.cursor) if query.cursor else None
         snapshot, freshness = self.current(force_refresh=force_refresh)
+        mover = trends.MOVER_SORTS.get(query.sort)
+        if mover is not None:
+            self._order_movers(snapshot, query, *mover)
         selection = snapshot.select(query)
+        if query.min_volume_24h is not None:
+            selection = self._min_volume(snapshot, query, selection)
         start = 0 if after is None else bisect.bisect_right(selection.keys, after)
         page = selection.items[start : start + query.limit]
         more = start + query.limit < len(selection.items)
         next_cursor = encode_cursor(query, selection.keys[start + len(page) - 1]) if more and page else None
-        body = {
-            "markets": [item.json for item in page],
-            "next_cursor": next_cursor,
-            "total": len(selection.items),
-        }
-        etag = make_etag(snapshot.version, query.fingerprint(), query.cursor, query.limit)
+        # Sparklines and changes follow the captures of the snapshot's refresh: its time is in the tag.
+        extra = (query.sparkline, snapshot.as_of) if query.sparkline or mover else ()
+        etag = make_etag(snapshot.version, query.fingerprint(), query.cursor, query.limit, *extra)
         # The page is fixed by this in-memory snapshot and the query (the ETag alone is not: rows
         # changed behind the catalogue's back keep its version).
-        return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{snapshot.serial}:{etag}")
+        key = f"{snapshot.serial}:{etag}"
+        hit = self._pages.get(key) if extra else None
+        if hit is not None:
+            return Answer(hit[0], freshness, etag, self._cache.markets_ttl_s, key)
+        markets = [item.json for item in page]
+        complete = True
+        if mover is not None:
+            changed = self._changes(snapshot, mover[0])
+            markets = [{**m, "change": c.as_json() if (c := changed.get(m["condition_id"])) else None}
+                       for m in markets]
+        if query.sparkline:
+            lines = self._sparklines(snapshot, markets, query.sparkline)
+            complete = lines is not None
+            markets = [{**m, "sparkline": None if lines is None else {
+                "window": query.sparkline, "points": lines.get(trends.first_token(m) or "", [])}} for m in markets]
+        body = {"markets": markets, "next_cursor": next_cursor, "total": len(selection.items)}
+        if extra and complete:
+            self._pages.put(key, body)
+        return Answer(body, freshness, etag, self._cache.markets_ttl_s, key if complete else None)
+
+    # --- movers and sparklines (shared.markets.trends) -----------------------------------
+
+    def _movers(self, snapshot: Snapshot) -> trends.Movers:
+        with self._movers_lock:
+            if self._movers_state is None or self._movers_state.serial != snapshot.serial:
+                self._movers_state = trends.Movers(snapshot.serial)
+            return self._movers_state
+
+    def _changes(self, snapshot: Snapshot, window: str) -> dict[str, trends.Change]:
+        """Every market's change over ``window``, computed once per snapshot in the background;
+        the request waits for it until its deadline, then answers 503 while it goes on. A failed
+        read is the request's error: an order is never built from half the changes."""
+        movers = self._movers(snapshot)
+        ready = movers.ready(("changes", window))
+        if ready is not None:
+            return cast(dict[str, trends.Change], ready)
+        future = self._start_changes(snapshot, window)
+        try:
+            return future.result(timeout=deadline.remaining(MOVERS_WAIT_S))
+        except FutureTimeout:
+            raise ServiceUnavailable(f"the {window} price changes of this catalogue are being computed; try again "
+                                     "shortly", headers=retry_after_header(DEFAULT_RETRY_AFTER_S)) from None
+
+    def _compute_changes(self, snapshot: Snapshot, window: str) -> dict[str, trends.Change]:
+        as_of = snapshot.as_of
+        if as_of is None:
+            return {}
+        movers = self._movers(snapshot)
+        ids = [i.condition_id for i in snapshot.items]
+
+        def prices_at(back_s: int) -> dict[str, float]:
+            at = as_of - timedelta(seconds=back_s)
+            return movers.once(("prices", back_s), lambda: self._database().run(
+                lambda cur: trends.captured_prices(cur, ids, at)))
+
+        def compute() -> dict[str, trends.Change]:
+            gamma = [(i.condition_id, i.sort_values.get("price_change")) for i in snapshot.items]
+            return trends.changes(prices_at(0), prices_at(trends.MOVER_WINDOWS[window]), gamma, window)
+
+        return movers.once(("changes", window), compute)
+
+    def _prefetch_movers(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
+        """Windows someone sorted the previous snapshot by are computed for the new one at once,
+        in the background: only the first movers request ever waits for them."""
+        state = self._movers_state
+        if previous is None or state is None or state.serial != previous.serial:
+            return
+        for window in state.windows():
+            self._start_changes(snapshot, window)
+
+    def _start_changes(self, snapshot: Snapshot, window: str) -> Future[dict[str, trends.Change]]:
+        """The background computation (one per snapshot and window), outliving the request."""
+
+        def run() -> dict[str, trends.Change]:
+            with deadline.unbounded():
+                return self._compute_changes(snapshot, window)
+
+        context = contextvars.copy_context()
+        return self._flight.start(f"movers:{snapshot.serial}:{window}", lambda: context.run(run))
+
+    def _order_movers(self, snapshot: Snapshot, query: MarketQuery, window: str, absolute: bool) -> None:
+        """Give the snapshot its order by the change over ``window`` (once per snapshot and order)."""
+        active_only = query.active_only and query.status not in ("closed", "resolved")
+        descending = query.order == "desc"
+        movers = self._movers(snapshot)
+        order = (query.sort, descending, active_only)
+        if order in movers.adopted:
+            return
+        changed = self._changes(snapshot, window)
+
+        def key(item: Any) -> tuple[bool, float, str]:
+            change = changed.get(item.condition_id)
+            if change is None:
+                return (True, 0.0, item.condition_id)  # no change known: last in either order
+            value = abs(change.value) if absolute else change.value
+            return (False, -value if descending else value, item.condition_id)
+
+        keyed = sorted(((key(i), i) for i in snapshot.items if i.active or not active_only), key=lambda p: p[0])
+        snapshot.adopt_order(query.sort, descending, active_only, [i for _, i in keyed], [k for k, _ in keyed])
+        movers.adopted.add(order)
+
+    def _min_volume(self, snapshot: Snapshot, query: MarketQuery, selection: Selection) -> Selection:
+        """The selection's markets with at least ``min_volume_24h`` (kept per snapshot and query)."""
+        key = f"{snapshot.serial}:{query.fingerprint()}"
+        hit = self._volume_filtered.get(key)
+        if hit is not None:
+            return hit[0]
+        floor = query.min_volume_24h or 0
+        kept = [p for p, item in enumerate(selection.items)
+                if (v := item.sort_values.get("volume_24h")) is not None and v >= floor]
+        filtered = Selection(items=[selection.items[p] for p in kept], keys=[selection.keys[p] for p in kept])
+        self._volume_filtered.put(key, filtered)
+        return filtered
+
+    def _sparklines(self, snapshot: Snapshot, markets: Sequence[dict[str, Any]], window: str
+                    ) -> dict[str, Any] | None:
+        """The page's sparklines in one read; None when the database fails (the page still answers)."""
+        tokens = [t for m in markets if (t := trends.first_token(m))]
+        if not tokens or snapshot.as_of is None:
+            return {}
+        end = snapshot.as_of
+        try:
+            return self._database().run(lambda cur: trends.sparklines(cur, tokens, end, window))
+        except AppError as error:
+            log.warning("sparklines not read (%s)", error.code)
+            return None
 
     def get(self, market: str) -> Answer:
         """One market by condition id, Gamma id or slug; by Gamma id or slug, one only Gamma has

@@ -415,7 +415,7 @@ class Snapshot:
 
 # --- cursors ---------------------------------------------------------------------------------
 
-CURSOR_PARAMETERS = "q, tag, event, status, sort, order or active_only"
+CURSOR_PARAMETERS = "q, tag, event, status, sort, order, active_only or min_volume_24h"
 
 
 def encode_cursor(query: MarketQuery, key: SortKey) -> str:

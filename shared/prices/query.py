@@ -12,6 +12,15 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from shared.core.query import Bool, ParameterError, Query, UInt, no_default, refresh_field
 
+OutputFormat = Literal["json", "csv"]
+
+
+def format_field() -> Any:
+    """The ``format`` parameter of answers an analyst may want as a table."""
+    return Field("json", description="`csv`: the points as `text/csv` (a header row, ISO 8601 UTC times), "
+                                     "with the same caching as the JSON.")
+
+
 Interval = Literal["1h", "6h", "1d", "1w", "1m", "max"]
 INTERVALS: dict[str, int] = {
     "1h": 3600,
@@ -82,6 +91,13 @@ class PriceQuery(HistoryQuery):
 
     history: Bool = Field(True, description="Include the price history")
     refresh: Bool = refresh_field()
+    format: OutputFormat = format_field()
+
+    @model_validator(mode="after")
+    def _csv_needs_history(self) -> PriceQuery:
+        if self.format == "csv" and not self.history:
+            raise ParameterError("format", "csv is the price history: it needs history=true")
+        return self
 
     def history_query(self) -> HistoryQuery | None:
         """The range alone (the service's cache key), or None without history."""

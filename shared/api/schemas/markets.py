@@ -16,9 +16,11 @@ from shared.api.schemas.base import (
     Probability,
     Time,
     TokenId,
+    optional,
 )
 from shared.api.schemas.common import Freshness
 from shared.markets.query import MAX_LIMIT
+from shared.markets.trends import MAX_SPARKLINE_POINTS
 
 PriceRule = Literal["midpoint", "last_trade", "resolved", "outcome_prices", "none"]
 Status = Literal["open", "closed", "resolved"]
@@ -52,6 +54,29 @@ class Event(Body):
     id: str
     slug: str | None
     title: str | None
+
+
+class SparkPoint(Body):
+    t: Count = Field(description="Unix seconds: the start of the point's 30 minutes (24h) or 4 hours (7d).")
+    p: Probability = Field(description="The first outcome's display price at the end of it.")
+
+
+class Sparkline(Body):
+    """The first outcome's captured price over the window, ending at the catalogue's refresh (no upstream call)."""
+
+    window: Literal["24h", "7d"]
+    points: list[SparkPoint] = Field(max_length=MAX_SPARKLINE_POINTS,
+                                     description="Ascending; empty when nothing is captured for the market.")
+
+
+class Change(Body):
+    """The first outcome's price change over the window the list is sorted by."""
+
+    window: Literal["1h", "24h", "7d"]
+    value: Annotated[float, Field(ge=-1, le=1)] = Field(description="Price now less the price a window ago.")
+    source: Literal["captures", "gamma"] = Field(
+        description="`captures`: ours at the catalogue's refresh and a window before it; `gamma`: Gamma's one-day "
+                    "change, where our captures do not reach a day back (24h only).")
 
 
 class Market(Body):
@@ -88,6 +113,8 @@ class Market(Body):
         description="One-day price change of the first outcome.")
     outcomes: list[Outcome] = Field(description="In Polymarket's order.")
     updated_at: Time = Field(description="When the stored row last changed.")
+    sparkline: Sparkline | None = optional("With `sparkline=`: null when the database could not be read.")
+    change: Change | None = optional("With a movers `sort`: null when no change is known (sorted last).")
 
 
 class MarketDetail(Market):

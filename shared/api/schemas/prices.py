@@ -16,6 +16,7 @@ from shared.core.display import (
     PRICE_RULE_RESOLVED,
 )
 from shared.core.ids import TOKEN_ID_RULE
+from shared.prices.candles import MAX_CANDLES, Resolution
 from shared.prices.query import MAX_BATCH, MAX_DEPTH, MAX_FIDELITY, Interval
 
 PriceRule = Literal["midpoint", "last_trade", "last_known", "resolved", "none"]
@@ -72,6 +73,35 @@ class History(Body):
     upstream_points: Count
     stored_points: Count = Field(description="Points filled from stored samples where upstream had none.")
     stale_reason: str = optional("Polymarket failed: the points are stored ones only.")
+
+
+class Candle(Body):
+    """One period of the display price."""
+
+    t: Time = Field(description="The period's start (UTC).")
+    period_s: Count = Field(description="Its length: the resolution, or longer where only coarser history is "
+                                        "stored (hourly beyond 7 days, daily beyond the retention).")
+    open: Probability
+    high: Probability
+    low: Probability
+    close: Probability
+    points: Count = Field(description="Points merged into it; 0: a captured period the catalogue refresh saw "
+                                      "unchanged (only changes are stored).")
+    volume: NonNegative | None = Field(
+        description="The market's traded volume in the period (USDC; per market, not per outcome): the "
+                    "difference of its cumulative volume from the candle before. Null for the first candle after "
+                    "a gap and for `history` candles.")
+    source: Literal["captures", "history"] = Field(
+        description="`captures`: the catalogue refresh's; `history`: Polymarket's history or stored quote samples.")
+
+
+class CandlesAnswer(Answer):
+    token_id: TokenId
+    resolution: Resolution
+    start: Time = Field(description="`start` rounded down to the resolution.")
+    end: Time = Field(description="`end` rounded up to the resolution (exclusive).")
+    candles: list[Candle] = Field(max_length=MAX_CANDLES, description="Ascending; periods without a point are absent.")
+    freshness: Freshness
 
 
 class Level(Body):
