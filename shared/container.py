@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the real imports happen in the builders, on first use
     from shared.markets.lookup import Lookup
     from shared.markets.service import MarketsService
     from shared.markets.tags import Tags
+    from shared.prices.backfill import Backfill
     from shared.prices.candles import CandleService
     from shared.prices.service import PricesService
     from shared.sentiment.service import SentimentService
@@ -36,7 +37,7 @@ DATABASE_RECONNECT_BACKOFF_S = 2.0  # an unreachable server is not asked again o
 class Container:
     # Built parts close in the reverse of this order (services before what they use).
     ORDER = ("settings", "database", "clob", "gamma", "model", "markets", "events", "lookup", "tags", "prices",
-             "candles", "sentiment")
+             "candles", "sentiment", "backfill")
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -143,6 +144,13 @@ class Container:
 
         return self._part("candles", lambda: CandleService(self.settings.cache, lambda: self.database,
                                                            lambda: self.prices))
+
+    @property
+    def backfill(self) -> Backfill:
+        """Upstream price history for tokens nobody asked about (a timer's job, off the request path)."""
+        from shared.prices.backfill import Backfill
+
+        return self._part("backfill", lambda: Backfill(lambda: self.database, lambda: self.clob))
 
     @property
     def sentiment(self) -> SentimentService:

@@ -92,7 +92,7 @@ def deep() -> tuple[dict[str, Any], bool]:
                            for name, client in clients.items()},
         "circuit_breakers": {name: client.breaker.snapshot() for name, client in sorted(clients.items()) if client},
         "datasets": {"markets": parts.markets.status(), "events": parts.events.status(),
-                     "prices": parts.prices.status()},
+                     "prices": parts.prices.status(), "backfill": parts.backfill.status()},
         "database_pool": pool.pool_stats() if pool else None,
     }
     return report, can_serve

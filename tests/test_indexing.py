@@ -35,6 +35,7 @@ EXPECTED_HTTP = {
 }
 EXPECTED_TIMERS = {
     "refresh_markets": "%MARKETS_REFRESH_SCHEDULE%",
+    "backfill_price_history": "%MARKETS_REFRESH_SCHEDULE%",
     "prune_price_history": "%PRICE_HISTORY_PRUNE_SCHEDULE%",
     "compact_price_history": "%PRICE_HISTORY_COMPACT_SCHEDULE%",
 }

@@ -24,6 +24,9 @@ Generic switches (more are added beside them, one per misbehaviour a test needs)
 * ``history_point`` -- ``/prices-history``: set ``field`` (``t``/``p``) of the points at ``points``
   (indexes, default [-1], the newest) to ``value``, or the whole point when ``field`` is None; ``append``:
   a list of points added at the end; ``raw`` as for ``book_field``.
+* ``batch_history`` -- ``POST /batch-prices-history``: the token at ``token`` (index in the answer's map,
+  default 0) gets ``value`` as its whole history, or, with ``field`` (``t``/``p``), that field of its
+  point at ``point`` (default -1) set to ``value``; ``raw`` as for ``book_field``.
 * ``keyset_loop`` -- Gamma ``/markets/keyset`` and ``/events/keyset``: ``next_cursor`` becomes a fresh
   random cursor on every page (also the last), one that leads back to the first page: the same rows forever.
 * ``later_pages`` -- apply switch ``then`` (with the other params) only to requests with an
@@ -260,6 +263,29 @@ def _history_point(exchange: Exchange, params: dict[str, Any]) -> None:
         elif isinstance(points[index], dict):
             _edit(points[index], params["field"], params, raws)
     points.extend(params.get("append", []))
+    _set_json_raw(exchange, data, raws)
+
+
+@switch("batch_history")
+def _batch_history(exchange: Exchange, params: dict[str, Any]) -> None:
+    if exchange.host != "clob" or exchange.status != 200 or exchange.path != "/batch-prices-history":
+        return
+    data = exchange.json()
+    history = data.get("history") if isinstance(data, dict) else None
+    if not isinstance(history, dict) or not history:
+        return
+    tokens = list(history)
+    index = int(params.get("token", 0))
+    if not -len(tokens) <= index < len(tokens):
+        return
+    token, raws = tokens[index], []
+    if params.get("field") is None:
+        history[token] = _value(params, raws)
+    else:
+        points = history[token]
+        point = int(params.get("point", -1))
+        if isinstance(points, list) and -len(points) <= point < len(points) and isinstance(points[point], dict):
+            _edit(points[point], params["field"], params, raws)
     _set_json_raw(exchange, data, raws)
 
 

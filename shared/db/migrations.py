@@ -267,4 +267,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        7,
+        "which tokens the price history backfill asked upstream about (shared.prices.backfill)",
+        """
+        -- points NULL: claimed by a run that has not recorded its answer yet.
+        CREATE TABLE price_backfill (
+            token_id  text PRIMARY KEY CHECK (token_id ~ '^[0-9]{1,78}$'),
+            asked_at  timestamptz NOT NULL DEFAULT now(),
+            points    integer
+        );
+        """,
+    ),
 )
