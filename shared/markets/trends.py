@@ -45,18 +45,27 @@ def first_token(body: dict[str, Any]) -> str | None:
 
 
 def sparklines(cur: Cursor, tokens: Sequence[str], end: datetime, window: str) -> dict[str, list[dict[str, Any]]]:
-    """Per token with a captured series, its sparkline points ``{"t": unix, "p": price}`` ending at ``end``."""
+    """Per token with a captured series or backfilled upstream history, its sparkline points
+    ``{"t": unix, "p": price}`` ending at ``end``: one per step, the captures' close where they
+    have one, else the last stored upstream point of the step (``shared.prices.backfill``)."""
     from shared.history.series import series
+    from shared.prices.backfill import stored_points
 
     span, resolution, step = SPARKLINES[window]
+    start = end - timedelta(seconds=span)
     # A second past ``end``: the refresh's own capture, stamped within that second, is the last point.
-    read = series(cur, list(tokens), end - timedelta(seconds=span), end + timedelta(seconds=1), resolution)
+    read = series(cur, list(tokens), start, end + timedelta(seconds=1), resolution)
+    upstream = stored_points(cur, list(tokens), start, end + timedelta(seconds=1))
     out: dict[str, list[dict[str, Any]]] = {}
-    for token, points in read.items():
+    for token in dict.fromkeys([*read, *upstream]):
         closes: dict[int, float] = {}
-        for p in points:  # ascending: the last point of each step is its close
+        for t, price in upstream.get(token, ()):  # ascending: the last point of each step is its close
+            closes[t - t % step] = price
+        captured: dict[int, float] = {}
+        for p in read.get(token, ()):
             ts = int(p.ts.timestamp())
-            closes[ts - ts % step] = p.price
+            captured[ts - ts % step] = p.price
+        closes.update(captured)  # captures win every step they reach
         out[token] = [{"t": t, "p": closes[t]} for t in sorted(closes)][-MAX_SPARKLINE_POINTS:]
     return out
 
