@@ -281,6 +281,14 @@ def test_sparklines_and_movers_from_the_captures(app_env: Upstream) -> None:
         assert [p["t"] for p in points] == sorted({p["t"] for p in points})
     week = body(call("list_markets", "markets", {"limit": "50", "sparkline": "7d"}))
     assert all(len(m["sparkline"]["points"]) <= 42 for m in week["markets"])
+    # The events list gives each of its markets the same sparkline as the markets list.
+    by_id = {m["condition_id"]: m["sparkline"] for m in page["markets"]}
+    events = body(call("list_events", "events", {"limit": "50", "sparkline": "24h"}))["events"]
+    shown = [m for e in events for m in e["markets"] if m["condition_id"] in by_id]
+    assert shown and all(m["sparkline"] == by_id[m["condition_id"]] for m in shown)
+    assert all(m["sparkline"]["window"] == "24h" for e in events for m in e["markets"])
+    assert all("sparkline" not in m for e in body(call("list_events", "events", {"limit": "5"}))["events"]
+               for m in e["markets"])
     assert app_env.count("/prices-history") == history_calls  # no upstream call for any of it
     first = chosen[0].outcomes[0].token_id
     assert first is not None
