@@ -281,6 +281,14 @@ def test_sparklines_and_movers_from_the_captures(app_env: Upstream) -> None:
         assert [p["t"] for p in points] == sorted({p["t"] for p in points})
     week = body(call("list_markets", "markets", {"limit": "50", "sparkline": "7d"}))
     assert all(len(m["sparkline"]["points"]) <= 42 for m in week["markets"])
+    # The events list gives each of its markets the same sparkline as the markets list.
+    by_id = {m["condition_id"]: m["sparkline"] for m in page["markets"]}
+    events = body(call("list_events", "events", {"limit": "50", "sparkline": "24h"}))["events"]
+    shown = [m for e in events for m in e["markets"] if m["condition_id"] in by_id]
+    assert shown and all(m["sparkline"] == by_id[m["condition_id"]] for m in shown)
+    assert all(m["sparkline"]["window"] == "24h" for e in events for m in e["markets"])
+    assert all("sparkline" not in m for e in body(call("list_events", "events", {"limit": "5"}))["events"]
+               for m in e["markets"])
     assert app_env.count("/prices-history") == history_calls  # no upstream call for any of it
     first = chosen[0].outcomes[0].token_id
     assert first is not None
@@ -358,3 +366,24 @@ def test_a_failing_database_leaves_sparklines_null_and_the_page_uncached(
     page = body(call("list_markets", "markets", {"limit": "2", "sort": "change_1h", "min_volume_24h": "0"}))
     other = call("list_markets", "markets", {"limit": "2", "sort": "change_1h", "cursor": page["next_cursor"]})
     assert other.status_code == 400 and json.loads(other.get_body())["error"]["parameter"] == "cursor"
+
+
+def test_price_history_of_a_token_nobody_asked_about_comes_from_the_captures(app_env: Upstream) -> None:
+    """/api/price history merges the catalogue's captures with upstream's history and the stored
+    samples: a token Polymarket has no history for (these are not the stand-in's) has one."""
+    start = datetime.fromtimestamp(int(datetime.now(UTC).timestamp()) // 3_600 * 3_600 - 5 * 3_600, UTC)
+    _store([record(6, 0.5, 10)])
+    prices = [0.31, 0.42, 0.53, 0.64]
+    for hour, price in enumerate(prices):
+        write([record(6, price, 10 + hour)], start + timedelta(hours=hour, minutes=7))
+    response = call("get_price", f"price/{token(6)}", {"interval": "1d", "fidelity": "60"},
+                    route_params={"token_id": token(6)})
+    history = body(response)["history"]
+    points = [(p["t"], p["p"]) for p in history["points"]]
+    assert [p for _, p in points] == prices  # one per hour, each hour's close, in order
+    assert all(start.timestamp() + h * 3_600 <= t < start.timestamp() + (h + 1) * 3_600
+               for h, (t, _) in enumerate(points))  # each inside its own hour
+    # The second outcome's history is the complement, as its prices are.
+    other = call("get_price", f"price/{token(6, 1)}", {"interval": "1d", "fidelity": "60"},
+                 route_params={"token_id": token(6, 1)})
+    assert [p["p"] for p in body(other)["history"]["points"]] == [pytest.approx(1 - p) for p in prices]

@@ -28,6 +28,9 @@ class EventQuery(Query):
         None, max_length=MAX_Q_CHARS,
         description="Text search: every word must appear in the event's title or slug (case-insensitive).")
     tag: str | None = Field(None, max_length=MAX_TAG_CHARS, description="Only events with this tag (slug or label).")
+    sparkline: Literal["24h", "7d"] | None = Field(
+        None, description="Add to each listed market its `sparkline`, as `/api/markets?sparkline=` does (from our "
+                          "captures, no upstream call).")
     cursor: str | None = Field(
         None, max_length=MAX_CURSOR_CHARS,
         description="`next_cursor` of the previous page, with the same q, tag, sort, order and active_only "
@@ -43,6 +46,7 @@ class EventQuery(Query):
 
     def fingerprint(self) -> str:
         text = json.dumps(["events", self.active_only, self.q, self.tag, self.sort, self.order])
+        # The sparkline window does not change which events a page holds: cursors stay valid across it.
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import psycopg2
 
+from shared.core.cache import TTLCache
 from shared.core.config import CacheSettings
 from shared.core.errors import AppError, NotFound
 from shared.core.etag import etag as make_etag
@@ -32,6 +33,7 @@ from shared.events import store
 from shared.events.catalogue import EventsCatalogue
 from shared.events.query import EventQuery
 from shared.events.refs import validate_event_ref
+from shared.markets import trends
 from shared.markets.snapshot import STATUS_FACET, Snapshot, Unloadable, market_json
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polymarket_api.events")
 
+PAGE_CACHE_ENTRIES = 256
 REBUILD_BACKOFF_S = 2.0  # a failed build is not retried by every request
 
 OPEN_FACET = f"{STATUS_FACET}open"
@@ -71,6 +74,8 @@ class EventsService:
         self._catalogue: EventsCatalogue | None = None
         self._build_lock = threading.Lock()
         self._failed_at = float("-inf")  # monotonic: when the last build failed
+        # Pages with sparklines, per (catalogue, query): their read is made once.
+        self._pages: TTLCache[dict[str, Any]] = TTLCache(PAGE_CACHE_ENTRIES, cache.markets_ttl_s)
         self._failure: str | None = None
 
     # the catalogue --------------------------------------------------------------------------
@@ -165,9 +170,27 @@ class EventsService:
             cat.decode_cursor(query, query.cursor)  # a bad cursor is a 400 before any work
         catalogue, freshness = self.catalogue(force_refresh=force_refresh)
         page, next_cursor, total = catalogue.page(query)
-        body = {"events": [item.json for item in page], "next_cursor": next_cursor, "total": total}
-        etag = make_etag("events", catalogue.version, query.fingerprint(), query.cursor, query.limit)
-        return Answer(body, freshness, etag, self._cache.markets_ttl_s, f"{catalogue.serial}:{etag}")
+        # Sparklines follow the captures of the catalogue's refresh: its time is in the tag.
+        extra = (query.sparkline, freshness.as_of) if query.sparkline else ()
+        etag = make_etag("events", catalogue.version, query.fingerprint(), query.cursor, query.limit, *extra)
+        key = f"{catalogue.serial}:{etag}"
+        events = [item.json for item in page]
+        if query.sparkline:
+            hit = self._pages.get(key)
+            if hit is not None:
+                return Answer(hit[0], freshness, etag, self._cache.markets_ttl_s, key)
+            window = query.sparkline
+            lines = trends.page_sparklines(self._database, [m for e in events for m in e["markets"]],
+                                           freshness.as_of, window)
+            events = [{**e, "markets": [trends.with_sparkline(m, lines, window) for m in e["markets"]]}
+                      for e in events]
+            body = {"events": events, "next_cursor": next_cursor, "total": total}
+            if lines is None:  # the database failed: answered, not kept
+                return Answer(body, freshness, etag, self._cache.markets_ttl_s)
+            self._pages.put(key, body)
+            return Answer(body, freshness, etag, self._cache.markets_ttl_s, key)
+        body = {"events": events, "next_cursor": next_cursor, "total": total}
+        return Answer(body, freshness, etag, self._cache.markets_ttl_s, key)
 
     def get(self, ref: str) -> Answer:
         """One event by Gamma id or slug, with its markets in full: from the catalogue when it

@@ -31,7 +31,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime, timedelta
@@ -608,10 +608,9 @@ class MarketsService:
             markets = [{**m, "change": c.as_json() if (c := changed.get(m["condition_id"])) else None}
                        for m in markets]
         if query.sparkline:
-            lines = self._sparklines(snapshot, markets, query.sparkline)
+            lines = trends.page_sparklines(self._database, markets, snapshot.as_of, query.sparkline)
             complete = lines is not None
-            markets = [{**m, "sparkline": None if lines is None else {
-                "window": query.sparkline, "points": lines.get(trends.first_token(m) or "", [])}} for m in markets]
+            markets = [trends.with_sparkline(m, lines, query.sparkline) for m in markets]
         body = {"markets": markets, "next_cursor": next_cursor, "total": len(selection.items)}
         if extra and complete:
             self._pages.put(key, body)
@@ -710,19 +709,6 @@ class MarketsService:
         filtered = Selection(items=[selection.items[p] for p in kept], keys=[selection.keys[p] for p in kept])
         self._volume_filtered.put(key, filtered)
         return filtered
-
-    def _sparklines(self, snapshot: Snapshot, markets: Sequence[dict[str, Any]], window: str
-                    ) -> dict[str, Any] | None:
-        """The page's sparklines in one read; None when the database fails (the page still answers)."""
-        tokens = [t for m in markets if (t := trends.first_token(m))]
-        if not tokens or snapshot.as_of is None:
-            return {}
-        end = snapshot.as_of
-        try:
-            return self._database().run(lambda cur: trends.sparklines(cur, tokens, end, window))
-        except AppError as error:
-            log.warning("sparklines not read (%s)", error.code)
-            return None
 
     def get(self, market: str) -> Answer:
         """One market by condition id, Gamma id or slug; by Gamma id or slug, one only Gamma has

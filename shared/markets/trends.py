@@ -17,13 +17,17 @@ no upstream call.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
 
-from shared.db.database import Cursor
+from shared.core.errors import AppError
+from shared.db.database import Cursor, Database
+
+log = logging.getLogger("polymarket_api.markets")
 
 SparklineWindow = Literal["24h", "7d"]
 # window -> (span, the stored resolution read, seconds per sparkline point)
@@ -68,6 +72,27 @@ def sparklines(cur: Cursor, tokens: Sequence[str], end: datetime, window: str) -
         closes.update(captured)  # captures win every step they reach
         out[token] = [{"t": t, "p": closes[t]} for t in sorted(closes)][-MAX_SPARKLINE_POINTS:]
     return out
+
+
+def page_sparklines(database: Callable[[], Database], bodies: Sequence[dict[str, Any]], end: datetime | None,
+                    window: str) -> dict[str, list[dict[str, Any]]] | None:
+    """The sparklines of a page's markets (their first outcomes) in one read, ending at ``end``
+    (the catalogue's refresh); None when the database fails (the page still answers, uncached)."""
+    tokens = [t for body in bodies if (t := first_token(body))]
+    if not tokens or end is None:
+        return {}
+    try:
+        return database().run(lambda cur: sparklines(cur, tokens, end, window))
+    except AppError as error:
+        log.warning("sparklines not read (%s)", error.code)
+        return None
+
+
+def with_sparkline(body: dict[str, Any], lines: dict[str, list[dict[str, Any]]] | None,
+                   window: str) -> dict[str, Any]:
+    """``body`` with its ``sparkline`` (null when the read failed)."""
+    line = None if lines is None else {"window": window, "points": lines.get(first_token(body) or "", [])}
+    return {**body, "sparkline": line}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Price history: one ``GET /prices-history`` per (token, interval, fidelity) per history TTL,
-merged with the stored samples (so history outlives upstream's ~31 days), its new points
-queued for storage."""
+merged with the stored samples and the catalogue refreshes' captures (so history outlives
+upstream's ~31 days, and a market nobody asked about has one), its new points queued for
+storage."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from shared.core import deadline
 from shared.core.cache import SingleFlight, TTLCache
 from shared.core.config import CacheSettings
 from shared.core.errors import AppError, UpstreamBadResponse, UpstreamError, UpstreamNotFound, UpstreamTimeout
-from shared.db.database import Database
+from shared.db.database import Cursor, Database
+from shared.history.series import MAX_PERIODS, RESOLUTIONS
+from shared.history.series import series as captured_series
 from shared.prices import store
 from shared.prices.entries import failure_reason
 from shared.prices.query import HistoryQuery
@@ -70,6 +73,20 @@ class Series:
         first = self.points[0] if self.points else None
         return f"{self.query}|{len(self.points)}|{first}|{last}|{self.error is not None}"
 
+
+
+def captured_points(cur: Cursor, token: str, start: datetime, end: datetime, period_s: int) -> list[Point]:
+    """The token's history as the catalogue refreshes captured it (``shared.history``), one
+    point per period of at least ``period_s`` (never finer than stored): each period's close,
+    at its last second, and only periods in which a capture was taken (an unchanged stretch is the
+    points around it, as upstream's own series shows it)."""
+    resolution = "1d" if period_s >= 86_400 else "1h" if period_s >= 3_600 else "5m"
+    if (end - start).total_seconds() / RESOLUTIONS[resolution] > MAX_PERIODS:
+        resolution = "1d"
+    found = captured_series(cur, [token], start, end, resolution).get(token, [])
+    until = int(end.timestamp())
+    # Stamped at the period's last second (its close), never past ``end``: inside the period.
+    return [(min(int(p.ts.timestamp()) + p.period_s - 1, until), p.price) for p in found if p.captures]
 
 
 class Histories(TTLCache[Series]):
@@ -154,13 +171,19 @@ class Histories(TTLCache[Series]):
                 upstream = read.points
                 self.rejections.add("history_points", read.rejected, token, read.rejection)
         self._persist(token, query, upstream)
+        since, until = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(latest, UTC)
+
+        def stored_and_captured(cur: Cursor) -> tuple[list[Point], list[Point]]:
+            return (store.history_points(cur, token, since, until, query.period_s),
+                    captured_points(cur, token, since, until, query.period_s))
+
         try:
-            stored = self._database().run(lambda cur: store.history_points(
-                cur, token, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(latest, UTC),
-                query.period_s))
+            stored, captured = self._database().run(stored_and_captured)
         except AppError as db_error:
             log.warning("cannot read stored price history (%s)", db_error.code)
-            stored = []
+            stored, captured = [], []
+        # Upstream wins its buckets, then the stored samples, then the catalogue's captures.
+        stored, _ = merge_history(stored, captured, period_s=query.period_s, start=start, end=latest)
         points, from_store = merge_history(upstream, stored, period_s=query.period_s, start=start, end=latest)
         series = Series(query, points, len(points) - from_store, from_store, start, end, error,
                         time.monotonic() + self.settings.price_ttl_s)

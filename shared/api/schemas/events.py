@@ -16,9 +16,10 @@ from shared.api.schemas.base import (
     Probability,
     Time,
     TokenId,
+    optional,
 )
 from shared.api.schemas.common import Freshness
-from shared.api.schemas.markets import Market
+from shared.api.schemas.markets import Market, Sparkline
 from shared.events.query import MAX_LIMIT
 
 Status = Literal["open", "closed", "resolved"]
@@ -41,6 +42,7 @@ class CompactMarket(Body):
     group_item_title: str | None = Field(description="The candidate's short name in its event (e.g. a name).")
     status: Status
     outcomes: list[CompactOutcome] = Field(description="In Polymarket's order.")
+    sparkline: Sparkline | None = optional("With `sparkline=`: null when the database could not be read.")
 
 
 class Leading(Body):
