@@ -39,7 +39,7 @@ def open_first_tokens() -> list[str]:
     return [row["token_id"] for row in get_database().query(
         """SELECT o.token_id FROM markets m JOIN outcome_tokens o USING (condition_id)
             WHERE m.in_active_set AND NOT m.closed AND o.outcome_index = 0 AND o.token_id IS NOT NULL
-            ORDER BY m.volume DESC NULLS LAST""")]
+            ORDER BY m.volume DESC NULLS LAST, o.token_id""")]
 
 
 def stored(token: str) -> list[tuple[int, float]]:
@@ -99,6 +99,20 @@ def test_a_refresh_is_followed_by_one_batch_call_per_20_tokens_and_never_asks_tw
     run_backfill()
     assert app_env.count(BATCH_PATH) == calls
     assert health()["tokens_asked"] == len(tokens)
+
+
+def test_a_run_asks_for_the_busiest_markets_first_and_at_most_its_budget(app_env: Upstream) -> None:
+    assert get_markets_service().refresh(min_age_s=0).status == "refreshed"
+    tokens = open_first_tokens()
+    get_container().backfill.max_tokens = BATCH + 5
+    run_backfill()
+    assert app_env.count(BATCH_PATH) == 2
+    asked = {r["token_id"] for r in get_database().query("SELECT token_id FROM price_backfill")}
+    assert asked == set(tokens[:BATCH + 5])
+    run_backfill()  # the next run takes the next busiest
+    assert app_env.count(BATCH_PATH) == 4
+    asked = {r["token_id"] for r in get_database().query("SELECT token_id FROM price_backfill")}
+    assert asked == set(tokens[:2 * (BATCH + 5)])
 
 
 def test_a_failing_call_is_counted_and_its_tokens_asked_at_the_next_run(app_env: Upstream) -> None:
