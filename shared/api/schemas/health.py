@@ -168,10 +168,27 @@ class EventsStatus(Body):
     last_error: str | None = Field(description="Why the last rebuild failed (the one built before is served).")
 
 
+class BackfillStatus(Body):
+    """This instance's batched upstream history backfill (``backfill_price_history``)."""
+
+    runs: Count
+    tokens_asked: Count
+    calls: Count
+    calls_failed: Count
+    points_stored: Count
+    tokens_skipped: Count = Field(description="Tokens whose answer was not a list of points.")
+    points_skipped: Count = Field(description="Points refused by validation.")
+    last_run_at: Time | None
+    last_error: str | None = Field(description="Why the last run stopped early (an error code).")
+    max_tokens_per_run: Count
+    batch: Count = Field(description="Tokens per `/batch-prices-history` call.")
+
+
 class Datasets(Body):
     markets: MarketsStatus
     events: EventsStatus
     prices: PricesStatus
+    backfill: BackfillStatus
 
 
 class Pool(Body):
