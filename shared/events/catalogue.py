@@ -24,7 +24,7 @@ from shared.core import paging
 from shared.core.paging import SortKey
 from shared.core.paging import slug as tag_slug
 from shared.events.query import EventQuery
-from shared.markets.snapshot import Unloadable, number
+from shared.markets.snapshot import Unloadable, compact_market, number
 
 log = logging.getLogger("polymarket_api.events")
 
@@ -43,20 +43,6 @@ def _iso(value: Any) -> str | None:
     return value.isoformat()
 
 
-def compact_market(market: dict[str, Any]) -> dict[str, Any]:
-    """A market as an events list shows it: from its list JSON (``market_json``)."""
-    return {
-        "condition_id": market["condition_id"],
-        "question": market["question"],
-        "group_item_title": market.get("group_item_title"),
-        "status": market["status"],
-        "outcomes": [
-            {"token_id": o["token_id"], "outcome": o["outcome"], "price": o["price"], "price_rule": o["price_rule"]}
-            for o in market["outcomes"]
-        ],
-    }
-
-
 def _first_price(market: dict[str, Any]) -> float | None:
     outcomes = market["outcomes"]
     return outcomes[0]["price"] if outcomes else None
@@ -65,14 +51,9 @@ def _first_price(market: dict[str, Any]) -> float | None:
 def order_candidates(markets: list[dict[str, Any]], neg_risk: bool) -> list[dict[str, Any]]:
     """Neg-risk candidates by their first outcome's display price, highest first (unpriced last);
     other events' markets by volume. Ties by condition id, so the order is stable."""
-    if neg_risk:
-        def key(m: dict[str, Any]) -> tuple[bool, float, str]:
-            price = _first_price(m)
-            return (price is None, -(price or 0.0), m["condition_id"])
-    else:
-        def key(m: dict[str, Any]) -> tuple[bool, float, str]:
-            volume = m.get("volume")
-            return (volume is None, -(volume or 0.0), m["condition_id"])
+    def key(m: dict[str, Any]) -> SortKey:
+        return paging.sort_key(_first_price(m) if neg_risk else m.get("volume"), m["condition_id"], True)
+
     return sorted(markets, key=key)
 
 

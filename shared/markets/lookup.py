@@ -44,7 +44,7 @@ from shared.core.query import Query
 from shared.db.database import Cursor, Database
 from shared.markets import store
 from shared.markets.rows import BadMarketRow, MarketRecord, parse_market, row_label
-from shared.markets.snapshot import Unloadable, market_json
+from shared.markets.snapshot import Unloadable, compact_market, market_json
 
 if TYPE_CHECKING:  # the client (and httpx) is imported with the first upstream read
     from shared.upstream.polymarket import GammaApi
@@ -515,20 +515,8 @@ def _record_event(record: MarketRecord) -> EventRef | None:
 
 
 def _compact(market: dict[str, Any]) -> dict[str, Any]:
-    """The resolve form of a market's list JSON (``snapshot.market_json``)."""
-    return {
-        "condition_id": market["condition_id"],
-        "gamma_id": market["gamma_id"],
-        "question": market["question"],
-        "slug": market["slug"],
-        "group_item_title": market["group_item_title"],
-        "status": market["status"],
-        "outcomes": [
-            {"token_id": o["token_id"], "outcome": o["outcome"], "price": o["price"],
-             "price_rule": o["price_rule"]}
-            for o in market["outcomes"]
-        ],
-    }
+    """The resolve form of a market's list JSON: the events list's, with its Gamma id and slug."""
+    return {**compact_market(market), "gamma_id": market["gamma_id"], "slug": market["slug"]}
 
 
 def _text(value: Any) -> str | None:

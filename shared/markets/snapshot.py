@@ -165,6 +165,20 @@ def market_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def compact_market(market: dict[str, Any]) -> dict[str, Any]:
+    """A market as the events list and the resolver show it, from its list JSON (``market_json``)."""
+    return {
+        "condition_id": market["condition_id"],
+        "question": market["question"],
+        "group_item_title": market.get("group_item_title"),
+        "status": market["status"],
+        "outcomes": [
+            {"token_id": o["token_id"], "outcome": o["outcome"], "price": o["price"], "price_rule": o["price_rule"]}
+            for o in market["outcomes"]
+        ],
+    }
+
+
 def _updated_at(value: Any) -> str:
     updated_at = _date(value)
     if updated_at is None:  # NOT NULL in the schema: a row without one is not ours to serve
